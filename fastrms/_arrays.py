@@ -1,0 +1,80 @@
+"""Array intake: turn what users pass into flat contiguous float arrays, or say clearly why not."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .kernels import CPU
+
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _kind_error(what: str, dtype) -> TypeError:
+    return TypeError(f"{what} must hold real numbers (float32 or float64; integers are "
+                     f"converted to float64), got dtype {dtype}")
+
+
+def as_x0(x0, dtype=None) -> np.ndarray:
+    """A float copy of x0 (never a view: x0 is never mutated). Integers and lists become float64."""
+    if isinstance(x0, (str, bytes)):
+        raise TypeError(f"x0 must be an array of numbers, got the string {x0!r}")
+    try:
+        a = np.asarray(x0)
+    except (ValueError, TypeError) as e:
+        raise TypeError(f"x0 must be an array of numbers: {e}") from None
+    if a.dtype.kind in "iu":
+        a = a.astype(np.float64)
+    elif a.dtype.kind != "f" or a.dtype not in FLOATS:
+        if a.dtype.kind == "f":  # float16, longdouble: compute in float64
+            a = a.astype(np.float64)
+        else:
+            raise _kind_error("x0", a.dtype)
+    if dtype is not None:
+        dtype = np.dtype(dtype)
+        if dtype not in FLOATS:
+            raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+        a = a.astype(dtype)
+    if a.size == 0:
+        raise ValueError("x0 is empty: there is nothing to optimize")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("x0 contains NaN or inf")
+    return np.array(a, copy=True, order="C")
+
+
+def check_param_array(x):
+    """The backend for an array a stepper will update in place."""
+    if not isinstance(x, np.ndarray):
+        from .kernels import cuda_backend_for
+
+        backend = cuda_backend_for(x)
+        if backend is not None:
+            return backend
+        raise TypeError(f"steppers update x in place, so x must be a NumPy (or CUDA) array of "
+                        f"float32 or float64, got {type(x).__name__}")
+    if x.dtype not in FLOATS:
+        raise _kind_error("x", x.dtype)
+    if not x.flags.c_contiguous:
+        raise ValueError("x must be C-contiguous (the update runs over its flat memory)")
+    if not x.flags.writeable:
+        raise ValueError("x is read-only; steppers update x in place")
+    if x.size == 0:
+        raise ValueError("x is empty: there is nothing to optimize")
+    return CPU
+
+
+def as_gradient(g, x, backend=CPU):
+    """g as a flat contiguous array in x's dtype, or a clear error."""
+    if backend is not CPU:
+        return backend.as_gradient(g, x)
+    if not isinstance(g, np.ndarray):
+        try:
+            g = np.asarray(g)
+        except (ValueError, TypeError) as e:
+            raise TypeError(f"the gradient must be an array of numbers: {e}") from None
+    if g.shape != x.shape:
+        raise ValueError(f"the gradient has shape {g.shape}, but x has shape {x.shape}")
+    if g.dtype != x.dtype:
+        if g.dtype.kind not in "fiu":
+            raise _kind_error("the gradient", g.dtype)
+        g = g.astype(x.dtype)
+    return np.ascontiguousarray(g).reshape(-1)

@@ -1,0 +1,165 @@
+"""The public front: ``minimize``, its options, and scipy-pluggable method functions.
+
+A call flows front → driver → kernel: this module validates everything and
+builds a ``Problem`` and an ``Engine``; ``drivers/`` iterate; ``kernels/`` update.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+from scipy.optimize import OptimizeResult
+
+from . import _checks as ck
+from . import methods, presets
+from ._arrays import as_x0
+from .drivers import python_loop
+from .drivers.problem import Problem, wrap_callback
+from .engine import Engine
+
+# Options of the driver (the method's hyperparameters come on top of these).
+DRIVER_OPTIONS = {
+    "maxiter": 1000,        # iterations (= updates) at most
+    "gtol": 1e-5,           # stop when max_i |g_i| <= gtol (0: never)
+    "disp": False,          # print a summary at the end
+    "history": False,       # res.history: loss and max|g| at every iterate
+    "trajectory": False,    # res.trajectory: every iterate (small problems)
+    "preset": None,         # 'torch', 'keras', 'tf1', 'optax', 'mxnet', 'autograd', 'd2l'
+    "dtype": None,          # compute in float32 or float64 (default: x0's)
+    "driver": "auto",       # 'auto', 'python' or 'compiled'
+    "backend": "auto",      # 'auto', 'cpu' or 'cuda'
+}
+
+
+def _split_options(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise TypeError(f"options must be a dict, got {type(options).__name__}")
+    driver, hyper = dict(DRIVER_OPTIONS), {}
+    preset = options.get("preset")
+    known_hyper = set(method.hypers) | set(methods.ALIASES) | {"betas"}
+    if isinstance(preset, str):
+        known_hyper |= set(presets.PRESET_ALIASES.get(preset.lower(), {}))
+    for key, value in options.items():
+        if key in DRIVER_OPTIONS:
+            driver[key] = value
+        elif key in known_hyper:
+            hyper[key] = value
+        else:
+            raise ck.unknown(f"option for method {method.name!r}:", key,
+                             set(DRIVER_OPTIONS) | set(method.hypers))
+    if tol is not None and "gtol" not in options:
+        driver["gtol"] = tol
+    driver["maxiter"] = ck.count("maxiter", driver["maxiter"])
+    driver["gtol"] = ck.nonneg("gtol", driver["gtol"])
+    for flag in ("disp", "history", "trajectory"):
+        driver[flag] = bool(driver[flag])
+    if driver["driver"] not in ("auto", "python", "compiled"):
+        raise ck.unknown("driver", str(driver["driver"]), ("auto", "python", "compiled"))
+    if driver["backend"] not in ("auto", "cpu", "cuda"):
+        raise ck.unknown("backend", str(driver["backend"]), ("auto", "cpu", "cuda"))
+    return driver, hyper
+
+
+def _parse_positional(fun, second, rest, jac):
+    """Accept minimize(F, dF, x0) and scipy's minimize(F, x0, jac=dF)."""
+    if callable(second) and not hasattr(second, "__array__"):
+        if not rest:
+            raise TypeError("minimize(F, dF, x0): x0 is missing")
+        if len(rest) > 1:
+            raise TypeError("minimize takes at most three positional arguments (F, dF, x0); "
+                            "pass the rest by keyword")
+        if jac is not None:
+            raise TypeError("the gradient was given twice: as the second argument and as jac=")
+        return second, rest[0]
+    if rest:
+        raise TypeError("minimize(F, x0, ...): pass args, method, jac ... by keyword")
+    return jac, second
+
+
+def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method: str = "rmsprop",
+             jac: Callable | bool | None = None, tol: float | None = None,
+             callback: Callable | None = None, options: dict | None = None) -> OptimizeResult:
+    """Minimize ``fun`` with RMSProp or a relative, scipy.optimize.minimize style.
+
+    Called as ``minimize(F, dF, x0, ...)`` or ``minimize(F, x0, jac=dF, ...)``;
+    ``jac=True`` means F returns (f, g).  F and dF receive x in x0's shape and
+    dtype, plus ``*args``.  ``options`` holds the driver options (``maxiter``
+    1000, ``gtol`` 1e-5 on max|g|, ``disp``, ``history``, ``trajectory``,
+    ``preset``, ``dtype``, ``driver``, ``backend``) and the method's
+    hyperparameters (``lr``, ``gamma``, ``eps`` ... see ``fastrms.methods``).
+
+    Returns scipy's OptimizeResult: x (x0's shape), fun, jac, nit, nfev, njev,
+    status (0 converged, 1 maxiter, 3 non-finite, 99 callback), success,
+    message, and ``history`` / ``trajectory`` when asked for.
+    """
+    if not callable(fun):
+        raise TypeError(f"fun must be callable, got {fun!r}")
+    jac, x0 = _parse_positional(fun, x0_or_jac, rest, jac)
+    m = methods.get(method)
+    opts, hyper = _split_options(m, options, tol)
+    if jac is None or jac is False:
+        raise ValueError("fastrms methods need the gradient: pass dF (minimize(F, dF, x0)), "
+                         "jac=dF, or jac=True when F returns (f, g)")
+    if jac is not True and not callable(jac):
+        raise TypeError(f"jac must be callable or True, got {jac!r}")
+    if not isinstance(args, tuple):
+        args = (args,)
+    config = presets.configure(m.name, hyper, opts["preset"])
+    return _solve(fun, jac, x0, args, config, opts, wrap_callback(callback))
+
+
+def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
+    x = as_x0(x0, opts["dtype"])
+    shape = x.shape
+    x = x.reshape(-1)
+    engine = Engine(config, x.size, x.dtype)
+    driver = _choose_driver(fun, jac, config, opts, callback)
+    problem = Problem(fun, jac, args, shape, x.dtype)
+    out = driver.run(problem, engine, x, maxiter=opts["maxiter"], gtol=opts["gtol"],
+                     callback=callback, history=opts["history"], trajectory=opts["trajectory"])
+    f = out.f if out.f is not None else problem.value(out.x)
+    res = OptimizeResult(
+        x=out.x.reshape(shape), fun=f, jac=out.g.reshape(shape), nit=out.nit,
+        nfev=problem.nfev, njev=problem.njev, status=out.status,
+        success=out.status == 0, message=out.message)
+    if out.losses is not None:
+        res.history = {"loss": np.asarray(out.losses), "gnorm": np.asarray(out.gnorms)}
+    if out.xs is not None:
+        res.trajectory = np.asarray(out.xs)
+    if opts["disp"]:
+        print(f"{res.message}\n         Current function value: {f:.6g}\n"
+              f"         Iterations: {res.nit}\n         Function evaluations: {res.nfev}\n"
+              f"         Gradient evaluations: {res.njev}")
+    return res
+
+
+def _choose_driver(fun, jac, config, opts, callback):
+    return python_loop
+
+
+def _method_function(name: str):
+    def solver(fun, x0, args=(), jac=None, hess=None, hessp=None, bounds=None, constraints=(),
+               callback=None, **options):
+        if bounds is not None or constraints:
+            raise ValueError(f"fastrms.{name} is unconstrained: it cannot honour bounds or constraints")
+        tol = options.pop("tol", None)
+        return minimize(fun, x0, args=args, method=name, jac=jac, tol=tol, callback=callback,
+                        options=options)
+
+    solver.__name__ = solver.__qualname__ = name
+    solver.__doc__ = (f"fastrms's {name!r} as a scipy method: "
+                      f"``scipy.optimize.minimize(F, x0, jac=dF, method=fastrms.{name}, options=...)``.\n\n"
+                      f"{methods.METHODS[name].doc}")
+    return solver
+
+
+gd = _method_function("gd")
+momentum = _method_function("momentum")
+rmsprop = _method_function("rmsprop")
+adagrad = _method_function("adagrad")
+adam = _method_function("adam")
+adamw = _method_function("adamw")
+adadelta = _method_function("adadelta")

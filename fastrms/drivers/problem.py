@@ -1,0 +1,141 @@
+"""What every driver shares: calling the user's functions safely, and the outcome of a run."""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+
+import numpy as np
+
+from .._arrays import as_gradient
+
+# scipy's status codes and messages (scipy.optimize._optimize._status_message).
+SUCCESS, MAXITER, NAN, CALLBACK = 0, 1, 3, 99
+MESSAGES = {
+    "converged": (SUCCESS, "Optimization terminated successfully."),
+    "maxiter": (MAXITER, "Maximum number of iterations has been exceeded."),
+    "diverged": (NAN, "NaN result encountered: the update became non-finite at iteration {k} "
+                      "(the run diverged; lower lr?); x is the last finite iterate."),
+    "loss": (NAN, "NaN result encountered: the loss became non-finite at iteration {k} "
+                  "(the run diverged; lower lr?); x is that iterate, which is still finite."),
+    "callback": (CALLBACK, "`callback` raised `StopIteration`."),
+}
+
+
+def as_scalar(f) -> float:
+    """The user's F(x) as a float, or a clear error."""
+    if isinstance(f, numbers.Real) and not isinstance(f, bool):
+        return float(f)
+    a = np.asarray(f)
+    if a.ndim == 0 and a.dtype.kind in "fiu":
+        return float(a)
+    if a.dtype.kind in "fiu":
+        raise ValueError(f"the objective must return a scalar, got an array of shape {a.shape} "
+                         "(return float(...) or .item())")
+    raise TypeError(f"the objective must return a real scalar, got {type(f).__name__} "
+                    f"{'of shape ' + str(a.shape) if a.ndim else repr(f)}")
+
+
+class Problem:
+    """The user's objective and gradient, seen through flat views, with call counters."""
+
+    def __init__(self, fun, jac, args: tuple, shape: tuple, dtype):
+        self.fun, self.jac, self.args = fun, jac, args
+        self.combined = jac is True
+        self.shape, self.dtype = shape, np.dtype(dtype)
+        self.nfev = self.njev = 0
+        self._template = np.empty(shape, dtype)
+
+    def value(self, x: np.ndarray) -> float:
+        self.nfev += 1
+        if self.combined:
+            self.njev += 1
+            f, _ = self._pair(self.fun(x.reshape(self.shape), *self.args))
+            return as_scalar(f)
+        return as_scalar(self.fun(x.reshape(self.shape), *self.args))
+
+    def evaluate(self, x: np.ndarray, want_f: bool):
+        """(f or None, flat g) at x; f comes free when fun returns (f, g)."""
+        xs = x.reshape(self.shape)
+        self.njev += 1
+        if self.combined:
+            self.nfev += 1
+            f, g = self._pair(self.fun(xs, *self.args))
+            return as_scalar(f), as_gradient(g, xs)
+        g = as_gradient(self.jac(xs, *self.args), xs)
+        return (self.value(x) if want_f else None), g
+
+    @staticmethod
+    def _pair(out):
+        try:
+            f, g = out
+        except (TypeError, ValueError):
+            raise TypeError("with jac=True the objective must return a pair (f, g)") from None
+        return f, g
+
+
+class Outcome:
+    """Where a run stopped, and what it recorded on the way."""
+
+    def __init__(self, shape, history: bool, trajectory: bool):
+        self.shape = shape
+        self.losses = [] if history else None
+        self.gnorms = [] if history else None
+        self.xs = [] if trajectory else None
+
+    def record(self, x, f, g) -> None:
+        if self.losses is not None:
+            self.losses.append(f)
+            self.gnorms.append(float(np.max(np.abs(g))))
+        if self.xs is not None:
+            self.xs.append(x.reshape(self.shape).copy())
+
+    def finish(self, k, x, f, g, reason: str, gtol: float = 0.0) -> Outcome:
+        if reason == "maxiter" and gtol > 0 and np.max(np.abs(g)) <= gtol:
+            reason = "converged"
+        if reason == "maxiter" and not np.all(np.isfinite(g)):
+            reason = "diverged"
+        self.nit, self.x, self.f, self.g, self.reason = k, x, f, g, reason
+        return self
+
+    @property
+    def status(self) -> int:
+        return MESSAGES[self.reason][0]
+
+    @property
+    def message(self) -> str:
+        return MESSAGES[self.reason][1].format(k=self.nit)
+
+
+def _wants_intermediate_result(callback) -> bool:
+    try:
+        params = inspect.signature(callback).parameters
+    except (TypeError, ValueError):
+        return False
+    return set(params) == {"intermediate_result"}
+
+
+def wrap_callback(callback):
+    """A scipy-style callback as ``f(intermediate_result) -> stop?``.
+
+    Like scipy >= 1.11: a callback whose only parameter is named
+    ``intermediate_result`` gets the OptimizeResult, any other gets a copy of x;
+    raising StopIteration asks to stop (status 99).
+    """
+    if callback is None:
+        return None
+    if not callable(callback):
+        raise TypeError(f"callback must be callable, got {callback!r}")
+    keyword = _wants_intermediate_result(callback)
+
+    def call(res) -> bool:
+        try:
+            if keyword:
+                callback(intermediate_result=res)
+            else:
+                callback(np.copy(res.x))
+        except StopIteration:
+            return True
+        return False
+
+    return call

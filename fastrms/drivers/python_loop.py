@@ -1,0 +1,45 @@
+"""The Python-level driver: any Python callables, one fused kernel call per step.
+
+x lives in two flat buffers that the checked kernel swaps: it writes x_{k+1}
+into the spare buffer and leaves x_k intact, so a converged or diverged run
+can always return x_k (the last finite iterate) without a copy per step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import OptimizeResult
+
+from ..engine import Engine
+from .problem import Outcome, Problem
+
+
+def run(problem: Problem, engine: Engine, x: np.ndarray, *, maxiter: int, gtol: float,
+        callback=None, history: bool = False, trajectory: bool = False) -> Outcome:
+    """Iterate from the flat array x (owned by the driver) until a stopping test fires."""
+    gtol_k = x.dtype.type(gtol if gtol > 0 else -1.0)
+    spare = np.empty_like(x)
+    backend = engine.backend
+    want_f = history or callback is not None
+    out = Outcome(problem.shape, history, trajectory)
+    k = 0
+    while True:
+        f, g = problem.evaluate(x, want_f)
+        out.record(x, f, g)
+        if want_f and not np.isfinite(f):
+            return out.finish(k, x, f, g, "loss")
+        if callback is not None and k > 0:
+            res = OptimizeResult(x=x.reshape(problem.shape).copy(), fun=f, nit=k)
+            if callback(res):
+                return out.finish(k, x, f, g, "callback")
+        if k == maxiter:
+            return out.finish(k, x, f, g, "maxiter", gtol)
+        h = engine.coefficients(g)
+        n_big, n_bad = backend.step_checked(engine, x, g, h, gtol_k, spare)
+        if n_bad:
+            return out.finish(k, x, f, g, "diverged")
+        if n_big == 0:
+            return out.finish(k, x, f, g, "converged")
+        engine.t += 1
+        k += 1
+        x, spare = spare, x

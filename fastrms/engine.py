@@ -1,0 +1,74 @@
+"""The engine: a configured method's state and per-step coefficients over n elements.
+
+Shared by the stepper objects (which update the user's array in place) and the
+minimize drivers (which step flat buffers); holds no parameter array itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .kernels import CPU
+from .methods import Config
+
+
+class Engine:
+    """State rows S (k × n), step counter t and the coefficient vector h of one method."""
+
+    def __init__(self, config: Config, n: int, dtype, backend=CPU):
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        self.n = n
+        rows = config.rows
+        self.names = tuple(name for name, _ in rows)
+        self.backend = backend
+        self.S = backend.zeros((len(rows), n), self.dtype)
+        for j, (_, init) in enumerate(rows):
+            if init != 0:
+                self.S[j] = init
+        self.t = 0
+        self.p = config.packed()
+        self.h = np.zeros(config.method.nh, dtype=self.dtype)
+        self.kernels = backend.kernels(config)
+        self._varies = config.varies
+        self._clip_norm = config["clip_norm"]
+        self._ready = False
+
+    def value(self, name: str) -> float:
+        """The value of a possibly scheduled hyperparameter at the coming step."""
+        v = self.config.values.get(name, 0.0)
+        return float(v(self.t)) if callable(v) else v
+
+    def coefficients(self, g: np.ndarray | None = None) -> np.ndarray:
+        """h for step t + 1 (cast into self.h, in x's dtype)."""
+        if self._ready and not self._varies:
+            return self.h
+        gfactor = 1.0
+        if self._clip_norm < math.inf and g is not None:
+            norm = float(np.linalg.norm(g))
+            gfactor = self._clip_norm / max(norm, self._clip_norm)
+        self.config.method.coefficients(self.p, self.t + 1, self.value("lr"), self.value("gamma"),
+                                        gfactor, self.h)
+        self._ready = True
+        return self.h
+
+    # -- state ---------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"t": self.t, **{name: self.S[j].copy() for j, name in enumerate(self.names)}}
+
+    def load_state_dict(self, state: dict) -> None:
+        missing = {"t", *self.names} - set(state)
+        if missing:
+            raise ValueError(f"state is missing {sorted(missing)}")
+        extra = set(state) - {"t", *self.names}
+        if extra:
+            raise ValueError(f"state has entries this optimizer does not use: {sorted(extra)}")
+        for j, name in enumerate(self.names):
+            a = np.asarray(state[name])
+            if a.size != self.n:
+                raise ValueError(f"state {name!r} has {a.size} elements, expected {self.n}")
+            self.S[j] = a.reshape(-1)
+        self.t = int(state["t"])
+        self._ready = False

@@ -1,0 +1,112 @@
+"""CPU kernels: the rules of ``fastrms.rules`` looped over flat arrays with Numba.
+
+Each (rule, flags) pair gets its kernels from two loop templates below, each
+compiled twice, serial and ``parallel=True`` (``prange`` is ``range`` in the
+serial one), like umap/pynndescent's serial and parallel variants of one
+Python function.  ``kernels_for`` picks the variant by array size at run time.
+
+The rule is bound as the global ``RULE`` of a copy of the template function
+(not a closure: a closure over a dispatcher would carry its random UUID into
+Numba's cache key and miss the cache in every new process).  The copy gets a
+qualified name of its own, which names its on-disk cache file, and that name
+carries a hash of the rules' source so an edited rule never loads a stale
+kernel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import types
+from functools import cache
+from pathlib import Path
+
+import numba
+from numba import njit, prange
+from numba.np.unsafe.ndarray import to_fixed_tuple
+
+# Below this many elements the serial kernel wins: the parallel one pays a
+# thread-pool wake-up (~5-10 µs) that a small update never earns back.
+# Measured with `python -m bench --threshold` (bench/RESULTS.md).
+PARALLEL_MIN_SIZE = 100_000
+
+_JIT_OPTIONS = dict(cache=True, error_model="numpy", nogil=True)
+
+
+def _step(x, g, S, h):  # pragma: no cover - compiled
+    """x ← rule(x, g) in place, one pass over x, g and S."""
+    hh = to_fixed_tuple(h, NH)  # noqa: F821 - bound per kernel, see _compile
+    for i in prange(x.size):
+        x[i] = RULE(x[i], g[i], S, i, hh, FLAGS)  # noqa: F821
+
+
+def _step_checked(x, g, S, h, gtol, out):  # pragma: no cover - compiled
+    """out ← rule(x, g), x untouched; counts |g_i| > gtol and non-finite out_i.
+
+    The counts are the driver's stopping tests, fused into the same pass: all
+    |g_i| ≤ gtol means x was already converged (and x is still intact), any
+    non-finite out_i means the run diverged (and x is the last finite iterate).
+    """
+    hh = to_fixed_tuple(h, NH)  # noqa: F821
+    n_big = 0
+    n_bad = 0
+    for i in prange(x.size):
+        gi = g[i]
+        xi = RULE(x[i], gi, S, i, hh, FLAGS)  # noqa: F821
+        out[i] = xi
+        n_big += abs(gi) > gtol
+        n_bad += not (abs(xi) < math.inf)
+    return n_big, n_bad
+
+
+@cache
+def _source_tag() -> str:
+    here = Path(__file__).resolve()
+    text = (here.parent.parent / "rules.py").read_bytes() + here.read_bytes()
+    return hashlib.sha1(text).hexdigest()[:10]
+
+
+def _compile(template, rule, flags: tuple, nh: int, parallel: bool, cache: bool = True):
+    flag_tag = "".join("1" if f else "0" for f in flags) or "x"
+    name = f"{template.__name__}_{rule.__name__}_{flag_tag}_{'par' if parallel else 'ser'}_{_source_tag()}"
+    namespace = dict(template.__globals__, RULE=rule, FLAGS=flags, NH=nh)
+    fn = types.FunctionType(template.__code__, namespace, name)
+    fn.__qualname__ = name
+    fn.__doc__ = template.__doc__
+    return njit(parallel=parallel, **{**_JIT_OPTIONS, "cache": cache})(fn)
+
+
+class CpuKernels:
+    """The four compiled kernels of one (rule, flags) pair, compiled on first use."""
+
+    def __init__(self, rule, flags: tuple, nh: int):
+        self.rule, self.flags, self.nh = rule, tuple(bool(f) for f in flags), nh
+        self._cache: dict = {}
+
+    def _get(self, template, parallel: bool):
+        key = (template.__name__, parallel)
+        k = self._cache.get(key)
+        if k is None:
+            k = self._cache[key] = _compile(template, self.rule, self.flags, self.nh, parallel)
+        return k
+
+    def step(self, n: int):
+        """In-place kernel ``(x, g, S, h) -> None`` suited to n elements."""
+        return self._get(_step, use_parallel(n))
+
+    def step_checked(self, n: int):
+        """Checked kernel ``(x, g, S, h, gtol, out) -> (n_big, n_bad)``."""
+        return self._get(_step_checked, use_parallel(n))
+
+    def variant(self, checked: bool, parallel: bool):
+        """A specific variant (the compiled driver and the benchmarks name it)."""
+        return self._get(_step_checked if checked else _step, parallel)
+
+
+def use_parallel(n: int) -> bool:
+    return n >= PARALLEL_MIN_SIZE and numba.get_num_threads() > 1
+
+
+@cache
+def kernels_for(rule, flags: tuple, nh: int) -> CpuKernels:
+    return CpuKernels(rule, flags, nh)

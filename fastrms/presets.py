@@ -1,0 +1,91 @@
+"""Presets: the defaults, semantics and hyperparameter names of the libraries people come from.
+
+``preset='torch'`` makes ``fastrms.RMSProp(x, preset='torch', alpha=0.9)`` behave like
+``torch.optim.RMSprop([x], alpha=0.9)``: the preset sets the semantic flags
+(where ε sits, initial s, where η sits in the momentum buffer, coupled or
+decoupled weight decay) and the library's default hyperparameters; the user's
+own options still win.  The table in the README lists the differences; each
+entry below was read from the library's source (see ANCHORS.md).
+"""
+
+from __future__ import annotations
+
+from . import _checks as ck
+from . import methods
+
+_TORCH = {
+    "rmsprop": dict(lr=0.01, gamma=0.99, eps=1e-8, eps_in_sqrt=False),
+    "adagrad": dict(lr=0.01, eps=1e-10, eps_in_sqrt=False),
+    "adam": dict(lr=0.001, eps=1e-8),
+    "adamw": dict(lr=0.001, eps=1e-8, weight_decay=0.01),
+    "adadelta": dict(lr=1.0, gamma=0.9, eps=1e-6),
+    "momentum": dict(lr=0.001, momentum=0.0),
+    "gd": dict(lr=0.001),
+}
+_KERAS = {
+    "rmsprop": dict(lr=0.001, gamma=0.9, eps=1e-7, eps_in_sqrt=True, lr_in_momentum=True,
+                    decoupled_weight_decay=True),
+    "adagrad": dict(lr=0.001, eps=1e-7, eps_in_sqrt=True, initial_scale=0.1, decoupled_weight_decay=True),
+    "adam": dict(lr=0.001, eps=1e-7, epsilon_hat=True, decoupled_weight_decay=True),
+    "adamw": dict(lr=0.001, eps=1e-7, epsilon_hat=True, weight_decay=0.004),
+    "adadelta": dict(lr=0.001, gamma=0.95, eps=1e-7, decoupled_weight_decay=True),
+    "momentum": dict(lr=0.01, momentum=0.0, lr_in_momentum=True, decoupled_weight_decay=True),
+    "gd": dict(lr=0.01, decoupled_weight_decay=True),
+}
+PRESETS: dict[str, dict] = {
+    "d2l": {"rmsprop": dict(lr=0.01, gamma=0.9, eps=1e-6, eps_in_sqrt=True),
+            "adagrad": dict(lr=0.01, eps=1e-6, eps_in_sqrt=True),
+            "adam": dict(lr=0.01, eps=1e-6)},
+    "torch": _TORCH,
+    "keras": _KERAS,
+    "tf1": {"rmsprop": dict(gamma=0.9, eps=1e-10, eps_in_sqrt=True, initial_scale=1.0, lr_in_momentum=True),
+            "momentum": dict(momentum=0.9),
+            "adagrad": dict(initial_scale=0.1, eps=0.0),
+            "adam": dict(lr=0.001, eps=1e-8, epsilon_hat=True)},
+    "optax": {"rmsprop": dict(gamma=0.9, eps=1e-8, eps_in_sqrt=True, lr_in_momentum=True),
+              "adam": dict(eps=1e-8),
+              "adamw": dict(eps=1e-8, weight_decay=1e-4),
+              "adagrad": dict(initial_scale=0.1, eps=1e-7, eps_in_sqrt=False),
+              "momentum": dict(lr_in_momentum=True)},
+    "mxnet": {"rmsprop": dict(lr=0.001, gamma=0.9, eps=1e-8, eps_in_sqrt=True, lr_in_momentum=True),
+              "adam": dict(lr=0.001, eps=1e-8),
+              "adagrad": dict(lr=0.01, eps=1e-7, eps_in_sqrt=True),
+              "momentum": dict(lr=0.01, momentum=0.0, lr_in_momentum=True)},
+    "autograd": {"rmsprop": dict(lr=0.1, gamma=0.9, eps=1e-8, eps_in_sqrt=False, initial_scale=1.0),
+                 "adam": dict(lr=0.001, eps=1e-8)},
+}
+# Names a library uses that are not fastrms aliases everywhere.
+PRESET_ALIASES = {
+    "torch": {"alpha": "gamma", "initial_accumulator_value": "initial_scale"},
+    "keras": {"rho": "gamma", "clipnorm": "clip_norm", "clipvalue": "clip_value",
+              "initial_accumulator_value": "initial_scale"},
+    "tf1": {"decay": "gamma", "initial_accumulator_value": "initial_scale"},
+    "optax": {"decay": "gamma", "b1": "beta1", "b2": "beta2"},
+    "mxnet": {"gamma1": "gamma", "gamma2": "momentum", "wd": "weight_decay",
+              "clip_gradient": "clip_value"},
+    "autograd": {"step_size": "lr", "b1": "beta1", "b2": "beta2"},
+    "d2l": {},
+}
+
+
+def configure(method: str, options: dict, preset: str | None = None) -> methods.Config:
+    """Validate ``options`` for ``method`` under ``preset`` (None: fastrms's own defaults)."""
+    m = methods.get(method)
+    if preset is None:
+        return m.configure(options)
+    if not isinstance(preset, str) or preset.lower() not in PRESETS:
+        raise ck.unknown("preset", str(preset), PRESETS)
+    preset = preset.lower()
+    table = PRESETS[preset]
+    if m.name not in table:
+        raise ValueError(f"preset {preset!r} has no {m.name!r}; it covers {sorted(table)}")
+    defaults = dict(table[m.name])
+    options = dict(options)
+    if preset == "mxnet" and m.name == "rmsprop":
+        # MXNet's RMSProp has momentum (gamma2, η inside the buffer) only in its
+        # centered (Graves) form; the plain form ignores gamma2.
+        if options.get("centered", False):
+            defaults["momentum"] = 0.9
+        else:
+            options.pop("gamma2", None)
+    return m.configure(options, defaults=defaults, aliases=PRESET_ALIASES[preset])

@@ -1,0 +1,131 @@
+"""Learning-rate (and decay) schedules: η_t as a function of the step index t = 0, 1, ...
+
+A schedule is a small object holding a kind and a parameter vector; its value
+is computed by ``schedule_value``, which is plain Python and Numba-jittable, so
+the same schedule runs in the Python loop and inside the compiled loop.  Any
+Python callable ``f(t) -> float`` also works as a schedule in the Python loop.
+
+    constant(v)                                  η_t = v
+    exponential(v, rate, steps, staircase)       η_t = v · rate^(t/steps)      (floor if staircase)
+    step(v, factor, every)                       η_t = v · factor^⌊t/every⌋
+    inverse_time(v, rate, steps, staircase)      η_t = v / (1 + rate · t/steps)
+    cosine(v, steps, final=0)                    η_t = final + (v − final)·(1 + cos(π·min(t, steps)/steps))/2
+
+Each takes ``warmup=w``: a linear ramp η_t = v·(t+1)/w for t < w, then the schedule
+runs from t − w.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba.extending import register_jitable
+
+CONSTANT, EXPONENTIAL, STEP, INVERSE_TIME, COSINE = range(5)
+_NAMES = {"constant": CONSTANT, "exponential": EXPONENTIAL, "step": STEP,
+          "inverse_time": INVERSE_TIME, "cosine": COSINE}
+
+
+@register_jitable
+def schedule_value(kind, p, t):
+    """p = (value, warmup, a, b, c): the value of schedule ``kind`` at step t."""
+    v, warmup = p[0], p[1]
+    if t < warmup:
+        return v * (t + 1) / warmup
+    t = t - warmup
+    if kind == EXPONENTIAL:
+        e = t / p[3]
+        if p[4] != 0.0:
+            e = math.floor(e)
+        return v * p[2] ** e
+    if kind == STEP:
+        return v * p[2] ** math.floor(t / p[3])
+    if kind == INVERSE_TIME:
+        e = t / p[3]
+        if p[4] != 0.0:
+            e = math.floor(e)
+        return v / (1.0 + p[2] * e)
+    if kind == COSINE:
+        frac = min(t, p[3]) / p[3]
+        return p[2] + (v - p[2]) * 0.5 * (1.0 + math.cos(math.pi * frac))
+    return v
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A named schedule; call it with the step index t to get its value."""
+
+    kind: str
+    params: tuple
+
+    def __call__(self, t: int) -> float:
+        return schedule_value(_NAMES[self.kind], np.asarray(self.params, float), t)
+
+    @property
+    def code(self) -> int:
+        return _NAMES[self.kind]
+
+    @property
+    def initial(self) -> float:
+        return self.params[0]
+
+
+def _make(kind, value, warmup, a=0.0, b=1.0, c=0.0) -> Schedule:
+    value, warmup = float(value), float(warmup)
+    if not value > 0:
+        raise ValueError(f"{kind} schedule: the initial value must be > 0, got {value}")
+    if warmup < 0:
+        raise ValueError(f"{kind} schedule: warmup must be >= 0, got {warmup}")
+    if not b > 0:
+        raise ValueError(f"{kind} schedule: the number of steps must be > 0, got {b}")
+    return Schedule(kind, (value, warmup, float(a), float(b), float(c)))
+
+
+def constant(value: float, *, warmup: int = 0) -> Schedule:
+    return _make("constant", value, warmup)
+
+
+def exponential(value: float, rate: float, steps: float, *, staircase: bool = False,
+                warmup: int = 0) -> Schedule:
+    if not 0 < rate:
+        raise ValueError(f"exponential schedule: rate must be > 0, got {rate}")
+    return _make("exponential", value, warmup, rate, steps, float(staircase))
+
+
+def step(value: float, factor: float, every: int, *, warmup: int = 0) -> Schedule:
+    if not 0 < factor:
+        raise ValueError(f"step schedule: factor must be > 0, got {factor}")
+    return _make("step", value, warmup, factor, every)
+
+
+def inverse_time(value: float, rate: float, steps: float = 1.0, *, staircase: bool = False,
+                 warmup: int = 0) -> Schedule:
+    if rate < 0:
+        raise ValueError(f"inverse_time schedule: rate must be >= 0, got {rate}")
+    return _make("inverse_time", value, warmup, rate, steps, float(staircase))
+
+
+def cosine(value: float, steps: int, *, final: float = 0.0, warmup: int = 0) -> Schedule:
+    if not 0 <= final <= value:
+        raise ValueError(f"cosine schedule: final must be in [0, value], got {final}")
+    return _make("cosine", value, warmup, final, steps)
+
+
+def as_schedule(name: str, value):
+    """Validate a hyperparameter that may be scheduled: float, Schedule or callable."""
+    if isinstance(value, Schedule) or callable(value):
+        return value
+    if isinstance(value, dict):
+        spec = dict(value)
+        kind = spec.pop("schedule", None)
+        makers = {"constant": constant, "exponential": exponential, "step": step,
+                  "inverse_time": inverse_time, "cosine": cosine}
+        if kind not in makers:
+            raise ValueError(f"{name}: a schedule dict needs 'schedule' in {sorted(makers)}, got {kind!r}")
+        try:
+            return makers[kind](**spec)
+        except TypeError as e:
+            raise TypeError(f"{name}: bad arguments for the {kind} schedule: {e}") from None
+    return value

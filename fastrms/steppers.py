@@ -1,0 +1,112 @@
+"""Stepper objects for people who write their own loops.
+
+    opt = fastrms.RMSProp(x, lr=0.01, gamma=0.9)
+    for _ in range(100):
+        opt.step(dF(x))        # x updated in place by one fused kernel; g untouched
+
+The state is visible (``opt.state``, views of the live arrays) and can be saved
+and restored exactly (``opt.state_dict()`` / ``opt.load_state_dict(d)``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from . import presets
+from ._arrays import as_gradient, check_param_array
+from .engine import Engine
+
+
+class Optimizer:
+    """Base class: a method's state over the array x, which ``step`` updates in place."""
+
+    method: ClassVar[str]
+
+    def __init__(self, x: Any, *, preset: str | None = None, **hyperparameters: Any) -> None:
+        self.x = x
+        self._backend = check_param_array(x)
+        config = presets.configure(self.method, hyperparameters, preset)
+        self._engine = Engine(config, x.size, x.dtype, self._backend)
+        self._flat = x.reshape(-1)
+
+    def step(self, g: Any) -> None:
+        """One update of x in place with gradient g (same shape as x; not modified)."""
+        e = self._engine
+        gf = as_gradient(g, self.x, self._backend)
+        h = e.coefficients(gf)
+        self._backend.step(e, self._flat, gf, h)
+        e.t += 1
+
+    @property
+    def t(self) -> int:
+        """The number of steps taken."""
+        return self._engine.t
+
+    @property
+    def hyperparameters(self) -> dict:
+        return dict(self._engine.config.values)
+
+    @property
+    def state(self) -> dict:
+        """Live views of the state arrays (in x's shape) and the step count t."""
+        e = self._engine
+        return {"t": e.t, **{name: e.S[j].reshape(self.x.shape) for j, name in enumerate(e.names)}}
+
+    def state_dict(self) -> dict:
+        """A copy of the state: restore it with ``load_state_dict`` to continue bit for bit."""
+        return self._engine.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._engine.load_state_dict(state)
+
+    def __repr__(self) -> str:
+        hp = ", ".join(f"{k}={v!r}" for k, v in self._engine.config.values.items())
+        return f"{type(self).__name__}(<{self.x.dtype} array {self.x.shape}>, t={self.t}, {hp})"
+
+
+class GradientDescent(Optimizer):
+    """x ← x − η g."""
+
+    method = "gd"
+
+
+class Momentum(Optimizer):
+    """Heavy ball: b ← μ b + g; x ← x − η b (Nesterov: x ← x − η (g + μ b))."""
+
+    method = "momentum"
+
+
+class RMSProp(Optimizer):
+    r"""RMSProp: s ← γ s + (1 − γ) g²;  x ← x − η g / √(s + ε).
+
+    Options: ``eps_in_sqrt=False`` (√s + ε), ``momentum=μ`` (b ← μ b + g/d; x ← x − η b),
+    ``centered=True`` (s − m² with m ← γ m + (1 − γ) g), and the rest of ``fastrms.methods``.
+    """
+
+    method = "rmsprop"
+
+
+class Adagrad(Optimizer):
+    """s ← s + g²;  x ← x − η g / √(s + ε)."""
+
+    method = "adagrad"
+
+
+class Adam(Optimizer):
+    """m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²;  x ← x − η m̂ / (√v̂ + ε)."""
+
+    method = "adam"
+
+
+class AdamW(Optimizer):
+    """Adam with decoupled weight decay x ← (1 − ηλ) x."""
+
+    method = "adamw"
+
+
+class Adadelta(Optimizer):
+    """s ← ρ s + (1 − ρ) g²;  Δ = √(δ + ε)/√(s + ε)·g;  δ ← ρ δ + (1 − ρ) Δ²;  x ← x − η Δ."""
+
+    method = "adadelta"

@@ -1,0 +1,73 @@
+"""Independent float64 NumPy reference of every update, written from the papers/seeds, not the kernels."""
+
+import numpy as np
+
+
+def reference_run(method, x0, grads, **o):
+    """Apply len(grads) steps of ``method`` from x0 to the gradient sequence; returns x."""
+    x = np.array(x0, dtype=np.float64)
+    lr = o.get("lr", {"adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0}.get(method, 0.01))
+    wd = o.get("weight_decay", 0.01 if method == "adamw" else 0.0)
+    decoupled = o.get("decoupled_weight_decay", method == "adamw")
+    gamma = o.get("gamma", 0.9)
+    eps = o.get("eps", 1e-8 if method in ("adam", "adamw") else 1e-6)
+    mu = o.get("momentum", 0.9 if method == "momentum" else 0.0)
+    s = np.full_like(x, o.get("initial_scale", 0.0))
+    m = np.zeros_like(x)
+    b = np.zeros_like(x)
+    v = np.zeros_like(x)
+    vmax = np.zeros_like(x)
+    delta = np.zeros_like(x)
+    for t, g in enumerate(grads, start=1):
+        g = np.asarray(g, dtype=np.float64)
+        if o.get("maximize"):
+            g = -g
+        if "clip_norm" in o:
+            g = g * (o["clip_norm"] / max(np.linalg.norm(g), o["clip_norm"]))
+        if "clip_value" in o:
+            g = np.clip(g, -o["clip_value"], o["clip_value"])
+        if decoupled:
+            x = x * (1 - lr * wd)
+        else:
+            g = g + wd * x
+        if method == "gd":
+            x = x - lr * g
+        elif method == "momentum":
+            b = mu * b + g
+            x = x - lr * (g + mu * b if o.get("nesterov") else b)
+        elif method in ("rmsprop", "adagrad"):
+            if method == "adagrad":
+                s = s + g * g
+                lr_t = lr / (1 + (t - 1) * o.get("lr_decay", 0.0))
+            else:
+                s = gamma * s + (1 - gamma) * g * g
+                lr_t = lr
+            c = 1 / (1 - gamma ** t) if o.get("bias_correction") else 1.0
+            var = c * s
+            if o.get("centered"):
+                m = gamma * m + (1 - gamma) * g
+                var = var - (c * m) ** 2
+            d = np.sqrt(var + eps) if o.get("eps_in_sqrt", True) else np.sqrt(var) + eps
+            u = g / d
+            if mu > 0:
+                if o.get("lr_in_momentum"):
+                    b = mu * b + lr_t * u
+                    x = x - (lr_t * u + mu * b if o.get("nesterov") else b)
+                else:
+                    b = mu * b + u
+                    x = x - lr_t * (u + mu * b if o.get("nesterov") else b)
+            else:
+                x = x - lr_t * u
+        elif method in ("adam", "adamw"):
+            b1, b2 = o.get("beta1", 0.9), o.get("beta2", 0.999)
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            vmax = np.maximum(vmax, v)
+            vv = vmax if o.get("amsgrad") else v
+            x = x - lr * (m / (1 - b1 ** t)) / (np.sqrt(vv / (1 - b2 ** t)) + eps)
+        elif method == "adadelta":
+            s = gamma * s + (1 - gamma) * g * g
+            dx = np.sqrt(delta + eps) / np.sqrt(s + eps) * g
+            delta = gamma * delta + (1 - gamma) * dx * dx
+            x = x - lr * dx
+    return x

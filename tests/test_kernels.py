@@ -1,0 +1,116 @@
+"""Every method and option against the float64 NumPy reference; serial == parallel bit for bit."""
+
+import numpy as np
+import pytest
+from reference import reference_run
+
+import fastrms
+from fastrms.kernels import cpu
+
+CASES = [
+    ("gd", {}),
+    ("gd", {"weight_decay": 0.1}),
+    ("gd", {"maximize": True, "clip_value": 0.5}),
+    ("momentum", {}),
+    ("momentum", {"nesterov": True, "momentum": 0.8}),
+    ("rmsprop", {}),
+    ("rmsprop", {"eps_in_sqrt": False, "eps": 1e-8}),
+    ("rmsprop", {"momentum": 0.9}),
+    ("rmsprop", {"centered": True}),
+    ("rmsprop", {"centered": True, "momentum": 0.5, "nesterov": True}),
+    ("rmsprop", {"momentum": 0.9, "lr_in_momentum": True}),
+    ("rmsprop", {"initial_scale": 1.0, "bias_correction": True, "gamma": 0.8}),
+    ("rmsprop", {"weight_decay": 0.05, "decoupled_weight_decay": True, "clip_norm": 1.0}),
+    ("rmsprop", {"gamma": 0.0}),
+    ("adagrad", {}),
+    ("adagrad", {"lr_decay": 0.1, "initial_scale": 0.1, "eps_in_sqrt": False}),
+    ("adam", {}),
+    ("adam", {"amsgrad": True, "weight_decay": 0.01}),
+    ("adamw", {}),
+    ("adadelta", {"lr": 1.0}),
+]
+STEPPER = {"gd": fastrms.GradientDescent, "momentum": fastrms.Momentum, "rmsprop": fastrms.RMSProp,
+           "adagrad": fastrms.Adagrad, "adam": fastrms.Adam, "adamw": fastrms.AdamW,
+           "adadelta": fastrms.Adadelta}
+
+
+def _run(method, opts, x0, grads, dtype):
+    x = x0.astype(dtype)
+    opt = STEPPER[method](x, **opts)
+    for g in grads:
+        opt.step(g.astype(dtype))
+    return x
+
+
+@pytest.mark.parametrize("method,opts", CASES, ids=[f"{m}-{'-'.join(o) or 'default'}" for m, o in CASES])
+@pytest.mark.parametrize("n", [7, 1000])
+def test_matches_reference(method, opts, n, rng):
+    x0 = rng.normal(size=n)
+    grads = [rng.normal(size=n) * 3 for _ in range(6)]
+    ref = reference_run(method, x0, grads, **opts)
+    np.testing.assert_allclose(_run(method, opts, x0, grads, np.float64), ref, rtol=1e-12, atol=1e-13)
+    x32 = _run(method, opts, x0, grads, np.float32)
+    assert x32.dtype == np.float32
+    np.testing.assert_allclose(x32, ref, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("method,opts", [CASES[1], CASES[6], CASES[9], CASES[17], CASES[19]])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_serial_and_parallel_are_bitwise_identical(method, opts, dtype, rng):
+    n = 4099
+    config = fastrms.presets.configure(method, opts)
+    from fastrms.engine import Engine
+
+    x0 = rng.normal(size=n).astype(dtype)
+    grads = [rng.normal(size=n).astype(dtype) for _ in range(4)]
+    finals = []
+    for parallel in (False, True):
+        e = Engine(config, n, dtype)
+        x = x0.copy()
+        k = e.kernels.variant(checked=False, parallel=parallel)
+        for g in grads:
+            k(x, g, e.S, e.coefficients(g))
+            e.t += 1
+        out = np.empty_like(x)
+        kc = e.kernels.variant(checked=True, parallel=parallel)
+        counts = kc(x, grads[0], e.S, e.coefficients(grads[0]), dtype(0.5), out)
+        finals.append((x, out, e.S.copy(), counts))
+    (x1, o1, s1, c1), (x2, o2, s2, c2) = finals
+    assert x1.tobytes() == x2.tobytes() and o1.tobytes() == o2.tobytes() and s1.tobytes() == s2.tobytes()
+    assert c1 == c2 and c1[0] == int(np.sum(np.abs(grads[0]) > dtype(0.5))) and c1[1] == 0
+
+
+def test_large_arrays_use_the_parallel_kernel_and_agree(rng):
+    n = cpu.PARALLEL_MIN_SIZE + 17
+    x0 = rng.normal(size=n)
+    grads = [rng.normal(size=n) for _ in range(3)]
+    ref = reference_run("rmsprop", x0, grads, momentum=0.9, centered=True)
+    np.testing.assert_allclose(_run("rmsprop", {"momentum": 0.9, "centered": True}, x0, grads, np.float64),
+                               ref, rtol=1e-12)
+
+
+def test_checked_kernel_counts_nonfinite_and_leaves_x_alone():
+    from fastrms.engine import Engine
+
+    e = Engine(fastrms.presets.configure("gd", {"lr": 1.0}), 4, np.float64)
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    g = np.array([0.0, np.nan, np.inf, 1e-9])
+    out = np.empty_like(x)
+    n_big, n_bad = e.kernels.step_checked(4)(x, g, e.S, e.coefficients(g), 1e-6, out)
+    assert (n_big, n_bad) == (1, 2)  # inf is big, NaN is not; NaN and -inf are non-finite
+    assert x.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("method,opts", [("rmsprop", {"momentum": 0.9, "centered": True}),
+                                         ("adam", {"amsgrad": True}), ("adadelta", {})])
+def test_float32_kernel_does_not_promote_to_float64(method, opts):
+    """A float64 literal in a float32 kernel would show up as fpext / double in the LLVM IR."""
+    config = fastrms.presets.configure(method, opts)
+    m = config.method
+    kern = cpu._compile(cpu._step, m.rule, config.flags, m.nh, parallel=False, cache=False)
+    x = np.ones(8, np.float32)
+    S = np.zeros((len(config.rows), 8), np.float32)
+    kern(x, x.copy(), S, np.ones(m.nh, np.float32))
+    ir = kern.inspect_llvm(kern.signatures[0])
+    assert "sqrt.f32" in ir or "sqrtf" in ir
+    assert "fpext" not in ir and "llvm.sqrt.f64" not in ir

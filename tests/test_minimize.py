@@ -1,0 +1,246 @@
+"""The scipy-style front: call forms, options, results, callbacks, and clear errors."""
+
+import numpy as np
+import pytest
+import scipy.optimize
+
+import fastrms
+from fastrms import experiments as ex
+
+A = ex.A_SEED
+
+
+def F(x, A=A):
+    return ex.ax_loss(x, A)
+
+
+def dF(x, A=A):
+    return ex.ax_grad(x, A)
+
+
+def quad(x):
+    return float(np.sum((x - 3.0) ** 2))
+
+
+def dquad(x):
+    return 2.0 * (x - 3.0)
+
+
+OPTS = {"lr": 0.05, "maxiter": 2000}
+
+
+def test_three_call_forms_agree():
+    r1 = fastrms.minimize(F, dF, np.zeros((5, 5)), options={"maxiter": 50})
+    r2 = fastrms.minimize(F, np.zeros((5, 5)), jac=dF, options={"maxiter": 50})
+    r3 = fastrms.minimize(lambda x: (F(x), dF(x)), np.zeros((5, 5)), jac=True, options={"maxiter": 50})
+    for r in (r2, r3):
+        np.testing.assert_array_equal(r.x, r1.x)
+        assert r.fun == r1.fun and r.nit == r1.nit == 50
+    assert isinstance(r1, scipy.optimize.OptimizeResult)
+    assert r1.x.shape == (5, 5) and r1.jac.shape == (5, 5)
+    np.testing.assert_allclose(r1.jac, dF(r1.x))
+    assert r1.fun == pytest.approx(F(r1.x))
+
+
+def test_args_reach_the_functions():
+    B = np.diag([1.0, 2.0, 3.0])
+    res = fastrms.minimize(F, dF, np.zeros((3, 3)), args=(B,), method="gd",
+                           options={"lr": 0.05, "maxiter": 3000, "gtol": 1e-9})
+    assert res.success
+    np.testing.assert_allclose(res.x, np.linalg.inv(B), atol=1e-9)
+
+
+def test_converges_with_gtol_and_reports_success():
+    res = fastrms.minimize(quad, dquad, np.zeros(4), method="gd", options={"lr": 0.1, "gtol": 1e-8})
+    assert res.success and res.status == 0 and res.message == "Optimization terminated successfully."
+    assert np.max(np.abs(res.jac)) <= 1e-8 and res.nit < 200
+    np.testing.assert_allclose(res.x, 3.0, atol=1e-8)
+    assert res.njev == res.nit + 1  # one gradient per iterate, none wasted
+
+
+def test_maxiter_status_and_nfev_only_at_the_end():
+    res = fastrms.minimize(F, dF, np.zeros((5, 5)), options={"maxiter": 10})
+    assert res.status == 1 and not res.success and res.nit == 10
+    assert res.message == "Maximum number of iterations has been exceeded."
+    assert res.nfev == 1 and res.njev == 11
+
+
+def test_x0_is_never_mutated_and_dtype_is_kept():
+    x0 = np.zeros((5, 5), np.float32)
+    res = fastrms.minimize(F, dF, x0, options={"maxiter": 20})
+    assert not x0.any()
+    assert res.x.dtype == np.float32 and res.jac.dtype == np.float32
+    seen = []
+    fastrms.minimize(F, lambda x: seen.append(x.dtype) or dF(x).astype(np.float32), x0,
+                     options={"maxiter": 3})
+    assert set(seen) == {np.dtype(np.float32)}
+
+
+def test_integer_and_list_x0_become_float64():
+    res = fastrms.minimize(quad, dquad, [0, 1, 2], options={"maxiter": 5})
+    assert res.x.dtype == np.float64 and res.x.shape == (3,)
+
+
+def test_float32_result_close_to_float64():
+    r64 = fastrms.minimize(F, dF, np.zeros((5, 5)), options={"maxiter": 300, "lr": 1e-3, "momentum": 0.9})
+    r32 = fastrms.minimize(F, dF, np.zeros((5, 5)), options={"maxiter": 300, "lr": 1e-3, "momentum": 0.9,
+                                                              "dtype": "float32"})
+    np.testing.assert_allclose(r32.x, r64.x, atol=2e-3)
+
+
+def test_history_and_trajectory():
+    res = fastrms.minimize(F, dF, np.zeros((5, 5)), options={"maxiter": 30, "history": True,
+                                                             "trajectory": True})
+    assert res.history["loss"].shape == (31,) and res.history["gnorm"].shape == (31,)
+    assert res.history["loss"][0] == F(np.zeros((5, 5))) and res.history["loss"][-1] == res.fun
+    assert res.trajectory.shape == (31, 5, 5)
+    np.testing.assert_array_equal(res.trajectory[-1], res.x)
+    assert res.history["gnorm"][-1] == pytest.approx(np.max(np.abs(res.jac)))
+
+
+def test_callback_intermediate_result_and_stopiteration():
+    seen = []
+
+    def cb(intermediate_result):
+        seen.append(intermediate_result.fun)
+        if len(seen) == 5:
+            raise StopIteration
+
+    res = fastrms.minimize(F, dF, np.zeros((5, 5)), callback=cb, options={"maxiter": 100})
+    assert res.status == 99 and not res.success and res.nit == 5 and len(seen) == 5
+    assert res.message == "`callback` raised `StopIteration`."
+    assert seen[-1] == res.fun
+
+
+def test_callback_with_xk():
+    xs = []
+    fastrms.minimize(F, dF, np.zeros((5, 5)), callback=lambda xk: xs.append(xk), options={"maxiter": 4})
+    assert len(xs) == 4 and xs[0].shape == (5, 5)
+    assert not np.shares_memory(xs[0], xs[1])
+
+
+def test_tol_sets_gtol():
+    res = fastrms.minimize(quad, dquad, np.zeros(2), method="gd", tol=1e-3, options={"lr": 0.1})
+    assert res.success and np.max(np.abs(res.jac)) <= 1e-3 and np.max(np.abs(res.jac)) > 1e-6
+
+
+def test_aliases_are_accepted():
+    base = fastrms.minimize(F, dF, np.zeros((5, 5)), options={"lr": 0.01, "gamma": 0.8, "eps": 1e-7,
+                                                              "momentum": 0.5, "maxiter": 20})
+    for alias in ({"learning_rate": 0.01, "rho": 0.8, "epsilon": 1e-7, "mu": 0.5},
+                  {"eta": 0.01, "alpha": 0.8, "eps": 1e-7, "momentum": 0.5},
+                  {"lr": 0.01, "decay": 0.8, "epsilon": 1e-7, "mu": 0.5}):
+        res = fastrms.minimize(F, dF, np.zeros((5, 5)), options={**alias, "maxiter": 20})
+        np.testing.assert_array_equal(res.x, base.x)
+
+
+def test_divergence_is_reported_with_last_finite_x():
+    # gamma = 1: s stays 0 and every step is lr*g/sqrt(eps) -- the seeds' exercise
+    res = fastrms.minimize(ex.f_2d, ex.grad_2d, np.array([-5.0, -2.0]),
+                           options={"lr": 0.4, "gamma": 1.0, "maxiter": 10000, "history": True})
+    assert not res.success and res.status == 3
+    assert "non-finite" in res.message and "diverged" in res.message
+    assert np.all(np.isfinite(res.x)) and np.max(np.abs(res.x)) > 1e100
+    assert res.nit < 10000
+
+
+def test_scipy_accepts_fastrms_methods():
+    res = scipy.optimize.minimize(quad, np.zeros(3), jac=dquad, method=fastrms.rmsprop,
+                                  options={"lr": 0.05, "maxiter": 3000, "momentum": 0.9}, tol=1e-6)
+    assert res.success and isinstance(res, scipy.optimize.OptimizeResult)
+    np.testing.assert_allclose(res.x, 3.0, atol=1e-5)
+    stops = []
+
+    def cb(intermediate_result):
+        stops.append(intermediate_result.nit)
+        raise StopIteration
+
+    res = scipy.optimize.minimize(quad, np.zeros(3), jac=True and dquad, method=fastrms.adam, callback=cb)
+    assert res.status == 99 and stops == [1]
+    res = scipy.optimize.minimize(lambda x: (quad(x), dquad(x)), np.zeros(3), jac=True,
+                                  method=fastrms.gd, options={"lr": 0.1})
+    assert res.success
+
+
+@pytest.mark.parametrize("name", ["gd", "momentum", "rmsprop", "adagrad", "adam", "adamw", "adadelta"])
+def test_every_method_minimizes_a_quadratic(name):
+    lr = {"adadelta": 1.0, "gd": 0.1, "momentum": 0.05}.get(name, 0.05)
+    res = fastrms.minimize(quad, dquad, np.zeros(3), method=name, options={"lr": lr, "maxiter": 20000,
+                                                                          "gtol": 1e-4})
+    assert res.success, res.message
+    np.testing.assert_allclose(res.x, 3.0, atol=1e-3)
+
+
+# -- bad input -------------------------------------------------------------------
+
+@pytest.mark.parametrize("options,exc,match", [
+    ({"gama": 0.9}, ValueError, "did you mean 'gamma'"),
+    ({"lr": 0}, ValueError, "lr must be in"),
+    ({"lr": -1.0}, ValueError, "lr must be in"),
+    ({"gamma": 1.5}, ValueError, r"gamma must be in \[0, 1\]"),
+    ({"rho": -0.1}, ValueError, "rho must be in"),
+    ({"eps": -1e-8}, ValueError, "eps must be in"),
+    ({"momentum": 1.0}, ValueError, r"momentum must be in \[0, 1\)"),
+    ({"maxiter": -1}, ValueError, "maxiter must be >= 0"),
+    ({"maxiter": 2.5}, TypeError, "maxiter must be an integer"),
+    ({"lr": "fast"}, TypeError, "lr must be a real number"),
+    ({"lr": 1 + 2j}, TypeError, "lr must be a real number"),
+    ({"rho": 0.9, "alpha": 0.8}, ValueError, "gamma given twice"),
+    ({"lr": 0.1, "learning_rate": 0.1}, ValueError, "lr given twice"),
+    ({"centered": "yes"}, TypeError, "centered must be True or False"),
+    ({"nesterov": True}, ValueError, "nesterov=True needs momentum > 0"),
+])
+def test_bad_options(options, exc, match):
+    with pytest.raises(exc, match=match):
+        fastrms.minimize(F, dF, np.zeros((5, 5)), options=options)
+
+
+def test_unknown_method_suggests():
+    with pytest.raises(ValueError, match="did you mean 'rmsprop'"):
+        fastrms.minimize(F, dF, np.zeros((5, 5)), method="rmsporp")
+
+
+@pytest.mark.parametrize("x0,exc,match", [
+    ("abc", TypeError, "string"),
+    (np.array([1 + 1j, 2]), TypeError, "real numbers"),
+    (np.array(["a", "b"]), TypeError, "real numbers"),
+    ([1.0, np.nan], ValueError, "NaN or inf"),
+    ([np.inf, 1.0], ValueError, "NaN or inf"),
+    ([], ValueError, "empty"),
+    ([[1, 2], [3]], TypeError, "array of numbers"),
+])
+def test_bad_x0(x0, exc, match):
+    with pytest.raises(exc, match=match):
+        fastrms.minimize(quad, dquad, x0)
+
+
+def test_bad_gradients_and_objectives():
+    with pytest.raises(ValueError, match=r"gradient has shape \(2,\), but x has shape \(3,\)"):
+        fastrms.minimize(quad, lambda x: np.zeros(2), np.zeros(3))
+    with pytest.raises(TypeError, match="gradient must hold real numbers"):
+        fastrms.minimize(quad, lambda x: x.astype(complex), np.zeros(3))
+    with pytest.raises(TypeError, match="gradient must hold real numbers"):
+        fastrms.minimize(quad, lambda x: np.array(["a"] * 3), np.zeros(3))
+    with pytest.raises(ValueError, match="objective must return a scalar"):
+        fastrms.minimize(lambda x: x, dquad, np.zeros(3), options={"history": True})
+    with pytest.raises(TypeError, match="objective must return a real scalar"):
+        fastrms.minimize(lambda x: "f", dquad, np.zeros(3), options={"maxiter": 1})
+    with pytest.raises(ValueError, match="need the gradient"):
+        fastrms.minimize(quad, np.zeros(3))
+    with pytest.raises(TypeError, match="pair"):
+        fastrms.minimize(quad, np.zeros(3), jac=True)
+    with pytest.raises(TypeError, match="given twice"):
+        fastrms.minimize(quad, dquad, np.zeros(3), jac=dquad)
+    with pytest.raises(ValueError, match="bounds"):
+        scipy.optimize.minimize(quad, np.zeros(3), jac=dquad, method=fastrms.rmsprop, bounds=[(0, 1)] * 3)
+
+
+def test_nan_gradient_stops_before_stepping():
+    calls = []
+
+    def grad(x):
+        calls.append(1)
+        return dquad(x) if len(calls) < 4 else np.full(3, np.nan)
+
+    res = fastrms.minimize(quad, grad, np.zeros(3), method="gd", options={"lr": 0.1})
+    assert res.status == 3 and res.nit == 3 and np.all(np.isfinite(res.x))
