@@ -6,7 +6,8 @@ builds a ``Problem`` and an ``Engine``; ``drivers/`` iterate; ``kernels/`` updat
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy.optimize import OptimizeResult

@@ -13,8 +13,9 @@ To add a method: write its rule in ``rules.py``, a coefficient function and a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from numba.extending import register_jitable
@@ -149,7 +150,8 @@ COMMON = {
 MOMENTUM = {
     "momentum": Hyper(0.0, ck.unit_open, "momentum μ"),
     "nesterov": Hyper(False, ck.boolean, "Nesterov look-ahead momentum"),
-    "lr_in_momentum": Hyper(False, ck.boolean, "keep η inside the buffer (TensorFlow) rather than outside (PyTorch)"),
+    "lr_in_momentum": Hyper(False, ck.boolean,
+                            "keep η inside the buffer (TensorFlow) rather than outside (PyTorch)"),
 }
 
 ALIASES = {

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
-
 from . import presets
 from ._arrays import as_gradient, check_param_array
 from .engine import Engine
