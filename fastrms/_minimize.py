@@ -117,8 +117,8 @@ def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
     shape = x.shape
     x = x.reshape(-1)
     engine = Engine(config, x.size, x.dtype)
-    driver = _choose_driver(fun, jac, config, opts, callback)
     problem = Problem(fun, jac, args, shape, x.dtype)
+    driver = _choose_driver(problem, x, engine, opts, callback)
     out = driver.run(problem, engine, x, maxiter=opts["maxiter"], gtol=opts["gtol"],
                      callback=callback, history=opts["history"], trajectory=opts["trajectory"])
     f = out.f if out.f is not None else problem.value(out.x)
@@ -137,7 +137,23 @@ def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
     return res
 
 
-def _choose_driver(fun, jac, config, opts, callback):
+def _choose_driver(problem: Problem, x, engine: Engine, opts: dict, callback):
+    """The compiled loop for jitted F and dF (unless something needs Python), else the Python loop."""
+    choice = opts["driver"]
+    if choice == "python":
+        return python_loop
+    from .drivers import compiled
+
+    why = compiled.not_applicable(problem.fun, problem.jac, engine.config, callback, engine.backend)
+    if why is None:
+        try:
+            compiled.signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args)
+        except TypeError as e:
+            why = str(e)
+    if why is None:
+        return compiled
+    if choice == "compiled":
+        raise ValueError(f"driver='compiled' cannot run this problem: {why}")
     return python_loop
 
 

@@ -25,8 +25,10 @@ from . import rules
 from .schedules import as_schedule
 
 # ----------------------------------------------------------------------------
-# per-step coefficients (jittable): p is the method's packed float64 parameter
-# vector, t the 1-based step number, lr and gamma the scheduled values of this
+# per-step coefficients (jittable; powers go through math.pow(x, float(t)) so
+# Python and Numba round alike -- Numba expands x ** int into multiplications):
+# p is the method's packed float64 parameter vector, t the 1-based step number,
+# lr and gamma the scheduled values of this
 # step, gfactor the clip-by-norm factor; results go to out (cast to x's dtype).
 # p[0..3] are common: maximize sign, clip value, weight decay, decoupled flag.
 # ----------------------------------------------------------------------------
@@ -81,7 +83,7 @@ def rmsprop_coefficients(p, t, lr, gamma, gfactor, out):
     out[5] = gamma
     out[7] = p[5] if p[6] != 0.0 else 0.0
     out[8] = 0.0 if p[6] != 0.0 else p[5]
-    out[9] = 1.0 / (1.0 - gamma ** t) if p[7] != 0.0 else 1.0
+    out[9] = 1.0 / (1.0 - math.pow(gamma, float(t))) if p[7] != 0.0 else 1.0
     _momentum_terms(p[8], p[9], p[10], lr, out, 10)
 
 
@@ -89,12 +91,12 @@ def rmsprop_coefficients(p, t, lr, gamma, gfactor, out):
 def adam_coefficients(p, t, lr, gamma, gfactor, out):
     # p[4] beta1, p[5] beta2, p[6] eps, p[7] epsilon_hat (Keras: ε not bias-corrected)
     _common(p, lr, gfactor, out)
-    c2 = math.sqrt(1.0 - p[5] ** t)
+    c2 = math.sqrt(1.0 - math.pow(p[5], float(t)))
     if p[7] != 0.0:
-        out[0] = lr * c2 / (1.0 - p[4] ** t)
+        out[0] = lr * c2 / (1.0 - math.pow(p[4], float(t)))
         c2 = 1.0
     else:
-        out[0] = lr / (1.0 - p[4] ** t)
+        out[0] = lr / (1.0 - math.pow(p[4], float(t)))
     out[5] = p[4]
     out[6] = 1.0 - p[4]
     out[7] = p[5]

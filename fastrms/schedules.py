@@ -39,9 +39,9 @@ def schedule_value(kind, p, t):
         e = t / p[3]
         if p[4] != 0.0:
             e = math.floor(e)
-        return v * p[2] ** e
+        return v * math.pow(p[2], float(e))
     if kind == STEP:
-        return v * p[2] ** math.floor(t / p[3])
+        return v * math.pow(p[2], float(math.floor(t / p[3])))
     if kind == INVERSE_TIME:
         e = t / p[3]
         if p[4] != 0.0:

@@ -9,7 +9,7 @@ The rule is bound as the global ``RULE`` of a copy of the template function
 (not a closure: a closure over a dispatcher would carry its random UUID into
 Numba's cache key and miss the cache in every new process).  The copy gets a
 qualified name of its own, which names its on-disk cache file, and that name
-carries a hash of the rules' source so an edited rule never loads a stale
+carries a hash of the package's source so an edited rule never loads a stale
 kernel.
 """
 
@@ -61,9 +61,13 @@ def _step_checked(x, g, S, h, gtol, out):  # pragma: no cover - compiled
 
 @cache
 def _source_tag() -> str:
-    here = Path(__file__).resolve()
-    text = (here.parent.parent / "rules.py").read_bytes() + here.read_bytes()
-    return hashlib.sha1(text).hexdigest()[:10]
+    """Hash of the package's source: Numba's cache checks only the file that defines a
+    function, not the rules, coefficients and schedules compiled into it."""
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha1()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
 
 
 def _compile(template, rule, flags: tuple, nh: int, parallel: bool, cache: bool = True):

@@ -1,0 +1,177 @@
+"""The compiled whole-loop driver: same results as the Python loop, cached across processes."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from numba import njit
+
+import fastrms
+from fastrms import experiments as ex
+from fastrms import schedules
+
+
+@njit(cache=True)
+def F(x, A):
+    R = A @ x
+    s = 0.0
+    for i in range(R.shape[0]):
+        for j in range(R.shape[1]):
+            r = R[i, j] - (1.0 if i == j else 0.0)
+            s += r * r
+    return s
+
+
+@njit(cache=True)
+def dF(x, A):
+    R = A @ x
+    for i in range(R.shape[0]):
+        R[i, i] -= 1.0
+    return 2.0 * (A.T @ R)
+
+
+@njit(cache=True)
+def FdF(x, A):
+    return F(x, A), dF(x, A)
+
+
+@njit(cache=True)
+def quad(x, c, w):
+    return w * np.sum((x - c) ** 2)
+
+
+@njit(cache=True)
+def dquad(x, c, w):
+    return 2.0 * w * (x - c)
+
+
+def both(fun, jac, x0, **kw):
+    opts = kw.pop("options")
+    r_c = fastrms.minimize(fun, x0, jac=jac, options={**opts, "driver": "compiled"}, **kw)
+    r_p = fastrms.minimize(fun, x0, jac=jac, options={**opts, "driver": "python"}, **kw)
+    return r_c, r_p
+
+
+def same(r_c, r_p):
+    assert r_c.x.tobytes() == r_p.x.tobytes() and r_c.jac.tobytes() == r_p.jac.tobytes()
+    for k in ("fun", "nit", "nfev", "njev", "status", "success", "message"):
+        assert r_c[k] == r_p[k], k
+    if "history" in r_p:
+        for k in ("loss", "gnorm"):
+            np.testing.assert_array_equal(r_c.history[k], r_p.history[k])
+    if "trajectory" in r_p:
+        np.testing.assert_array_equal(r_c.trajectory, r_p.trajectory)
+
+
+@pytest.mark.parametrize("name", list(ex.AX_RUNS))
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_compiled_equals_python_loop_on_ax_identity(name, dtype):
+    method, opts = ex.AX_RUNS[name]
+    r_c, r_p = both(F, dF, np.zeros((5, 5), dtype), args=(ex.A_SEED.astype(dtype),), method=method,
+                    options={"lr": 1e-3, "maxiter": 300, "gtol": 0, "history": True, "trajectory": True,
+                             **opts})
+    same(r_c, r_p)
+    assert r_c.x.dtype == dtype
+    if dtype == np.float64:
+        ref = {"gd": 0.54692, "rmsprop": 0.32395, "rmsprop+momentum": 0.000623}[name]
+        assert r_c.fun == pytest.approx(ref, abs=5e-6)
+
+
+def test_compiled_fun_returning_f_and_g():
+    r_c, r_p = both(FdF, True, np.zeros((5, 5)), args=(ex.A_SEED,),
+                    options={"maxiter": 50, "momentum": 0.9, "centered": True})
+    same(r_c, r_p)
+
+
+@pytest.mark.parametrize("method,opts", [
+    ("adam", {"amsgrad": True, "lr": schedules.cosine(0.1, 100, warmup=5)}),
+    ("rmsprop", {"gamma": schedules.step(0.9, 1.05, 10), "bias_correction": False, "clip_norm": 0.5}),
+    ("momentum", {"nesterov": True, "lr": schedules.exponential(0.05, 0.5, 50)}),
+    ("adadelta", {"weight_decay": 0.01}),
+    ("adagrad", {"lr_decay": 0.01, "lr": 0.5}),
+])
+def test_compiled_equals_python_with_schedules_and_scalar_args(method, opts):
+    c = np.linspace(-1, 1, 7)
+    r_c, r_p = both(quad, dquad, np.zeros(7), args=(c, 0.5), method=method,
+                    options={**opts, "maxiter": 200, "history": True})
+    same(r_c, r_p)
+
+
+def test_converged_and_diverged_runs_match():
+    c = np.arange(3.0)
+    same(*both(quad, dquad, np.zeros(3), args=(c, 1.0), method="gd", options={"lr": 0.1, "gtol": 1e-9}))
+    r_c, r_p = both(quad, dquad, np.ones(3), args=(c, 1.0), method="rmsprop",
+                    options={"lr": 0.4, "gamma": 1.0, "maxiter": 100000})
+    same(r_c, r_p)
+    assert r_c.status == 3 and np.all(np.isfinite(r_c.x))
+
+
+def test_auto_picks_compiled_only_when_it_can():
+    from fastrms.drivers import compiled
+
+    c = np.zeros(3)
+
+    @njit
+    def fresh(x, c, w):
+        return 2.0 * w * (x - c)
+
+    fastrms.minimize(quad, fresh, np.ones(3), args=(c, 2.0), options={"maxiter": 5})
+    assert any(key[1] is fresh for key in compiled._signatures)  # auto took the compiled path
+    fastrms.minimize(quad, fresh, np.ones(3), args=(c, 2.0), callback=lambda x: None)  # Python loop
+    with pytest.raises(ValueError, match="callback"):
+        fastrms.minimize(quad, dquad, np.ones(3), args=(c, 2.0), callback=lambda x: None,
+                         options={"driver": "compiled"})
+    with pytest.raises(ValueError, match="Python callable"):
+        fastrms.minimize(quad, dquad, np.ones(3), args=(c, 2.0),
+                         options={"driver": "compiled", "lr": lambda t: 0.1})
+    with pytest.raises(ValueError, match="numba.njit"):
+        fastrms.minimize(lambda x: 0.0, dquad, np.ones(3), options={"driver": "compiled"})
+    # a Python-callable lr still works through the Python loop
+    res = fastrms.minimize(quad, dquad, np.ones(3), args=(c, 2.0), method="gd",
+                           options={"lr": lambda t: 0.1 * 0.999 ** t, "gtol": 1e-6, "maxiter": 10000})
+    assert res.success
+
+
+def test_compiled_bad_gradient_shape_is_a_clear_error():
+    @njit
+    def bad(x, c, w):
+        return np.zeros(x.size + 1)
+
+    with pytest.raises(ValueError, match="shape"):
+        fastrms.minimize(quad, bad, np.ones(3), args=(np.zeros(3), 1.0), options={"driver": "compiled"})
+
+
+def test_compiled_code_is_cached_across_processes(tmp_path):
+    (tmp_path / "userfuns.py").write_text(textwrap.dedent('''
+        import numpy as np
+        from numba import njit
+
+        @njit(cache=True)
+        def f(x, c):
+            return np.sum((x - c) ** 2)
+
+        @njit(cache=True)
+        def df(x, c):
+            return 2.0 * (x - c)
+    '''))
+    script = textwrap.dedent('''
+        import json, numpy as np, fastrms, userfuns
+        from fastrms.drivers import compiled
+        res = fastrms.minimize(userfuns.f, userfuns.df, np.zeros(4), args=(np.arange(4.0),),
+                               method="rmsprop", options={"driver": "compiled", "maxiter": 50})
+        d = list(compiled._drivers.values())[0]
+        print(json.dumps({"hits": sum(d.stats.cache_hits.values()),
+                          "misses": sum(d.stats.cache_misses.values()), "x": res.x.tolist()}))
+    ''')
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                                      text=True, check=True, cwd=tmp_path).stdout.splitlines()[-1])
+            for _ in range(2)]
+    assert runs[0]["misses"] == 1 and runs[0]["hits"] == 0
+    assert runs[1]["hits"] == 1 and runs[1]["misses"] == 0
+    assert runs[0]["x"] == runs[1]["x"]
