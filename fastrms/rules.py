@@ -34,9 +34,20 @@ h[4]   KEEP        x ← KEEP·x     (decoupled weight decay 1 − η_t·λ, as 
 
 import math
 
-from numba.extending import register_jitable
+from numba.extending import overload, register_jitable
 
 LR, GSCALE, CLIP, WD, KEEP = 0, 1, 2, 3, 4
+
+
+def rule(fn):
+    """Like ``register_jitable``, but typed with literal flags so that Numba prunes the
+    branches they switch off; otherwise the dead branches block SIMD vectorization."""
+
+    @overload(fn, prefer_literal=True, strict=False)
+    def _typed(*args):
+        return fn
+
+    return fn
 
 
 @register_jitable
@@ -50,7 +61,7 @@ def gradient(x, g, h):
     return g + h[WD] * x
 
 
-@register_jitable
+@rule
 def gd(x, g, S, i, h, flags):
     """Gradient descent:  x ← x − η g."""
     g = gradient(x, g, h)
@@ -59,7 +70,7 @@ def gd(x, g, S, i, h, flags):
 
 # momentum: h[5] μ, h[6] a (g's weight in the buffer: 1, or η if η is inside),
 #           h[7] c_g, h[8] c_b (step = c_g g + c_b b; (0, 1) heavy ball, (a, μ) Nesterov)
-@register_jitable
+@rule
 def momentum(x, g, S, i, h, flags):
     """Heavy ball:  b ← μ b + g;  x ← x − η b.   Nesterov: x ← x − η (g + μ b)."""
     g = gradient(x, g, h)
@@ -72,7 +83,7 @@ def momentum(x, g, S, i, h, flags):
 #          the root, h[8] ε outside, h[9] c (bias correction 1/(1 − γ^t), else 1),
 #          h[10] μ, h[11] a, h[12] c_u, h[13] c_b  (momentum as above, on u = g/d)
 # flags: (centered, momentum); state rows: s, then m if centered, then b if momentum
-@register_jitable
+@rule
 def rmsprop(x, g, S, i, h, flags):
     r"""RMSProp (Tieleman & Hinton 2012) and Adagrad (γ = 1, w = 1).
 
@@ -104,7 +115,7 @@ def rmsprop(x, g, S, i, h, flags):
 
 # adam: h[5] β1, h[6] 1 − β1, h[7] β2, h[8] 1 − β2, h[9] ε, h[10] √(1 − β2^t)
 #       (h[0] is η/(1 − β1^t), PyTorch's step size); flags: (amsgrad,)
-@register_jitable
+@rule
 def adam(x, g, S, i, h, flags):
     r"""Adam (Kingma & Ba 2015): RMSProp plus momentum with bias correction.
 
@@ -127,7 +138,7 @@ def adam(x, g, S, i, h, flags):
 
 
 # adadelta: h[5] ρ, h[6] 1 − ρ, h[7] ε
-@register_jitable
+@rule
 def adadelta(x, g, S, i, h, flags):
     r"""Adadelta (Zeiler 2012).
 

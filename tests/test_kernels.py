@@ -114,3 +114,16 @@ def test_float32_kernel_does_not_promote_to_float64(method, opts):
     ir = kern.inspect_llvm(kern.signatures[0])
     assert "sqrt.f32" in ir or "sqrtf" in ir
     assert "fpext" not in ir and "llvm.sqrt.f64" not in ir
+
+
+@pytest.mark.parametrize("method,opts", [("rmsprop", {}), ("rmsprop", {"momentum": 0.9, "centered": True}),
+                                         ("adam", {"amsgrad": True}), ("adadelta", {}), ("momentum", {})])
+def test_serial_kernels_are_simd_vectorized(method, opts):
+    """Packed square roots / multiplies in the serial kernel: dead flag branches must be pruned."""
+    config = fastrms.presets.configure(method, opts)
+    m = config.method
+    kern = cpu._compile(cpu._step, m.rule, config.flags, m.nh, parallel=False, cache=False)
+    x = np.ones(64)
+    kern(x, x.copy(), np.zeros((len(config.rows), 64)), np.ones(m.nh))
+    asm = kern.inspect_asm(kern.signatures[0])
+    assert ("sqrtpd" in asm) if method != "momentum" else ("mulpd" in asm)

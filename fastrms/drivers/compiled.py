@@ -63,7 +63,7 @@ def _loop(fun, jac, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, g
             gf = gf.astype(x.dtype)
         if losses.size:
             losses[k] = f
-            gnorms[k] = np.max(np.abs(gf))
+            gnorms[k] = cpu.max_abs(gf)
         if xs.shape[0]:
             xs[k] = x
         if want_f and not math.isfinite(f):

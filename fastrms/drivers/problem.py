@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 
 from .._arrays import as_gradient
+from ..kernels.cpu import max_abs
 
 # scipy's status codes and messages (scipy.optimize._optimize._status_message).
 SUCCESS, MAXITER, NAN, CALLBACK = 0, 1, 3, 99
@@ -86,7 +87,7 @@ class Outcome:
     def record(self, x, f, g) -> None:
         if self.losses is not None:
             self.losses.append(f)
-            self.gnorms.append(float(np.max(np.abs(g))))
+            self.gnorms.append(max_abs(g))
         if self.xs is not None:
             self.xs.append(x.reshape(self.shape).copy())
 

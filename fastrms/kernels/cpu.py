@@ -26,9 +26,10 @@ from numba import njit, prange
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
 # Below this many elements the serial kernel wins: the parallel one pays a
-# thread-pool wake-up (~5-10 µs) that a small update never earns back.
-# Measured with `python -m bench --threshold` (bench/RESULTS.md).
-PARALLEL_MIN_SIZE = 100_000
+# thread-pool wake-up that a small update never earns back.  Measured by the
+# benchmark's serial/parallel table (bench/RESULTS.md): on 2 cores the two
+# meet near 2,000 float64 elements and the parallel one is 2x faster by 16,000.
+PARALLEL_MIN_SIZE = 8_192
 
 _JIT_OPTIONS = dict(cache=True, error_model="numpy", nogil=True)
 
@@ -105,6 +106,19 @@ class CpuKernels:
     def variant(self, checked: bool, parallel: bool):
         """A specific variant (the compiled driver and the benchmarks name it)."""
         return self._get(_step_checked if checked else _step, parallel)
+
+
+@njit(cache=True, nogil=True)
+def max_abs(a):  # pragma: no cover - compiled
+    """max |a_i|, NaN if any a_i is NaN (the history's gradient norm; ~10x np.max(np.abs(a)) on small a)."""
+    m = 0.0
+    for v in a:
+        v = abs(v)
+        if v > m:
+            m = v
+        elif v != v:
+            return v
+    return m
 
 
 def use_parallel(n: int) -> bool:

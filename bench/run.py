@@ -1,0 +1,333 @@
+"""fastrms benchmark harness: ``python -m bench`` (or ``python bench/run.py``).
+
+Everything is measured side by side in one run and reported as ratios, since
+absolute times on a shared machine mean little:
+
+1. update kernels (rmsprop, rmsprop+momentum, centered; float32/float64) against
+   a parallel STREAM triad (the memory roofline), NumPy's unfused update and
+   torch.optim.RMSprop(foreach=True) when torch is installed;
+2. whole solves: AX=I 5x5 (300 steps) and n = 100, 500, against the numpy seed's loop;
+3. overheads: import time, first-call compilation, second-process load;
+4. the serial/parallel crossover that sets kernels.cpu.PARALLEL_MIN_SIZE.
+
+Writes results/bench.json and results/bandwidth.png (matplotlib optional).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import fastrms  # noqa: E402
+from fastrms import experiments as ex  # noqa: E402
+from fastrms.engine import Engine  # noqa: E402
+from fastrms.presets import configure  # noqa: E402
+
+try:
+    import torch
+except ImportError:  # optional
+    torch = None
+
+
+def best(fn, reps=5, warmup=1):
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return min(ts), statistics.median(ts)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def triad(a, b, c, k):
+    for i in prange(a.size):
+        a[i] = b[i] + k * c[i]
+
+
+VARIANTS = {"rmsprop": {}, "rmsprop+momentum": {"momentum": 0.9}, "centered": {"centered": True}}
+STREAMS = {"rmsprop": 5, "rmsprop+momentum": 7, "centered": 7}
+
+
+def numpy_update(x, g, s, m, b, lr, gamma, eps, variant):
+    s *= gamma
+    s += (1 - gamma) * g * g
+    v = s
+    if variant == "centered":
+        m *= gamma
+        m += (1 - gamma) * g
+        v = s - m * m
+    u = g / np.sqrt(v + eps)
+    if variant == "rmsprop+momentum":
+        b *= 0.9
+        b += u
+        u = b
+    x -= lr * u
+
+
+def bench_kernels(sizes, reps):
+    rows = []
+    for dtype in (np.float64, np.float32):
+        for n in sizes:
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal(n).astype(dtype)
+            g = rng.standard_normal(n).astype(dtype)
+            a, c = np.empty_like(x), rng.standard_normal(n).astype(dtype)
+            t_triad, _ = best(lambda: triad(a, x, c, dtype(0.5)), reps)
+            item = x.itemsize
+            for name, opts in VARIANTS.items():
+                opt = fastrms.RMSProp(x, lr=1e-6, **opts)
+                t_fused, t_med = best(lambda: opt.step(g), reps)
+                row = {"dtype": np.dtype(dtype).name, "n": n, "variant": name, "fused_s": t_fused,
+                       "fused_median_s": t_med, "triad_s": t_triad,
+                       "fused_GBps": STREAMS[name] * n * item / t_fused / 1e9,
+                       "triad_GBps": 3 * n * item / t_triad / 1e9}
+                if n <= 50_000_000:
+                    s, m, b = np.zeros_like(x), np.zeros_like(x), np.zeros_like(x)
+                    t_np, _ = best(lambda: numpy_update(x, g, s, m, b, dtype(1e-6), dtype(0.9),
+                                                        dtype(1e-6), name), max(2, reps // 2))
+                    row["numpy_s"] = t_np
+                if torch is not None:
+                    xt = torch.from_numpy(x.copy()).requires_grad_(False)
+                    p = torch.nn.Parameter(xt)
+                    p.grad = torch.from_numpy(g)
+                    kw = {"momentum": 0.9} if name == "rmsprop+momentum" else {}
+                    topt = torch.optim.RMSprop([p], lr=1e-6, alpha=0.9, eps=1e-6, foreach=True,
+                                               centered=name == "centered", **kw)
+                    row["torch_s"], _ = best(topt.step, max(2, reps // 2))
+                rows.append(row)
+                print(f"  kernel {row['dtype']:7} n={n:>10,} {name:17} {t_fused * 1e3:9.3f} ms "
+                      f"{row['fused_GBps']:6.1f} GB/s (triad {row['triad_GBps']:5.1f})", flush=True)
+    return rows
+
+
+def bench_threshold(reps):
+    rows = []
+    config = configure("rmsprop", {})
+    for n in (1_000, 4_000, 16_000, 64_000, 128_000, 256_000, 1_000_000):
+        x = np.ones(n)
+        g = np.full(n, 0.1)
+        e = Engine(config, n, x.dtype)
+        h = e.coefficients()
+        out = {"n": n}
+        for parallel in (False, True):
+            k = e.kernels.variant(checked=False, parallel=parallel)
+            out["parallel_s" if parallel else "serial_s"], _ = best(lambda: k(x, g, e.S, h), reps * 4)
+        rows.append(out)
+    return rows
+
+
+# -- whole solves ---------------------------------------------------------------
+
+def seed_rmsprop(F, dF, x, steps=100, lr=0.001, decay=.9, eps=1e-8):
+    """The notebook seed's rmsprop, as written there."""
+    loss = []
+    dx_mean_sqr = np.zeros(x.shape, dtype=float)
+    for _ in range(steps):
+        dx = dF(x)
+        dx_mean_sqr = decay * dx_mean_sqr + (1 - decay) * dx ** 2
+        x -= lr * dx / (np.sqrt(dx_mean_sqr) + eps)
+        loss.append(F(x))
+    return x, loss
+
+
+@njit(cache=True)
+def jit_F(X, A):
+    n = A.shape[0]
+    s = 0.0
+    for i in range(n):
+        for j in range(n):
+            r = -1.0 if i == j else 0.0
+            for k in range(n):
+                r += A[i, k] * X[k, j]
+            s += r * r
+    return s
+
+
+@njit(cache=True)
+def jit_dF(X, A):
+    R = A @ X
+    for i in range(R.shape[0]):
+        R[i, i] -= 1.0
+    return 2.0 * (A.T @ R)
+
+
+def bench_solves(reps):
+    rows = []
+    rng = np.random.default_rng(1)
+    for n in (5, 100, 500):
+        A = ex.A_SEED if n == 5 else np.eye(n) + rng.standard_normal((n, n)) / (2 * np.sqrt(n))
+        eye = np.eye(n)
+
+        def F(X):
+            return np.sum((A @ X - eye) ** 2)
+
+        def dF(X):
+            return 2 * A.T @ (A @ X - eye)
+
+        opts = {"lr": 1e-3, "gamma": 0.9, "eps": 1e-8, "eps_in_sqrt": False, "maxiter": 300, "gtol": 0}
+        t_seed, _ = best(lambda: seed_rmsprop(F, dF, np.zeros((n, n)), steps=300), reps)
+        t_py_hist, _ = best(lambda: fastrms.minimize(F, dF, np.zeros((n, n)),
+                                                     options={**opts, "history": True}), reps)
+        t_py, _ = best(lambda: fastrms.minimize(F, dF, np.zeros((n, n)), options=opts), reps)
+        t_jit, _ = best(lambda: fastrms.minimize(jit_F, jit_dF, np.zeros((n, n)), args=(A,),
+                                                 options=opts), reps)
+        row = {"n": n, "seed_numpy_s": t_seed, "python_loop_history_s": t_py_hist, "python_loop_s": t_py,
+               "compiled_s": t_jit}
+        rows.append(row)
+        print(f"  AX=I n={n:>4}: seed {t_seed * 1e3:8.3f} ms, python loop {t_py * 1e3:8.3f} "
+              f"(with loss history {t_py_hist * 1e3:8.3f}), compiled {t_jit * 1e3:8.3f} ms", flush=True)
+    return rows
+
+
+def _subprocess_seconds(code, env):
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_overheads():
+    root = str(HERE.parent)
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": root}
+        imp = "import time; t = time.perf_counter(); import fastrms; print(time.perf_counter() - t)"
+        t_import = min(_subprocess_seconds(imp, env) for _ in range(3))
+        Path(cache, "userfuns.py").write_text(textwrap.dedent('''
+            import numpy as np
+            from numba import njit
+            @njit(cache=True)
+            def F(X, A):
+                R = A @ X - np.eye(A.shape[0])
+                return np.sum(R * R)
+            @njit(cache=True)
+            def dF(X, A):
+                return 2.0 * (A.T @ (A @ X - np.eye(A.shape[0])))
+        '''))
+        env["PYTHONPATH"] = os.pathsep.join([root, cache])
+        first = textwrap.dedent('''
+            import time, numpy as np, fastrms
+            from fastrms.experiments import A_SEED, ax_loss, ax_grad
+            import userfuns
+            {warm}
+            t = time.perf_counter()
+            fastrms.minimize({F}, {dF}, np.zeros((5, 5)), args=(A_SEED,), options={{'maxiter': 300}})
+            print(time.perf_counter() - t)
+        ''')
+        warm = "userfuns.F(np.zeros((5, 5)), A_SEED); userfuns.dF(np.zeros((5, 5)), A_SEED)"
+        res = {"import_s": t_import}
+        for label, F, dF, w in (("python_loop", "ax_loss", "ax_grad", ""),
+                                ("compiled", "userfuns.F", "userfuns.dF", warm)):
+            code = first.format(F=F, dF=dF, warm=w)
+            res[f"{label}_first_process_s"] = _subprocess_seconds(code, env)
+            res[f"{label}_second_process_s"] = min(_subprocess_seconds(code, env) for _ in range(2))
+    print(f"  import {t_import:.3f} s; first call (compile) python loop "
+          f"{res['python_loop_first_process_s']:.3f} s, compiled {res['compiled_first_process_s']:.3f} s; "
+          f"second process {res['python_loop_second_process_s']:.3f} / {res['compiled_second_process_s']:.3f} s")
+    return res
+
+
+# -- report ---------------------------------------------------------------------
+
+def markdown(results):
+    lines = [f"fastrms benchmark, {results['date']}, {results['cores']} cores, numba {numba.__version__}, "
+             f"{results['threads']} threads" + (f", torch {torch.__version__}" if torch else ", no torch"), ""]
+    lines += ["### Update kernels (time per step; bandwidth counts 5 streams for rmsprop, 7 with m or b)", "",
+              "| dtype | n | variant | fused ms | GB/s | triad GB/s | fused/triad BW | NumPy ÷ fused |"
+              " torch ÷ fused |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results["kernels"]:
+        np_ratio = f"{r['numpy_s'] / r['fused_s']:.1f}x" if "numpy_s" in r else "-"
+        t_ratio = f"{r['torch_s'] / r['fused_s']:.1f}x" if "torch_s" in r else "-"
+        lines.append(f"| {r['dtype']} | {r['n']:,} | {r['variant']} | {r['fused_s'] * 1e3:.3f} | "
+                     f"{r['fused_GBps']:.1f} | {r['triad_GBps']:.1f} | {r['fused_GBps'] / r['triad_GBps']:.2f} |"
+                     f" {np_ratio} | {t_ratio} |")
+    lines += ["", "### Whole solves: AX=I, 300 rmsprop steps (ms)", "",
+              "| n | seed NumPy loop | fastrms Python loop (+loss history) | ratio to seed | "
+              "fastrms Python loop | compiled (jitted F, dF) | seed ÷ compiled |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results["solves"]:
+        lines.append(f"| {r['n']} | {r['seed_numpy_s'] * 1e3:.3f} | {r['python_loop_history_s'] * 1e3:.3f} | "
+                     f"{r['python_loop_history_s'] / r['seed_numpy_s']:.2f} | {r['python_loop_s'] * 1e3:.3f} | "
+                     f"{r['compiled_s'] * 1e3:.3f} | {r['seed_numpy_s'] / r['compiled_s']:.1f}x |")
+    o = results["overheads"]
+    lines += ["", "### Overheads (s)", "", "| import fastrms | first call, Python loop | first call, compiled |"
+              " second process, Python loop | second process, compiled |", "|---:|---:|---:|---:|---:|",
+              f"| {o['import_s']:.3f} | {o['python_loop_first_process_s']:.3f} | {o['compiled_first_process_s']:.3f}"
+              f" | {o['python_loop_second_process_s']:.3f} | {o['compiled_second_process_s']:.3f} |"]
+    lines += ["", "### Serial vs parallel kernel (µs per step, float64 rmsprop)", "",
+              "| n | serial | parallel |", "|---:|---:|---:|"]
+    for r in results["threshold"]:
+        lines.append(f"| {r['n']:,} | {r['serial_s'] * 1e6:.1f} | {r['parallel_s'] * 1e6:.1f} |")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("  (no matplotlib: skipping the plot; pip install matplotlib)")
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, dtype in zip(axes, ("float64", "float32"), strict=True):
+        rows = [r for r in results["kernels"] if r["dtype"] == dtype]
+        for variant in VARIANTS:
+            rr = [r for r in rows if r["variant"] == variant]
+            ax.plot([r["n"] for r in rr], [r["fused_GBps"] for r in rr], "o-", label=f"fused {variant}")
+        rr = [r for r in rows if r["variant"] == "rmsprop"]
+        ax.plot([r["n"] for r in rr], [r["triad_GBps"] for r in rr], "k--", label="STREAM triad")
+        ax.set_xscale("log")
+        ax.set_xlabel("n")
+        ax.set_title(dtype)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("effective bandwidth (GB/s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke test)")
+    ap.add_argument("--out", default=str(HERE / "results"))
+    args = ap.parse_args(argv)
+    sizes = [1_000, 100_000, 1_000_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000,
+                                                             10_000_000, 50_000_000]
+    reps = 3 if args.quick else 7
+    results = {"date": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(),
+               "threads": numba.get_num_threads()}
+    print("kernels ...")
+    results["kernels"] = bench_kernels(sizes, reps)
+    print("serial/parallel threshold ...")
+    results["threshold"] = bench_threshold(reps)
+    print("whole solves ...")
+    results["solves"] = bench_solves(reps)
+    print("overheads ...")
+    results["overheads"] = bench_overheads()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=1))
+    plot(results, out / "bandwidth.png")
+    text = markdown(results)
+    (out / "bench.md").write_text(text + "\n")
+    print()
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
