@@ -84,7 +84,8 @@ def rmsprop_coefficients(p, t, lr, gamma, gfactor, out):
     out[7] = p[5] if p[6] != 0.0 else 0.0
     out[8] = 0.0 if p[6] != 0.0 else p[5]
     out[9] = 1.0 / (1.0 - math.pow(gamma, float(t))) if p[7] != 0.0 else 1.0
-    _momentum_terms(p[8], p[9], p[10], lr, out, 10)
+    # without a buffer (μ = 0) there is nothing for η to sit inside of
+    _momentum_terms(p[8], p[9], p[10] if p[8] > 0.0 else 0.0, lr, out, 10)
 
 
 @register_jitable

@@ -10,6 +10,8 @@ entry below was read from the library's source (see ANCHORS.md).
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from . import _checks as ck
 from . import methods
 
@@ -69,7 +71,26 @@ PRESET_ALIASES = {
 
 
 def configure(method: str, options: dict, preset: str | None = None) -> methods.Config:
-    """Validate ``options`` for ``method`` under ``preset`` (None: fastrms's own defaults)."""
+    """Validate ``options`` for ``method`` under ``preset`` (None: fastrms's own defaults).
+
+    Validated configs are remembered (they are never mutated), so a script that
+    calls minimize in a loop pays for validation once.
+    """
+    try:
+        # types are part of the key: True == 1 must not skip the check that rejects 1
+        return _configure_cached(method, tuple((k, type(v), v) for k, v in options.items()), preset)
+    except TypeError as e:  # an unhashable value: validate it afresh (and report it)
+        if "unhashable" not in str(e):
+            raise
+        return _configure(method, options, preset)
+
+
+@lru_cache(maxsize=256)
+def _configure_cached(method, items, preset):
+    return _configure(method, {k: v for k, _, v in items}, preset)
+
+
+def _configure(method: str, options: dict, preset: str | None) -> methods.Config:
     m = methods.get(method)
     if preset is None:
         return m.configure(options)

@@ -132,11 +132,12 @@ def _function_type(dispatcher, argtypes, what):
 _signatures: dict = {}
 
 
-class _Address(types.WrapperAddressProtocol):
-    """A jitted function as a first-class function whose address is resolved once.
+class _Address:
+    """A jitted function as a first-class function whose address and type are resolved once.
 
-    Numba would otherwise look the address up again on every driver call
-    (tens of microseconds for two functions).
+    Numba would otherwise look the address up, and build the FunctionType, again
+    on every driver call (tens of microseconds for two functions).  This follows
+    Numba's WrapperAddressProtocol; ``_numba_type_`` makes typing it a lookup.
     """
 
     def __init__(self, dispatcher, sig):
@@ -144,6 +145,7 @@ class _Address(types.WrapperAddressProtocol):
 
         self.dispatcher, self.sig = dispatcher, sig
         self.address = _get_wrapper_address(dispatcher, sig)
+        self._numba_type_ = types.FunctionType(sig)
 
     def __wrapper_address__(self):
         return self.address

@@ -17,13 +17,22 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import types
 from functools import cache
 from pathlib import Path
 
-import numba
-from numba import njit, prange
-from numba.np.unsafe.ndarray import to_fixed_tuple
+# GNU OpenMP threads spin for ~300,000 iterations after a parallel region.  Between
+# our update kernels the user's gradient runs, often in multithreaded BLAS, and on a
+# small machine the spinning threads steal its cores: AX=I with n=500 ran 2x slower
+# than its gradients alone.  A short spin keeps back-to-back kernels as fast
+# (bench/RESULTS.md).  libgomp reads this when Numba first loads it; a value the user
+# set wins, and it is inert if another library loaded libgomp earlier.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+
+import numba  # noqa: E402
+from numba import njit, prange  # noqa: E402
+from numba.np.unsafe.ndarray import to_fixed_tuple  # noqa: E402
 
 # Below this many elements the serial kernel wins: the parallel one pays a
 # thread-pool wake-up that a small update never earns back.  Measured by the

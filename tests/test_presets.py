@@ -1,0 +1,138 @@
+"""Presets: other libraries' semantics, checked by one-step values and, with torch, step by step."""
+
+import numpy as np
+import pytest
+
+import fastrms
+from fastrms import schedules
+
+
+def one_step(method="rmsprop", preset=None, **hyper):
+    x = np.array([10.0])
+    cls = {"rmsprop": fastrms.RMSProp, "adam": fastrms.Adam, "adagrad": fastrms.Adagrad}[method]
+    opt = cls(x, preset=preset, lr=0.1, **hyper)
+    opt.step(x.copy())  # f = x²/2, g = x = 10
+    return float(x[0])
+
+
+# theta = 10, f = theta²/2, lr = 0.1 (ANCHORS.md; the Keras value is in its docstring)
+@pytest.mark.parametrize("preset,hyper,expected", [
+    ("keras", {}, 9.683772),
+    ("torch", {}, 9.0),
+    ("torch", {"alpha": 0.9}, 9.683772),
+    ("tf1", {}, 9.697109),
+    ("optax", {}, 9.683772),
+    ("optax", {"bias_correction": True}, 9.9),
+    ("autograd", {}, 9.697109),
+    ("d2l", {}, 9.683772),
+    ("mxnet", {"gamma1": 0.9}, 9.683772),
+])
+def test_one_step_check_values(preset, hyper, expected):
+    assert one_step(preset=preset, **hyper) == pytest.approx(expected, abs=5e-7)
+
+
+def test_preset_names_and_errors():
+    with pytest.raises(ValueError, match="unknown preset 'pytorch'.*did you mean 'torch'"):
+        fastrms.RMSProp(np.zeros(2), preset="pytorch")
+    with pytest.raises(ValueError, match="unknown option"):
+        fastrms.RMSProp(np.zeros(2), preset="torch", gamma1=0.9)  # an MXNet name under torch
+    with pytest.raises(ValueError, match="has no 'adadelta'"):
+        fastrms.Adadelta(np.zeros(2), preset="tf1")
+    opt = fastrms.RMSProp(np.zeros(2), preset="keras")
+    hp = opt.hyperparameters
+    assert hp["lr"] == 0.001 and hp["eps"] == 1e-7 and hp["eps_in_sqrt"] and hp["lr_in_momentum"]
+    assert hp["decoupled_weight_decay"]
+    assert fastrms.RMSProp(np.zeros(2), preset="tf1").state["s"].tolist() == [1.0, 1.0]
+
+
+def test_mxnet_centered_has_momentum_inside_and_plain_has_none():
+    plain = fastrms.RMSProp(np.zeros(2), preset="mxnet", gamma1=0.95, gamma2=0.5)
+    assert plain.hyperparameters["momentum"] == 0.0 and plain.hyperparameters["gamma"] == 0.95
+    centered = fastrms.RMSProp(np.zeros(2), preset="mxnet", centered=True, gamma2=0.8)
+    assert centered.hyperparameters["momentum"] == 0.8 and centered.hyperparameters["lr_in_momentum"]
+    assert set(centered.state) == {"t", "s", "m", "b"}
+
+
+def test_lr_inside_and_outside_the_buffer_differ_only_when_lr_changes(rng):
+    grads = [rng.normal(size=6) for _ in range(8)]
+    finals = {}
+    for inside in (False, True):
+        for lr in (0.1, schedules.step(0.1, 0.5, 3)):
+            x = np.ones(6)
+            opt = fastrms.RMSProp(x, lr=lr, momentum=0.9, lr_in_momentum=inside)
+            for g in grads:
+                opt.step(g)
+            finals[inside, isinstance(lr, float)] = x
+    np.testing.assert_allclose(finals[False, True], finals[True, True], rtol=1e-12)
+    assert np.max(np.abs(finals[False, False] - finals[True, False])) > 1e-3
+
+
+def test_schedules_values():
+    assert schedules.constant(0.1)(7) == 0.1
+    assert schedules.exponential(1.0, 0.5, 10)(20) == pytest.approx(0.25)
+    assert schedules.exponential(1.0, 0.5, 10, staircase=True)(19) == pytest.approx(0.5)
+    assert schedules.step(1.0, 0.1, 5)(10) == pytest.approx(0.01)
+    assert schedules.inverse_time(1.0, 1.0, 2)(4) == pytest.approx(1 / 3)
+    c = schedules.cosine(1.0, 100, final=0.1)
+    assert c(0) == 1.0 and c(100) == pytest.approx(0.1) and c(50) == pytest.approx(0.55) and c(500) == c(100)
+    w = schedules.cosine(1.0, 10, warmup=4)
+    assert [w(t) for t in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0]) and w(4) == 1.0
+    with pytest.raises(ValueError, match="must be > 0"):
+        schedules.step(-1.0, 0.5, 3)
+    # a schedule given as a dict, and a decay that follows a schedule
+    res = fastrms.minimize(lambda x: float(x @ x), lambda x: 2 * x, np.ones(3),
+                           options={"lr": {"schedule": "exponential", "value": 0.1, "rate": 0.5,
+                                           "steps": 100},
+                                    "gamma": schedules.step(0.5, 1.2, 10), "maxiter": 30, "gtol": 0})
+    assert res.nit == 30
+    with pytest.raises(ValueError, match="schedule"):
+        fastrms.minimize(lambda x: 0.0, lambda x: x, np.ones(2), options={"lr": {"schedule": "linear"}})
+
+
+# -- step-by-step parity with PyTorch ------------------------------------------------
+
+torch = pytest.importorskip("torch", reason="torch parity tests need torch (pip install torch==2.13.0)")
+
+TORCH_CASES = [
+    ("RMSprop", "rmsprop", {}),
+    ("RMSprop", "rmsprop", {"alpha": 0.9, "eps": 1e-6}),
+    ("RMSprop", "rmsprop", {"momentum": 0.9}),
+    ("RMSprop", "rmsprop", {"centered": True}),
+    ("RMSprop", "rmsprop", {"centered": True, "momentum": 0.5, "weight_decay": 0.1}),
+    ("RMSprop", "rmsprop", {"maximize": True, "weight_decay": 0.01}),
+    ("Adam", "adam", {}),
+    ("Adam", "adam", {"amsgrad": True, "weight_decay": 0.05, "betas": (0.8, 0.99)}),
+    ("Adam", "adam", {"maximize": True}),
+    ("AdamW", "adamw", {}),
+    ("AdamW", "adamw", {"weight_decay": 0.1, "amsgrad": True}),
+    ("Adagrad", "adagrad", {}),
+    ("Adagrad", "adagrad", {"lr_decay": 0.05, "initial_accumulator_value": 0.1, "weight_decay": 0.01}),
+    ("Adadelta", "adadelta", {}),
+    ("Adadelta", "adadelta", {"rho": 0.8, "weight_decay": 0.1}),
+    ("SGD", "momentum", {"momentum": 0.9}),
+    ("SGD", "momentum", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+    ("SGD", "gd", {}),
+]
+
+
+@pytest.mark.parametrize("torch_name,method,hyper", TORCH_CASES,
+                         ids=[f"{t}-{'-'.join(h) or 'default'}" for t, _, h in TORCH_CASES])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matches_torch_step_by_step(torch_name, method, hyper, dtype, rng):
+    lr = {"Adadelta": 1.0}.get(torch_name, 0.01)
+    W = rng.normal(size=(7, 7)).astype(dtype)
+    x0 = rng.normal(size=7).astype(dtype)
+    p = torch.nn.Parameter(torch.from_numpy(x0.copy()))
+    topt = getattr(torch.optim, torch_name)([p], lr=lr, **hyper)
+    x = x0.copy()
+    cls = {"rmsprop": fastrms.RMSProp, "adam": fastrms.Adam, "adamw": fastrms.AdamW,
+           "adagrad": fastrms.Adagrad, "adadelta": fastrms.Adadelta, "momentum": fastrms.Momentum,
+           "gd": fastrms.GradientDescent}[method]
+    opt = cls(x, preset="torch", lr=lr, **hyper)
+    for _ in range(25):
+        g = np.tanh(W @ x).astype(dtype)  # the gradient depends on x: trajectories must agree
+        p.grad = torch.from_numpy(np.tanh(W @ p.detach().numpy()).astype(dtype))
+        topt.step()
+        opt.step(g)
+        tol = 1e-12 if dtype == np.float64 else 2e-5
+        np.testing.assert_allclose(x, p.detach().numpy(), rtol=tol, atol=tol)
