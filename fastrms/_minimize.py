@@ -16,7 +16,7 @@ from . import _checks as ck
 from . import methods, presets
 from ._arrays import as_x0
 from .drivers import python_loop
-from .drivers.problem import Problem, wrap_callback
+from .drivers.problem import Batches, Problem, wrap_callback
 from .engine import Engine
 
 # Options of the driver (the method's hyperparameters come on top of these).
@@ -30,6 +30,13 @@ DRIVER_OPTIONS = {
     "dtype": None,          # compute in float32 or float64 (default: x0's)
     "driver": "auto",       # 'auto', 'python' or 'compiled'
     "backend": "auto",      # 'auto', 'cpu' or 'cuda'
+    # mini-batch (stochastic) mode: the data arrays in args are split along axis 0
+    "batch_size": None,     # rows per step (None: all the data every step)
+    "epochs": None,         # passes over the data (sets maxiter)
+    "shuffle": True,        # reshuffle the rows every epoch
+    "seed": None,           # seed of the shuffle, for reproducible runs
+    "drop_last": False,     # drop the last, smaller batch of an epoch
+    "history_every": 1,     # record the (full-data) loss every that many steps
 }
 
 
@@ -53,6 +60,17 @@ def _split_options(method: methods.Method, options: dict, tol) -> tuple[dict, di
                              set(DRIVER_OPTIONS) | set(method.hypers))
     if tol is not None and "gtol" not in options:
         driver["gtol"] = tol
+    if driver["batch_size"] is not None:
+        driver["batch_size"] = ck.count("batch_size", driver["batch_size"], lo=1)
+        if "gtol" not in options and tol is None:
+            driver["gtol"] = 0.0  # a mini-batch gradient's size says little about convergence
+    if driver["epochs"] is not None:
+        driver["epochs"] = ck.count("epochs", driver["epochs"], lo=1)
+        if "maxiter" in options:
+            raise ValueError("give epochs or maxiter, not both")
+    driver["history_every"] = ck.count("history_every", driver["history_every"], lo=1)
+    for flag in ("shuffle", "drop_last"):
+        driver[flag] = ck.boolean(flag, driver[flag])
     driver["maxiter"] = ck.count("maxiter", driver["maxiter"])
     driver["gtol"] = ck.nonneg("gtol", driver["gtol"])
     for flag in ("disp", "history", "trajectory"):
@@ -117,17 +135,26 @@ def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
     shape = x.shape
     x = x.reshape(-1)
     engine = Engine(config, x.size, x.dtype)
-    problem = Problem(fun, jac, args, shape, x.dtype)
+    batches, maxiter, end = None, opts["maxiter"], "maxiter"
+    if opts["batch_size"] is not None:
+        batches = Batches(args, opts["batch_size"], opts["shuffle"], opts["seed"], opts["drop_last"])
+    if opts["epochs"] is not None:
+        maxiter, end = opts["epochs"] * (batches.per_epoch if batches else 1), "epochs"
+    problem = Problem(fun, jac, args, shape, x.dtype, batches)
     driver = _choose_driver(problem, x, engine, opts, callback)
-    out = driver.run(problem, engine, x, maxiter=opts["maxiter"], gtol=opts["gtol"],
-                     callback=callback, history=opts["history"], trajectory=opts["trajectory"])
+    extra = {"every": opts["history_every"], "end": end} if driver is python_loop else {}
+    out = driver.run(problem, engine, x, maxiter=maxiter, gtol=opts["gtol"], callback=callback,
+                     history=opts["history"], trajectory=opts["trajectory"], **extra)
     f = out.f if out.f is not None else problem.value(out.x)
     res = OptimizeResult(
         x=out.x.reshape(shape), fun=f, jac=out.g.reshape(shape), nit=out.nit,
         nfev=problem.nfev, njev=problem.njev, status=out.status,
         success=out.status == 0, message=out.message)
     if out.losses is not None:
-        res.history = {"loss": np.asarray(out.losses), "gnorm": np.asarray(out.gnorms)}
+        res.history = {"loss": np.asarray(out.losses), "gnorm": np.asarray(out.gnorms),
+                       "step": np.asarray(out.steps)}
+        if batches is not None:
+            res.history["epoch"] = res.history["step"] / batches.per_epoch
     if out.xs is not None:
         res.trajectory = np.asarray(out.xs)
     if opts["disp"]:
@@ -141,6 +168,11 @@ def _choose_driver(problem: Problem, x, engine: Engine, opts: dict, callback):
     """The compiled loop for jitted F and dF (unless something needs Python), else the Python loop."""
     choice = opts["driver"]
     if choice == "python":
+        return python_loop
+    if problem.batches is not None or opts["history_every"] != 1 or opts["epochs"] is not None:
+        if choice == "compiled":
+            raise ValueError("driver='compiled' does not run mini-batches (batch_size, epochs, "
+                             "history_every) yet; they run in the Python loop")
         return python_loop
     from .drivers import compiled
 

@@ -76,3 +76,146 @@ def trace_2d(method: str = "rmsprop", steps: int = 20, x0=(-5.0, -2.0), f=f_2d, 
     res = minimize(f, grad, np.asarray(x0, float), method=method,
                    options={"maxiter": steps, "gtol": 0, "trajectory": True, **opts})
     return {"trajectory": res.trajectory, "x": res.x, "result": res}
+
+
+def decay_weights(gammas=(0.95, 0.9, 0.8, 0.7), steps: int = 40) -> dict:
+    """The weight (1 − γ)γᵗ that s_t gives to the gradient of t steps ago; sums to 1 − γ^steps."""
+    t = np.arange(steps)
+    return {g: (1 - g) * g ** t for g in gammas}
+
+
+# -- linear regression on the airfoil data (d2l's train_ch11) ---------------------
+
+def linreg_loss(x, X, y, scale=1.0):
+    """d2l's squared loss: mean over rows of (Xw + b − y)²/2, with x = (w, b)."""
+    r = X @ x[:-1] + x[-1] - y
+    return float(r @ r) / (2 * len(y))
+
+
+def linreg_grad(x, X, y, scale=1.0):
+    """Its gradient; ``scale=2`` is the gradient of the plain mean squared error
+    (d2l's concise versions use nn.MSELoss / keras' MSE, without the 1/2)."""
+    r = X @ x[:-1] + x[-1] - y
+    g = np.empty_like(x)
+    g[:-1] = X.T @ r
+    g[-1] = r.sum()
+    return g * (scale / len(y))
+
+
+# The seeds' concise versions: torch.optim.RMSprop(lr=.01, alpha=.9), keras RMSprop(lr=.01, rho=.9),
+# gluon 'rmsprop' (lr=.01, gamma1=.9); scratch is the d2l code itself.
+AIRFOIL_RUNS = {
+    "scratch (d2l)": (None, {"gamma": 0.9}, 1.0),
+    "torch": ("torch", {"alpha": 0.9}, 2.0),
+    "keras": ("keras", {"rho": 0.9}, 2.0),
+    "gluon": ("mxnet", {"gamma1": 0.9}, 2.0),
+}
+
+
+def airfoil(preset=None, hyper=None, scale=1.0, lr=0.01, batch_size=10, epochs=2, seed=0,
+            method="rmsprop") -> dict:
+    """RMSProp linear regression on the airfoil data, as d2l trains it.
+
+    Batch size 10, lr 0.01, γ 0.9, 2 epochs, w ~ N(0, 0.01²), b = 0, float32; the loss
+    on all 1500 rows is recorded every 200 examples.  Returns {'epoch', 'loss', 'final', 'x'}.
+    """
+    from .datasets import airfoil as load
+
+    X, y = load()
+    rng = np.random.default_rng(seed)
+    x0 = np.concatenate([rng.normal(0.0, 0.01, X.shape[1]), [0.0]]).astype(np.float32)
+    res = minimize(linreg_loss, linreg_grad, x0, args=(X, y, scale), method=method,
+                   options={"lr": lr, "preset": preset, **(hyper if hyper is not None else {"gamma": 0.9}),
+                            "batch_size": batch_size, "epochs": epochs, "seed": seed,
+                            "history": True, "history_every": max(1, 200 // batch_size)})
+    return {"epoch": res.history["epoch"], "loss": res.history["loss"], "final": res.fun, "x": res.x,
+            "result": res}
+
+
+def airfoil_runs(seed: int = 0) -> dict:
+    return {name: airfoil(preset, hyper, scale, seed=seed)
+            for name, (preset, hyper, scale) in AIRFOIL_RUNS.items()}
+
+
+# -- the exercises ----------------------------------------------------------------
+
+def extreme_gamma(steps: int = 200) -> dict:
+    """γ = 1: s never leaves 0, every step is η g/√ε and the run diverges; γ = 0: sign descent."""
+    out = {}
+    for gamma in (1.0, 0.0):
+        with np.errstate(over="ignore", invalid="ignore"):  # the divergence is the point
+            res = minimize(f_2d, grad_2d, np.array([-5.0, -2.0]),
+                           options={"lr": 0.4, "gamma": gamma, "maxiter": steps, "gtol": 0, "history": True})
+        out[gamma] = {"result": res, "success": res.success, "message": res.message, "nit": res.nit,
+                      "loss": res.history["loss"], "x": res.x}
+    return out
+
+
+def f_rotated(x):
+    """f(x) = 0.1 (x1 + x2)² + 2 (x1 − x2)²: the seeds' quadratic rotated by 45°."""
+    return 0.1 * (x[0] + x[1]) ** 2 + 2.0 * (x[0] - x[1]) ** 2
+
+
+def grad_rotated(x):
+    a, b = 0.2 * (x[0] + x[1]), 4.0 * (x[0] - x[1])
+    return np.array([a + b, a - b])
+
+
+def rotated(steps: int = 20) -> dict:
+    """RMSProp on the rotated problem beside the axis-aligned one (same start, lr 0.4, γ 0.9)."""
+    aligned = trace_2d(steps=steps)
+    rot = trace_2d(steps=steps, f=f_rotated, grad=grad_rotated)
+    return {"aligned": aligned, "rotated": rot,
+            "f_aligned": f_2d(aligned["x"]), "f_rotated": f_rotated(rot["x"])}
+
+
+def sensitivity(lrs=(0.001, 0.003, 0.01, 0.03, 0.1), gammas=(0.5, 0.8, 0.9, 0.95, 0.99), epochs=2,
+                progress=None) -> dict:
+    """Final airfoil loss over a grid of η × γ (how sensitive is RMSProp to γ?)."""
+    losses = np.empty((len(gammas), len(lrs)))
+    for i, gamma in enumerate(gammas):
+        for j, lr in enumerate(lrs):
+            losses[i, j] = airfoil(hyper={"gamma": gamma}, lr=lr, epochs=epochs)["final"]
+            if progress is not None:
+                progress()
+    return {"lrs": np.asarray(lrs), "gammas": np.asarray(gammas), "loss": losses}
+
+
+def softmax_loss(W, X, Y):
+    Z = X @ W
+    Z = Z - Z.max(axis=1, keepdims=True)
+    logp = Z - np.log(np.exp(Z).sum(axis=1, keepdims=True))
+    return float(-(Y * logp).sum() / len(X))
+
+
+def softmax_grad(W, X, Y):
+    Z = X @ W
+    P = np.exp(Z - Z.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    return X.T @ (P - Y) / len(X)
+
+
+def digits(lrs=(0.001, 0.01, 0.1), epochs: int = 5, batch_size: int = 32, seed: int = 0,
+           progress=None) -> dict:
+    """Softmax regression on scikit-learn's handwritten digits with RMSProp at several η.
+
+    Trains on the first 1400 images, reports the training loss and the accuracy on the
+    other 397.  Needs scikit-learn (``pip install fastrms[digits]``); it ships the data.
+    """
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    X = np.hstack([data.data / 16.0, np.ones((len(data.data), 1))])
+    Y = np.eye(10)[data.target]
+    Xtr, Ytr, Xte, yte = X[:1400], Y[:1400], X[1400:], data.target[1400:]
+    out = {}
+    for lr in lrs:
+        res = minimize(softmax_loss, softmax_grad, np.zeros((X.shape[1], 10)), args=(Xtr, Ytr),
+                       options={"lr": lr, "gamma": 0.9, "batch_size": batch_size, "epochs": epochs,
+                                "seed": seed, "history": True, "history_every": 20})
+        acc = float(np.mean(np.argmax(Xte @ res.x, axis=1) == yte))
+        out[lr] = {"epoch": res.history["epoch"], "loss": res.history["loss"], "final": res.fun,
+                   "accuracy": acc}
+        if progress is not None:
+            progress()
+    return out

@@ -258,6 +258,7 @@ def run(problem, engine, x, *, maxiter: int, gtol: float, callback=None, history
     out = Outcome(shape, history, trajectory)
     if history:
         out.losses, out.gnorms = list(losses[:k + 1]), list(gnorms[:k + 1])
+        out.steps = list(range(k + 1))
     if trajectory:
         out.xs = list(xs[:k + 1].reshape((k + 1, *shape)))
     return out.finish(k, x_end, f if (history or combined) else None, g, _REASONS[code], gtol)

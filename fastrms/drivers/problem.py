@@ -20,6 +20,7 @@ MESSAGES = {
     "loss": (NAN, "NaN result encountered: the loss became non-finite at iteration {k} "
                   "(the run diverged; lower lr?); x is that iterate, which is still finite."),
     "callback": (CALLBACK, "`callback` raised `StopIteration`."),
+    "epochs": (SUCCESS, "Completed the requested epochs."),
 }
 
 
@@ -37,15 +38,48 @@ def as_scalar(f) -> float:
                     f"{'of shape ' + str(a.shape) if a.ndim else repr(f)}")
 
 
+class Batches:
+    """Mini-batches of the data arrays in ``args``, reshuffled every epoch.
+
+    The data arrays are the ndarray arguments whose first axis has the length N
+    of the first such argument; anything else (a matrix of another size,
+    scalars) is passed whole.  Step k uses batch k mod (batches per epoch) of
+    epoch k // (batches per epoch); shuffling comes from ``seed``.
+    """
+
+    def __init__(self, args: tuple, batch_size: int, shuffle: bool, seed, drop_last: bool):
+        arrays = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.ndim >= 1]
+        if not arrays:
+            raise ValueError("batch_size needs data: pass the data arrays in args (split along axis 0)")
+        self.N = len(args[arrays[0]])
+        self.data = [i for i in arrays if len(args[i]) == self.N]
+        if batch_size > self.N:
+            raise ValueError(f"batch_size {batch_size} is larger than the data ({self.N} rows)")
+        self.args, self.size, self.shuffle, self.drop_last = args, batch_size, shuffle, drop_last
+        self.per_epoch = self.N // batch_size if drop_last else -(-self.N // batch_size)
+        self.rng = np.random.default_rng(seed)
+        self._epoch = -1
+        self._order = np.arange(self.N)
+
+    def __call__(self, k: int) -> tuple:
+        epoch, j = divmod(k, self.per_epoch)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            if self.shuffle:
+                self._order = self.rng.permutation(self.N)
+        rows = self._order[j * self.size:(j + 1) * self.size]
+        return tuple(a[rows] if i in self.data else a for i, a in enumerate(self.args))
+
+
 class Problem:
     """The user's objective and gradient, seen through flat views, with call counters."""
 
-    def __init__(self, fun, jac, args: tuple, shape: tuple, dtype):
+    def __init__(self, fun, jac, args: tuple, shape: tuple, dtype, batches: Batches | None = None):
         self.fun, self.jac, self.args = fun, jac, args
         self.combined = jac is True
         self.shape, self.dtype = shape, np.dtype(dtype)
         self.nfev = self.njev = 0
-        self._template = np.empty(shape, dtype)
+        self.batches = batches
 
     def value(self, x: np.ndarray) -> float:
         self.nfev += 1
@@ -55,10 +89,20 @@ class Problem:
             return as_scalar(f)
         return as_scalar(self.fun(x.reshape(self.shape), *self.args))
 
-    def evaluate(self, x: np.ndarray, want_f: bool):
-        """(f or None, flat g) at x; f comes free when fun returns (f, g)."""
+    def evaluate(self, x: np.ndarray, want_f: bool, k: int = 0):
+        """(f or None, flat g) at x; f comes free when fun returns (f, g).
+
+        With mini-batches g is the gradient on step k's batch and f the loss on all the data.
+        """
         xs = x.reshape(self.shape)
         self.njev += 1
+        if self.batches is not None:
+            args = self.batches(k)
+            if self.combined:
+                g = self._pair(self.fun(xs, *args))[1]
+            else:
+                g = self.jac(xs, *args)
+            return (self.value(x) if want_f else None), as_gradient(g, xs)
         if self.combined:
             self.nfev += 1
             f, g = self._pair(self.fun(xs, *self.args))
@@ -82,10 +126,12 @@ class Outcome:
         self.shape = shape
         self.losses = [] if history else None
         self.gnorms = [] if history else None
+        self.steps = [] if history else None
         self.xs = [] if trajectory else None
 
-    def record(self, x, f, g) -> None:
-        if self.losses is not None:
+    def record(self, k, x, f, g) -> None:
+        if self.losses is not None and f is not None:
+            self.steps.append(k)
             self.losses.append(f)
             self.gnorms.append(max_abs(g))
         if self.xs is not None:
@@ -94,7 +140,7 @@ class Outcome:
     def finish(self, k, x, f, g, reason: str, gtol: float = 0.0) -> Outcome:
         if reason == "maxiter" and gtol > 0 and np.max(np.abs(g)) <= gtol:
             reason = "converged"
-        if reason == "maxiter" and not np.all(np.isfinite(g)):
+        if reason in ("maxiter", "epochs") and not np.all(np.isfinite(g)):
             reason = "diverged"
         self.nit, self.x, self.f, self.g, self.reason = k, x, f, g, reason
         return self

@@ -15,8 +15,13 @@ from .problem import Outcome, Problem
 
 
 def run(problem: Problem, engine: Engine, x: np.ndarray, *, maxiter: int, gtol: float,
-        callback=None, history: bool = False, trajectory: bool = False) -> Outcome:
-    """Iterate from the flat array x (owned by the driver) until a stopping test fires."""
+        callback=None, history: bool = False, trajectory: bool = False, every: int = 1,
+        end: str = "maxiter") -> Outcome:
+    """Iterate from the flat array x (owned by the driver) until a stopping test fires.
+
+    ``every``: record the loss every that many steps (and at the end); ``end``: the
+    reason reported when maxiter is reached ('epochs' for a completed mini-batch run).
+    """
     gtol_k = x.dtype.type(gtol if gtol > 0 else -1.0)
     spare = np.empty_like(x)
     backend = engine.backend
@@ -24,16 +29,17 @@ def run(problem: Problem, engine: Engine, x: np.ndarray, *, maxiter: int, gtol: 
     out = Outcome(problem.shape, history, trajectory)
     k = 0
     while True:
-        f, g = problem.evaluate(x, want_f)
-        out.record(x, f, g)
-        if want_f and not np.isfinite(f):
+        f_now = want_f and (k % every == 0 or k == maxiter or callback is not None)
+        f, g = problem.evaluate(x, f_now, k)
+        out.record(k, x, f, g)
+        if f_now and not np.isfinite(f):
             return out.finish(k, x, f, g, "loss")
         if callback is not None and k > 0:
             res = OptimizeResult(x=x.reshape(problem.shape).copy(), fun=f, nit=k)
             if callback(res):
                 return out.finish(k, x, f, g, "callback")
         if k == maxiter:
-            return out.finish(k, x, f, g, "maxiter", gtol)
+            return out.finish(k, x, f, g, end, gtol)
         h = engine.coefficients(g)
         n_big, n_bad = backend.step_checked(engine, x, g, h, gtol_k, spare)
         if n_bad:
