@@ -42,13 +42,19 @@ def as_x0(x0, dtype=None) -> np.ndarray:
 
 
 def check_param_array(x):
-    """The backend for an array a stepper will update in place."""
+    """(backend, x shaped on that backend) for an array a stepper will update in place."""
     if not isinstance(x, np.ndarray):
-        from .kernels import cuda_backend_for
+        from .kernels import on_device
 
-        backend = cuda_backend_for(x)
-        if backend is not None:
-            return backend
+        if on_device(x):
+            from .kernels import cuda
+
+            dev = cuda.as_device(x)
+            if dev.dtype not in FLOATS:
+                raise _kind_error("x", dev.dtype)
+            if not dev.is_c_contiguous():
+                raise ValueError("x must be C-contiguous (the update runs over its flat memory)")
+            return cuda.backend(), dev
         raise TypeError(f"steppers update x in place, so x must be a NumPy (or CUDA) array of "
                         f"float32 or float64, got {type(x).__name__}")
     if x.dtype not in FLOATS:
@@ -59,13 +65,11 @@ def check_param_array(x):
         raise ValueError("x is read-only; steppers update x in place")
     if x.size == 0:
         raise ValueError("x is empty: there is nothing to optimize")
-    return CPU
+    return CPU, x
 
 
-def as_gradient(g, x, backend=CPU):
+def as_gradient(g, x):
     """g as a flat contiguous array in x's dtype, or a clear error."""
-    if backend is not CPU:
-        return backend.as_gradient(g, x)
     if not isinstance(g, np.ndarray):
         try:
             g = np.asarray(g)

@@ -29,7 +29,8 @@ DRIVER_OPTIONS = {
     "preset": None,         # 'torch', 'keras', 'tf1', 'optax', 'mxnet', 'autograd', 'd2l'
     "dtype": None,          # compute in float32 or float64 (default: x0's)
     "driver": "auto",       # 'auto', 'python' or 'compiled'
-    "backend": "auto",      # 'auto', 'cpu' or 'cuda'
+    "backend": "auto",      # 'auto' (where x0 lives), 'cpu' or 'cuda'
+    "check_every": 1,       # run the stopping tests every that many steps (GPU: a host round trip)
     # mini-batch (stochastic) mode: the data arrays in args are split along axis 0
     "batch_size": None,     # rows per step (None: all the data every step)
     "epochs": None,         # passes over the data (sets maxiter)
@@ -69,6 +70,7 @@ def _split_options(method: methods.Method, options: dict, tol) -> tuple[dict, di
         if "maxiter" in options:
             raise ValueError("give epochs or maxiter, not both")
     driver["history_every"] = ck.count("history_every", driver["history_every"], lo=1)
+    driver["check_every"] = ck.count("check_every", driver["check_every"], lo=1)
     for flag in ("shuffle", "drop_last"):
         driver[flag] = ck.boolean(flag, driver[flag])
     driver["maxiter"] = ck.count("maxiter", driver["maxiter"])
@@ -130,24 +132,49 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
     return _solve(fun, jac, x0, args, config, opts, wrap_callback(callback))
 
 
+def _start(x0, opts):
+    """(flat copy of x0 on its backend, shape, backend, the kind of array x0 was)."""
+    from . import kernels
+
+    device = kernels.on_device(x0)
+    choice = opts["backend"]
+    if choice == "auto":
+        choice = "cuda" if device else "cpu"
+    if choice == "cpu":
+        if device:
+            raise ValueError("x0 is on the GPU: use backend='cuda' (or 'auto'), or pass a host array")
+        x = as_x0(x0, opts["dtype"])
+        return x.reshape(-1), x.shape, kernels.CPU, "numpy"
+    backend = kernels.get("cuda")  # a clear error where no GPU can be used
+    from .kernels import cuda
+
+    return (*cuda.device_x0(x0, opts["dtype"], backend), backend,
+            cuda.array_kind(x0) if device else "numpy")
+
+
 def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
-    x = as_x0(x0, opts["dtype"])
-    shape = x.shape
-    x = x.reshape(-1)
-    engine = Engine(config, x.size, x.dtype)
+    x, shape, backend, kind = _start(x0, opts)
+    engine = Engine(config, x.size, x.dtype, backend)
     batches, maxiter, end = None, opts["maxiter"], "maxiter"
     if opts["batch_size"] is not None:
         batches = Batches(args, opts["batch_size"], opts["shuffle"], opts["seed"], opts["drop_last"])
     if opts["epochs"] is not None:
         maxiter, end = opts["epochs"] * (batches.per_epoch if batches else 1), "epochs"
-    problem = Problem(fun, jac, args, shape, x.dtype, batches)
+    problem = Problem(fun, jac, args, shape, x.dtype, batches, backend, kind)
     driver = _choose_driver(problem, x, engine, opts, callback)
-    extra = {"every": opts["history_every"], "end": end} if driver is python_loop else {}
+    extra = ({"every": opts["history_every"], "end": end, "check_every": opts["check_every"]}
+             if driver is python_loop else {})
     out = driver.run(problem, engine, x, maxiter=maxiter, gtol=opts["gtol"], callback=callback,
                      history=opts["history"], trajectory=opts["trajectory"], **extra)
     f = out.f if out.f is not None else problem.value(out.x)
+    if backend.name == "cuda":
+        from .kernels.cuda import to_kind
+
+        x_end, g_end = to_kind(out.x.reshape(shape), kind), to_kind(out.g.reshape(shape), kind)
+    else:
+        x_end, g_end = out.x.reshape(shape), out.g.reshape(shape)
     res = OptimizeResult(
-        x=out.x.reshape(shape), fun=f, jac=out.g.reshape(shape), nit=out.nit,
+        x=x_end, fun=f, jac=g_end, nit=out.nit,
         nfev=problem.nfev, njev=problem.njev, status=out.status,
         success=out.status == 0, message=out.message)
     if out.losses is not None:

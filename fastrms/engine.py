@@ -24,10 +24,10 @@ class Engine:
         rows = config.rows
         self.names = tuple(name for name, _ in rows)
         self.backend = backend
-        self.S = backend.zeros((len(rows), n), self.dtype)
+        host = np.empty((len(rows), n), dtype=self.dtype)
         for j, (_, init) in enumerate(rows):
-            if init != 0:
-                self.S[j] = init
+            host[j] = init
+        self.S = backend.state(host)
         self.t = 0
         self.p = config.packed()
         self.h = np.zeros(config.method.nh, dtype=self.dtype)
@@ -47,7 +47,7 @@ class Engine:
             return self.h
         gfactor = 1.0
         if self._clip_norm < math.inf and g is not None:
-            norm = float(np.linalg.norm(g))
+            norm = self.backend.norms(g)[1]
             gfactor = self._clip_norm / max(norm, self._clip_norm)
         self.config.method.coefficients(self.p, self.t + 1, self.value("lr"), self.value("gamma"),
                                         gfactor, self.h)
@@ -56,7 +56,8 @@ class Engine:
 
     # -- state ---------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"t": self.t, **{name: self.S[j].copy() for j, name in enumerate(self.names)}}
+        host = np.array(self.backend.to_host(self.S), copy=True)
+        return {"t": self.t, **{name: host[j] for j, name in enumerate(self.names)}}
 
     def load_state_dict(self, state: dict) -> None:
         missing = {"t", *self.names} - set(state)
@@ -65,10 +66,15 @@ class Engine:
         extra = set(state) - {"t", *self.names}
         if extra:
             raise ValueError(f"state has entries this optimizer does not use: {sorted(extra)}")
+        host = np.empty((len(self.names), self.n), dtype=self.dtype)
         for j, name in enumerate(self.names):
             a = np.asarray(state[name])
             if a.size != self.n:
                 raise ValueError(f"state {name!r} has {a.size} elements, expected {self.n}")
-            self.S[j] = a.reshape(-1)
+            host[j] = a.reshape(-1)
+        if self.backend is CPU:
+            self.S[...] = host  # keep the live views that opt.state handed out
+        else:
+            self.S.copy_to_device(host)
         self.t = int(state["t"])
         self._ready = False

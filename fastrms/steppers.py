@@ -13,8 +13,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from . import presets
-from ._arrays import as_gradient, check_param_array
+from ._arrays import check_param_array
 from .engine import Engine
+from .kernels import CPU
+
+
+def cuda_kind(x) -> str:
+    from .kernels.cuda import array_kind
+
+    return array_kind(x)
 
 
 class Optimizer:
@@ -24,15 +31,16 @@ class Optimizer:
 
     def __init__(self, x: Any, *, preset: str | None = None, **hyperparameters: Any) -> None:
         self.x = x
-        self._backend = check_param_array(x)
+        self._backend, self._shaped = check_param_array(x)  # x itself, or its Numba device view
         config = presets.configure(self.method, hyperparameters, preset)
-        self._engine = Engine(config, x.size, x.dtype, self._backend)
-        self._flat = x.reshape(-1)
+        self._engine = Engine(config, self._shaped.size, self._shaped.dtype, self._backend)
+        self._flat = self._shaped.reshape(self._shaped.size)
+        self._kind = "numpy" if self._backend is CPU else cuda_kind(x)
 
     def step(self, g: Any) -> None:
         """One update of x in place with gradient g (same shape as x; not modified)."""
         e = self._engine
-        gf = as_gradient(g, self.x, self._backend)
+        gf = self._backend.as_gradient(g, self._shaped)
         h = e.coefficients(gf)
         self._backend.step(e, self._flat, gf, h)
         e.t += 1
@@ -50,7 +58,9 @@ class Optimizer:
     def state(self) -> dict:
         """Live views of the state arrays (in x's shape) and the step count t."""
         e = self._engine
-        return {"t": e.t, **{name: e.S[j].reshape(self.x.shape) for j, name in enumerate(e.names)}}
+        shape = tuple(self._shaped.shape)
+        return {"t": e.t, **{name: self._backend.view(e.S[j], shape, self._kind)
+                             for j, name in enumerate(e.names)}}
 
     def state_dict(self) -> dict:
         """A copy of the state: restore it with ``load_state_dict`` to continue bit for bit."""
@@ -61,7 +71,8 @@ class Optimizer:
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self._engine.config.values.items())
-        return f"{type(self).__name__}(<{self.x.dtype} array {self.x.shape}>, t={self.t}, {hp})"
+        return (f"{type(self).__name__}(<{self._shaped.dtype} array {tuple(self._shaped.shape)}>, "
+                f"t={self.t}, {hp})")
 
 
 class GradientDescent(Optimizer):

@@ -1,6 +1,10 @@
 import os
 import sys
 
+# CI has no GPU: the CUDA tests run under Numba's simulator.  This must be set
+# before numba is first imported.  On a GPU machine run NUMBA_ENABLE_CUDASIM=0.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 import numpy as np
 import pytest
 

@@ -7,8 +7,7 @@ import numbers
 
 import numpy as np
 
-from .._arrays import as_gradient
-from ..kernels.cpu import max_abs
+from ..kernels import CPU
 
 # scipy's status codes and messages (scipy.optimize._optimize._status_message).
 SUCCESS, MAXITER, NAN, CALLBACK = 0, 1, 3, 99
@@ -74,40 +73,55 @@ class Batches:
 class Problem:
     """The user's objective and gradient, seen through flat views, with call counters."""
 
-    def __init__(self, fun, jac, args: tuple, shape: tuple, dtype, batches: Batches | None = None):
+    def __init__(self, fun, jac, args: tuple, shape: tuple, dtype, batches: Batches | None = None,
+                 backend=CPU, kind: str = "numpy"):
         self.fun, self.jac, self.args = fun, jac, args
         self.combined = jac is True
         self.shape, self.dtype = shape, np.dtype(dtype)
         self.nfev = self.njev = 0
         self.batches = batches
+        self.backend, self.kind = backend, kind
+        self._views: dict = {}
+
+    def views(self, x):
+        """(x as the user's functions see it, x shaped on its backend) for a flat buffer x."""
+        if self.backend is CPU:
+            xs = x.reshape(self.shape)
+            return xs, xs
+        v = self._views.get(id(x))
+        if v is None or v[0] is not x:  # device buffers are few and long-lived: wrap each once
+            v = self._views[id(x)] = (x, self.backend.view(x, self.shape, self.kind), x.reshape(self.shape))
+        return v[1], v[2]
 
     def value(self, x: np.ndarray) -> float:
         self.nfev += 1
+        xu = self.views(x)[0]
         if self.combined:
             self.njev += 1
-            f, _ = self._pair(self.fun(x.reshape(self.shape), *self.args))
+            f, _ = self._pair(self.fun(xu, *self.args))
             return as_scalar(f)
-        return as_scalar(self.fun(x.reshape(self.shape), *self.args))
+        return as_scalar(self.fun(xu, *self.args))
 
     def evaluate(self, x: np.ndarray, want_f: bool, k: int = 0):
         """(f or None, flat g) at x; f comes free when fun returns (f, g).
 
         With mini-batches g is the gradient on step k's batch and f the loss on all the data.
         """
-        xs = x.reshape(self.shape)
+        xu, xs = self.views(x)
+        as_gradient = self.backend.as_gradient
         self.njev += 1
         if self.batches is not None:
             args = self.batches(k)
             if self.combined:
-                g = self._pair(self.fun(xs, *args))[1]
+                g = self._pair(self.fun(xu, *args))[1]
             else:
-                g = self.jac(xs, *args)
+                g = self.jac(xu, *args)
             return (self.value(x) if want_f else None), as_gradient(g, xs)
         if self.combined:
             self.nfev += 1
-            f, g = self._pair(self.fun(xs, *self.args))
+            f, g = self._pair(self.fun(xu, *self.args))
             return as_scalar(f), as_gradient(g, xs)
-        g = as_gradient(self.jac(xs, *self.args), xs)
+        g = as_gradient(self.jac(xu, *self.args), xs)
         return (self.value(x) if want_f else None), g
 
     @staticmethod
@@ -122,8 +136,8 @@ class Problem:
 class Outcome:
     """Where a run stopped, and what it recorded on the way."""
 
-    def __init__(self, shape, history: bool, trajectory: bool):
-        self.shape = shape
+    def __init__(self, shape, history: bool, trajectory: bool, backend=CPU):
+        self.shape, self.backend = shape, backend
         self.losses = [] if history else None
         self.gnorms = [] if history else None
         self.steps = [] if history else None
@@ -133,15 +147,17 @@ class Outcome:
         if self.losses is not None and f is not None:
             self.steps.append(k)
             self.losses.append(f)
-            self.gnorms.append(max_abs(g))
+            self.gnorms.append(self.backend.max_abs(g))
         if self.xs is not None:
-            self.xs.append(x.reshape(self.shape).copy())
+            self.xs.append(np.array(self.backend.to_host(x), copy=True).reshape(self.shape))
 
     def finish(self, k, x, f, g, reason: str, gtol: float = 0.0) -> Outcome:
-        if reason == "maxiter" and gtol > 0 and np.max(np.abs(g)) <= gtol:
-            reason = "converged"
-        if reason in ("maxiter", "epochs") and not np.all(np.isfinite(g)):
-            reason = "diverged"
+        if reason in ("maxiter", "epochs"):
+            gmax = self.backend.max_abs(g)
+            if not np.isfinite(gmax):
+                reason = "diverged"
+            elif reason == "maxiter" and gtol > 0 and gmax <= gtol:
+                reason = "converged"
         self.nit, self.x, self.f, self.g, self.reason = k, x, f, g, reason
         return self
 

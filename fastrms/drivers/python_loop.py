@@ -16,17 +16,19 @@ from .problem import Outcome, Problem
 
 def run(problem: Problem, engine: Engine, x: np.ndarray, *, maxiter: int, gtol: float,
         callback=None, history: bool = False, trajectory: bool = False, every: int = 1,
-        end: str = "maxiter") -> Outcome:
+        end: str = "maxiter", check_every: int = 1) -> Outcome:
     """Iterate from the flat array x (owned by the driver) until a stopping test fires.
 
     ``every``: record the loss every that many steps (and at the end); ``end``: the
-    reason reported when maxiter is reached ('epochs' for a completed mini-batch run).
+    reason reported when maxiter is reached ('epochs' for a completed mini-batch run);
+    ``check_every``: run the stopping tests (gtol, non-finite update) every that many
+    steps, stepping in place in between (on a GPU each test is a host round trip).
     """
     gtol_k = x.dtype.type(gtol if gtol > 0 else -1.0)
-    spare = np.empty_like(x)
     backend = engine.backend
+    spare = backend.empty_like(x)
     want_f = history or callback is not None
-    out = Outcome(problem.shape, history, trajectory)
+    out = Outcome(problem.shape, history, trajectory, backend)
     k = 0
     while True:
         f_now = want_f and (k % every == 0 or k == maxiter or callback is not None)
@@ -35,12 +37,18 @@ def run(problem: Problem, engine: Engine, x: np.ndarray, *, maxiter: int, gtol: 
         if f_now and not np.isfinite(f):
             return out.finish(k, x, f, g, "loss")
         if callback is not None and k > 0:
-            res = OptimizeResult(x=x.reshape(problem.shape).copy(), fun=f, nit=k)
+            res = OptimizeResult(x=np.array(backend.to_host(x), copy=True).reshape(problem.shape),
+                                 fun=f, nit=k)
             if callback(res):
                 return out.finish(k, x, f, g, "callback")
         if k == maxiter:
             return out.finish(k, x, f, g, end, gtol)
         h = engine.coefficients(g)
+        if check_every > 1 and k % check_every:
+            backend.step(engine, x, g, h)
+            engine.t += 1
+            k += 1
+            continue
         n_big, n_bad = backend.step_checked(engine, x, g, h, gtol_k, spare)
         if n_bad:
             return out.finish(k, x, f, g, "diverged")

@@ -18,6 +18,34 @@ class CpuBackend:
     def zeros(self, shape, dtype):
         return np.zeros(shape, dtype=dtype)
 
+    def state(self, host: np.ndarray):
+        return host
+
+    def empty_like(self, x):
+        return np.empty_like(x)
+
+    def to_host(self, a) -> np.ndarray:
+        return a
+
+    def norms(self, g) -> tuple[float, float]:
+        """(max |g_i|, ‖g‖₂)."""
+        from .cpu import max_abs
+
+        return max_abs(g), float(np.linalg.norm(g))
+
+    def max_abs(self, g) -> float:
+        from .cpu import max_abs
+
+        return max_abs(g)
+
+    def view(self, x, shape, kind):
+        return x.reshape(shape)
+
+    def as_gradient(self, g, x):
+        from .._arrays import as_gradient
+
+        return as_gradient(g, x)
+
     def kernels(self, config):
         from . import cpu
 
@@ -33,10 +61,19 @@ class CpuBackend:
 CPU = CpuBackend()
 
 
-def cuda_backend_for(x):
-    """The CUDA backend if x is a device array (``__cuda_array_interface__``), else None."""
-    if not hasattr(x, "__cuda_array_interface__"):
-        return None
+def on_device(x) -> bool:
+    """Whether x is a CUDA device array (without importing numba.cuda for host arrays)."""
+    if isinstance(x, np.ndarray):
+        return False
+    if hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray":
+        return True
+    return type(x).__module__.split(".")[0] == "torch" and bool(getattr(x, "is_cuda", False))
+
+
+def get(name: str):
+    """The backend called ``name`` ('cpu' or 'cuda')."""
+    if name == "cpu":
+        return CPU
     from . import cuda
 
     return cuda.backend()

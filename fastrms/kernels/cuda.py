@@ -1,0 +1,360 @@
+"""CUDA kernels: the rules of ``fastrms.rules`` as ``@cuda.jit`` grid-stride loops.
+
+The templates below are bound to a rule exactly as in ``cpu.py`` (the rule is
+the global ``RULE`` of a renamed copy), so the math is the same Python function
+on both backends.  Every scalar reaches the kernel in the array's dtype: h is
+a tuple of NumPy scalars of that dtype and the finiteness test is ``x − x == 0``
+rather than a comparison with a float64 infinity, so a float32 kernel has no
+f64 instruction (tests/test_cuda.py reads the PTX).
+
+Works on any array with ``__cuda_array_interface__`` (Numba device arrays,
+CuPy, PyTorch CUDA tensors) and, under ``NUMBA_ENABLE_CUDASIM=1``, on the
+simulator's arrays.  Requires numba-cuda: ``pip install 'fastrms[cuda12]'``
+(or ``[cuda13]``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+import types
+from functools import cache
+
+import numpy as np
+
+from . import cpu
+
+THREADS_PER_BLOCK = 256  # at most 1024 on every CUDA device
+BLOCKS_PER_SM = 32
+SIMULATOR_GRID = (1, 32)  # the simulator runs one Python thread per GPU thread
+
+
+class CudaUnavailable(RuntimeError):
+    """backend='cuda' was asked for on a machine that cannot run it."""
+
+
+@cache
+def _cuda():
+    """numba.cuda from numba-cuda (NVIDIA's target), or a clear error."""
+    import numba
+
+    try:
+        cuda = importlib.import_module("numba.cuda")
+    except Exception as e:  # ImportError, or a driver error at import
+        raise CudaUnavailable(f"numba.cuda cannot be imported ({e}); install numba-cuda with "
+                              "pip install 'fastrms[cuda12]' or 'fastrms[cuda13]'") from None
+    if getattr(cuda, "implementation", None) != "NVIDIA" and not numba.config.ENABLE_CUDASIM:
+        # numba-cuda installs an import redirector through a .pth file; an environment
+        # that skipped .pth processing gets numba's deprecated built-in target instead.
+        try:
+            importlib.import_module("_numba_cuda_redirector")
+        except ImportError:
+            raise CudaUnavailable("numba.cuda is numba's deprecated built-in CUDA target: install "
+                                  "numba-cuda (pip install 'fastrms[cuda12]' or 'fastrms[cuda13]')") from None
+        for name in [m for m in sys.modules if m == "numba.cuda" or m.startswith("numba.cuda.")]:
+            del sys.modules[name]
+        cuda = importlib.import_module("numba.cuda")
+        if getattr(cuda, "implementation", None) != "NVIDIA":
+            raise CudaUnavailable("numba.cuda does not come from numba-cuda even after its redirector")
+    return cuda
+
+
+def cuda_available() -> bool:
+    """True when CUDA kernels can run here (a GPU and driver, or the simulator); never raises."""
+    try:
+        return bool(_cuda().is_available())
+    except Exception:
+        return False
+
+
+def _simulator() -> bool:
+    import numba
+
+    return bool(numba.config.ENABLE_CUDASIM)
+
+
+# -- kernel templates (cuda is bound in the namespace, RULE/FLAGS per kernel) -------
+
+def _step(x, g, S, h):  # pragma: no cover - compiled for the device
+    start = cuda.grid(1)  # noqa: F821
+    stride = cuda.gridsize(1)  # noqa: F821
+    for i in range(start, x.size, stride):
+        x[i] = RULE(x[i], g[i], S, i, h, FLAGS)  # noqa: F821
+
+
+def _step_checked(x, g, S, h, gtol, out, flags, stamp):  # pragma: no cover - compiled
+    """out ← rule(x, g); flags[0] = stamp if some |g_i| > gtol, flags[1] = stamp if some out_i is
+    not finite.  Stamping with the step number saves a reset launch per step."""
+    start = cuda.grid(1)  # noqa: F821
+    stride = cuda.gridsize(1)  # noqa: F821
+    big = False
+    bad = False
+    for i in range(start, x.size, stride):
+        gi = g[i]
+        xi = RULE(x[i], gi, S, i, h, FLAGS)  # noqa: F821
+        out[i] = xi
+        big = big or abs(gi) > gtol
+        bad = bad or not (xi - xi == 0)  # NaN and ±inf, without a float64 constant
+    if big:
+        flags[0] = stamp
+    if bad:
+        flags[1] = stamp
+
+
+def _reduce(g, out):  # pragma: no cover - compiled
+    """out[0] ← max |g_i| and out[1] ← Σ g_i² (atomics, out zeroed first), out[2] = 1 if a g_i is NaN."""
+    start = cuda.grid(1)  # noqa: F821
+    stride = cuda.gridsize(1)  # noqa: F821
+    m = abs(g[0]) * 0
+    s = m
+    nan = False
+    for i in range(start, g.size, stride):
+        a = abs(g[i])
+        if a > m:
+            m = a
+        nan = nan or a != a
+        s += a * a
+    cuda.atomic.max(out, 0, m)  # noqa: F821
+    cuda.atomic.add(out, 1, s)  # noqa: F821
+    if nan:
+        out[2] = 1
+
+
+def _compile(template, rule, flags: tuple, device_cache: bool = True):
+    cuda = _cuda()
+    flag_tag = "".join("1" if f else "0" for f in flags) or "x"
+    name = f"cuda{template.__name__}_{getattr(rule, '__name__', 'reduce')}_{flag_tag}_{cpu._source_tag()}"
+    namespace = dict(template.__globals__, cuda=cuda, RULE=rule, FLAGS=flags)
+    fn = types.FunctionType(template.__code__, namespace, name)
+    fn.__qualname__ = name
+    return cuda.jit(fn) if _simulator() else cuda.jit(cache=device_cache)(fn)
+
+
+def ptx(template_name: str, rule, flags: tuple, nh: int, dtype, cc=(9, 0)) -> str:
+    """The PTX of a kernel, compiled without a GPU (for checking float32 purity)."""
+    import numba
+    from numba import types as nt
+
+    cuda = _cuda()
+    template = {"step": _step, "step_checked": _step_checked}[template_name]
+    namespace = dict(template.__globals__, cuda=cuda, RULE=rule, FLAGS=tuple(flags))
+    fn = types.FunctionType(template.__code__, namespace, f"ptx_{template_name}")
+    dt = numba.from_dtype(np.dtype(dtype))
+    vec, mat = nt.Array(dt, 1, "C"), nt.Array(dt, 2, "C")
+    args = [vec, vec, mat, nt.UniTuple(dt, nh)]
+    if template_name == "step_checked":
+        args += [dt, vec, nt.Array(nt.int64, 1, "C"), nt.int64]
+    if cuda.is_available():
+        return cuda.compile_ptx(fn, tuple(args), cc=cc)[0]
+    # numba-cuda compiles nested device functions (the rule) for "the current device",
+    # which needs a driver; without a GPU, stand in a device of the requested capability.
+    dispatcher = importlib.import_module("numba.cuda.dispatcher")
+    real = dispatcher.get_current_device
+    dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=cc)
+    try:
+        return cuda.compile_ptx(fn, tuple(args), cc=cc)[0]
+    finally:
+        dispatcher.get_current_device = real
+
+
+def launch_config(n: int) -> tuple[int, int]:
+    if _simulator():
+        return SIMULATOR_GRID
+    sms = _cuda().get_current_device().MULTIPROCESSOR_COUNT
+    blocks = min(-(-n // THREADS_PER_BLOCK), BLOCKS_PER_SM * sms)
+    return max(blocks, 1), THREADS_PER_BLOCK
+
+
+class CudaKernels:
+    def __init__(self, rule, flags: tuple):
+        self.rule, self.flags = rule, tuple(bool(f) for f in flags)
+        self._cache: dict = {}
+
+    def get(self, template):
+        k = self._cache.get(template.__name__)
+        if k is None:
+            k = self._cache[template.__name__] = _compile(template, self.rule, self.flags)
+        return k
+
+
+@cache
+def kernels_for(rule, flags: tuple) -> CudaKernels:
+    return CudaKernels(rule, flags)
+
+
+@cache
+def _reducer():
+    return _compile(_reduce, None, ())
+
+
+# -- arrays ------------------------------------------------------------------------
+
+def array_kind(a) -> str | None:
+    """'numba', 'cupy' or 'torch' for a device array, None for anything else."""
+    mod = type(a).__module__.split(".")[0]
+    if mod == "cupy":
+        return "cupy"
+    if mod == "torch" and getattr(a, "is_cuda", False):
+        return "torch"
+    if mod == "numba" and (hasattr(a, "__cuda_array_interface__") or type(a).__name__ == "FakeCUDAArray"):
+        return "numba"
+    if hasattr(a, "__cuda_array_interface__"):
+        return "numba"  # any other producer: seen through a Numba view
+    return None
+
+
+def as_device(a):
+    """A Numba device-array view of a (no copy), or None if a is not on the device."""
+    kind = array_kind(a)
+    if kind is None:
+        return None
+    if type(a).__name__ in ("DeviceNDArray", "FakeCUDAArray", "MappedNDArray"):
+        return a
+    if kind == "torch" and not a.is_contiguous():
+        raise ValueError("the CUDA tensor must be contiguous")
+    return _cuda().as_cuda_array(a)
+
+
+def to_kind(dev, kind: str):
+    """dev (a Numba device array) as the user's kind of array, sharing memory."""
+    if kind == "cupy":
+        import cupy
+
+        return cupy.asarray(dev)
+    if kind == "torch":
+        import torch
+
+        return torch.as_tensor(dev, device="cuda")
+    if kind == "numpy":
+        return dev.copy_to_host()
+    return dev
+
+
+def device_x0(x0, dtype, backend: CudaBackend):
+    """A validated flat device copy of x0 (host or device) and its shape; x0 is never mutated."""
+    from .._arrays import FLOATS, as_x0
+
+    cuda = _cuda()
+    dev = as_device(x0)
+    if dev is None:  # a host array: copied to the device once (and back once at the end)
+        host = as_x0(x0, dtype)
+        return cuda.to_device(host.reshape(-1)), host.shape
+    if dev.dtype not in FLOATS:
+        raise TypeError(f"x0 must hold float32 or float64 numbers, got dtype {dev.dtype}")
+    if dtype is not None and np.dtype(dtype) != dev.dtype:
+        raise TypeError(f"x0 is a {dev.dtype} device array; fastrms does not cast on the GPU "
+                        f"(convert it to {np.dtype(dtype)} first)")
+    if dev.size == 0:
+        raise ValueError("x0 is empty: there is nothing to optimize")
+    if not dev.is_c_contiguous():
+        raise ValueError("x0 must be a C-contiguous device array")
+    x = cuda.device_array(dev.size, dtype=dev.dtype)
+    x.copy_to_device(dev.reshape(dev.size))
+    if not math.isfinite(backend.max_abs(x)):
+        raise ValueError("x0 contains NaN or inf")
+    return x, tuple(dev.shape)
+
+
+class CudaBackend:
+    """The engine's and drivers' view of the GPU (the CPU's twin is kernels.CpuBackend)."""
+
+    name = "cuda"
+
+    def __init__(self):
+        cuda = _cuda()
+        if not cuda.is_available():
+            raise CudaUnavailable("backend='cuda' needs a CUDA GPU with a working driver, and none is "
+                                  "usable here (numba.cuda.is_available() is False); use backend='cpu'")
+        self.cuda = cuda
+        self._stamp = 0
+        self._flags = cuda.to_device(np.zeros(2, np.int64))
+        self._sums = {}
+
+    # state and buffers
+    def zeros(self, shape, dtype):
+        return self.cuda.to_device(np.zeros(shape, dtype=dtype))
+
+    def state(self, host: np.ndarray):
+        return self.cuda.to_device(host)
+
+    def empty_like(self, x):
+        return self.cuda.device_array(x.shape, dtype=x.dtype)
+
+    def to_host(self, a) -> np.ndarray:
+        return a.copy_to_host()
+
+    def kernels(self, config):
+        return kernels_for(config.method.rule, config.flags)
+
+    # launches
+    def _next_stamp(self) -> int:
+        self._stamp += 1
+        return self._stamp
+
+    def step(self, engine, x, g, h):
+        blocks, threads = launch_config(x.size)
+        engine.kernels.get(_step)[blocks, threads](x, g, engine.S, tuple(h))
+
+    def step_checked(self, engine, x, g, h, gtol, out):
+        blocks, threads = launch_config(x.size)
+        stamp = self._next_stamp()
+        engine.kernels.get(_step_checked)[blocks, threads](x, g, engine.S, tuple(h), gtol, out,
+                                                           self._flags, stamp)
+        flags = self._flags.copy_to_host()  # the one host round trip a checked step needs
+        return int(flags[0] == stamp), int(flags[1] == stamp)
+
+    def norms(self, g) -> tuple[float, float]:
+        """(max |g_i|, ‖g‖₂) by one device reduction; NaN if g holds a NaN."""
+        zeros = np.zeros(3, g.dtype)
+        buf = self._sums.get(g.dtype)
+        if buf is None:
+            buf = self._sums[g.dtype] = self.cuda.to_device(zeros)
+        else:
+            buf.copy_to_device(zeros)
+        blocks, threads = launch_config(g.size)
+        _reducer()[blocks, threads](g, buf)
+        m, s, nan = buf.copy_to_host()
+        if nan:
+            return math.nan, math.nan
+        return float(m), math.sqrt(float(s))
+
+    def max_abs(self, g) -> float:
+        return self.norms(g)[0]
+
+    def view(self, x, shape, kind):
+        """x (a device buffer) as the user's kind of array in the problem's shape, sharing memory."""
+        return to_kind(x.reshape(shape), kind if kind != "numpy" else _host_kind())
+
+    def as_gradient(self, g, x):
+        """g as a flat device array of x's dtype and shape, or a clear error."""
+        dev = as_device(g)
+        if dev is None:
+            a = np.asarray(g)
+            if a.dtype.kind not in "fiu":
+                raise TypeError(f"the gradient must hold real numbers, got dtype {a.dtype}")
+            dev = self.cuda.to_device(np.ascontiguousarray(a, dtype=x.dtype))
+        if tuple(dev.shape) != tuple(x.shape):
+            raise ValueError(f"the gradient has shape {tuple(dev.shape)}, but x has shape {tuple(x.shape)}")
+        if dev.dtype != x.dtype:
+            raise TypeError(f"the gradient's dtype {dev.dtype} differs from x's {x.dtype}; on the GPU "
+                            "fastrms does not cast (return the gradient in x's dtype)")
+        if not dev.is_c_contiguous():
+            raise ValueError("the gradient must be a C-contiguous device array")
+        return dev.reshape(dev.size)
+
+
+@cache
+def _host_kind() -> str:
+    """What the user's functions receive when x0 came from the host: CuPy arrays when CuPy is
+    installed, else Numba device arrays."""
+    try:
+        importlib.import_module("cupy")
+    except ImportError:
+        return "numba"
+    return "cupy"
+
+
+@cache
+def backend() -> CudaBackend:
+    return CudaBackend()

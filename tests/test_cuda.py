@@ -1,0 +1,155 @@
+"""The CUDA backend, under Numba's CUDA simulator (conftest.py turns it on; CI has no GPU).
+
+The simulator runs one Python thread per GPU thread and computes in NumPy, so
+these tests use tiny arrays on one block of 32 threads, compare with the CPU
+kernels, and read float32 purity from PTX compiled (without a GPU) in a
+subprocess that has the simulator off.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+cuda = pytest.importorskip("numba.cuda", reason="needs numba-cuda: pip install 'fastrms[cuda13]'")
+
+import fastrms  # noqa: E402
+from fastrms.kernels import cuda as fcuda  # noqa: E402
+
+SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+pytestmark = pytest.mark.skipif(not fastrms.cuda_available(), reason="no CUDA device and no simulator")
+
+CASES = [("rmsprop", {}), ("rmsprop", {"momentum": 0.9, "centered": True}),
+         ("rmsprop", {"eps_in_sqrt": False, "clip_norm": 0.5, "weight_decay": 0.1}),
+         ("adam", {"amsgrad": True}), ("momentum", {"nesterov": True}), ("adadelta", {})]
+STEPPERS = {"rmsprop": fastrms.RMSProp, "adam": fastrms.Adam, "momentum": fastrms.Momentum,
+            "adadelta": fastrms.Adadelta}
+
+
+@pytest.mark.parametrize("method,opts", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_device_stepper_matches_cpu(method, opts, dtype, rng):
+    x0 = rng.normal(size=(7, 9)).astype(dtype)
+    grads = [rng.normal(size=(7, 9)).astype(dtype) for _ in range(3)]
+    x_cpu = x0.copy()
+    cpu_opt = STEPPERS[method](x_cpu, **opts)
+    x_dev = cuda.to_device(x0)
+    dev_opt = STEPPERS[method](x_dev, **opts)
+    for g in grads:
+        cpu_opt.step(g)
+        dev_opt.step(cuda.to_device(g))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(x_dev.copy_to_host(), x_cpu, rtol=tol, atol=tol)
+    assert dev_opt.t == 3 and set(dev_opt.state) == set(cpu_opt.state)
+    saved = dev_opt.state_dict()
+    np.testing.assert_allclose(saved[cpu_opt._engine.names[0]],
+                               cpu_opt.state_dict()[cpu_opt._engine.names[0]], rtol=tol, atol=tol)
+    dev_opt.load_state_dict(cpu_opt.state_dict())
+
+
+def _F(x):
+    x = x.copy_to_host() if hasattr(x, "copy_to_host") else np.asarray(x)
+    return float(np.sum((x - 3.0) ** 2))
+
+
+def _dF(x):
+    host = x.copy_to_host() if hasattr(x, "copy_to_host") else np.asarray(x)
+    return cuda.to_device(2.0 * (host - 3.0))
+
+
+def test_minimize_on_the_device_matches_the_cpu():
+    opts = {"lr": 0.05, "maxiter": 40, "momentum": 0.9, "history": True, "gtol": 0}
+    host = fastrms.minimize(_F, lambda x: 2.0 * (x - 3.0), np.zeros((3, 4)), options=opts)
+    dev = fastrms.minimize(_F, _dF, np.zeros((3, 4)), options={**opts, "backend": "cuda"})
+    assert isinstance(dev.x, np.ndarray) and dev.x.shape == (3, 4)  # host in, host out
+    np.testing.assert_allclose(dev.x, host.x, rtol=1e-12)
+    np.testing.assert_allclose(dev.history["loss"], host.history["loss"], rtol=1e-12)
+    np.testing.assert_allclose(dev.history["gnorm"], host.history["gnorm"], rtol=1e-12)
+    assert dev.nit == host.nit == 40 and dev.status == host.status
+
+
+def test_device_x0_gives_a_device_result_and_is_not_mutated():
+    x0 = cuda.to_device(np.zeros(5))
+    res = fastrms.minimize(_F, _dF, x0, method="gd", options={"lr": 0.1, "gtol": 1e-8})
+    assert res.success and fcuda.array_kind(res.x) == "numba"
+    np.testing.assert_allclose(res.x.copy_to_host(), 3.0, atol=1e-8)
+    assert not x0.copy_to_host().any()
+
+
+def test_device_stopping_tests_and_check_every():
+    res = fastrms.minimize(_F, _dF, np.zeros(4), method="rmsprop",
+                           options={"lr": 0.4, "gamma": 1.0, "maxiter": 10000, "backend": "cuda"})
+    assert res.status == 3 and np.all(np.isfinite(res.x))  # diverged, last finite x
+    every = fastrms.minimize(_F, _dF, np.zeros(4), method="gd",
+                             options={"lr": 0.1, "gtol": 1e-6, "check_every": 5, "backend": "cuda"})
+    assert every.success and every.nit % 5 == 0 and np.max(np.abs(every.jac)) <= 1e-6
+
+
+def test_device_errors():
+    opt = fastrms.RMSProp(cuda.to_device(np.zeros(4, np.float32)))
+    with pytest.raises(TypeError, match="dtype"):
+        opt.step(cuda.to_device(np.zeros(4)))
+    with pytest.raises(ValueError, match="shape"):
+        opt.step(cuda.to_device(np.zeros(5, np.float32)))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        fastrms.minimize(_F, _dF, cuda.to_device(np.array([1.0, np.nan])))
+    with pytest.raises(ValueError, match="backend='cuda'"):
+        fastrms.minimize(_F, _dF, cuda.to_device(np.zeros(2)), options={"backend": "cpu"})
+    with pytest.raises(TypeError, match="float32 or float64"):
+        fastrms.RMSProp(cuda.to_device(np.zeros(3, np.int64)))
+
+
+def test_launch_config_limits():
+    if SIM:
+        assert fcuda.launch_config(10_000) == fcuda.SIMULATOR_GRID
+    assert fcuda.THREADS_PER_BLOCK <= 1024
+
+
+def _no_sim(code):
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env={**env, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=300)
+
+
+@pytest.mark.parametrize("method,opts", [("rmsprop", {"momentum": 0.9, "centered": True}),
+                                         ("adam", {"amsgrad": True}), ("adadelta", {})])
+def test_float32_ptx_has_no_float64_instruction(method, opts):
+    out = _no_sim(rf"""
+        import re
+        import numpy as np
+        from fastrms import presets
+        from fastrms.kernels import cuda
+        c = presets.configure({method!r}, {opts!r})
+        for t in ("step", "step_checked"):
+            ptx = cuda.ptx(t, c.method.rule, c.flags, c.method.nh, np.float32)
+            body = [l for l in ptx.splitlines() if not l.strip().startswith(("//", "."))]
+            f64 = [l for l in body if re.search(r"\.f64\b", l)]  # an f64 instruction, not register %f64
+            assert not f64, f64[:5]
+            assert any("sqrt.rn.f32" in l for l in body)
+            assert not any(re.match(r"\s*call", l) for l in body)  # the rule is inlined
+        ptx64 = cuda.ptx("step", c.method.rule, c.flags, c.method.nh, np.float64)
+        assert re.search(r"sqrt\.rn\.f64", ptx64)  # and the test can tell the difference
+        print("PTX-OK")
+    """)
+    if "PTX-OK" not in out.stdout and ("NVVM" in out.stderr or "libnvvm" in out.stderr.lower()):
+        pytest.skip("no NVVM here to compile PTX")
+    assert "PTX-OK" in out.stdout, out.stderr[-2000:]
+
+
+def test_backend_cuda_without_a_gpu_is_a_clear_error():
+    out = _no_sim("""
+        import numpy as np, fastrms
+        if fastrms.cuda_available():
+            print("HAS-GPU")
+        else:
+            try:
+                fastrms.minimize(lambda x: 0.0, lambda x: x, np.ones(2), options={"backend": "cuda"})
+            except RuntimeError as e:
+                print("ERR:", e)
+    """)
+    if "HAS-GPU" in out.stdout:
+        pytest.skip("a real GPU is present")
+    assert "ERR:" in out.stdout and "backend='cpu'" in out.stdout, out.stdout + out.stderr[-2000:]
