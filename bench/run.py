@@ -328,6 +328,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke test)")
     ap.add_argument("--out", default=str(HERE / "results"))
+    ap.add_argument("--gpu", action="store_true", help="also the GPU benchmark (bench/gpu.py)")
     args = ap.parse_args(argv)
     sizes = [1_000, 100_000, 1_000_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000,
                                                              10_000_000, 50_000_000]
@@ -342,11 +343,20 @@ def main(argv=None):
     results["solves"] = bench_solves(reps)
     print("overheads ...")
     results["overheads"] = bench_overheads()
+    if args.gpu:
+        from bench import gpu
+
+        print("GPU ...")
+        results["gpu"] = gpu.run()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=1))
     plot(results, out / "bandwidth.png")
     text = markdown(results)
+    if results.get("gpu"):
+        from bench import gpu
+
+        text += "\n\n" + gpu.markdown(results["gpu"])
     (out / "bench.md").write_text(text + "\n")
     print()
     print(text)

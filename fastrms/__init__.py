@@ -14,8 +14,16 @@ Submodules load on first use, so ``import fastrms`` stays cheap and compiles not
 from __future__ import annotations
 
 import importlib
+import os
 
 __version__ = "0.1.0"
+
+# GNU OpenMP threads spin ~300,000 times after each parallel region; between our
+# update kernels the user's gradient runs, often in multithreaded BLAS, and the
+# spinning threads steal its cores (AX=I, n=500: 2x slower than its gradients
+# alone).  A short spin keeps back-to-back kernels as fast (bench/RESULTS.md).
+# Set here, before any Numba parallel code can start libgomp; a user's value wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 _EXPORTS = {
     "minimize": "_minimize",

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import CPU
-
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -65,11 +63,15 @@ def check_param_array(x):
         raise ValueError("x is read-only; steppers update x in place")
     if x.size == 0:
         raise ValueError("x is empty: there is nothing to optimize")
+    from .kernels import CPU
+
     return CPU, x
 
 
 def as_gradient(g, x):
     """g as a flat contiguous array in x's dtype, or a clear error."""
+    if type(g) is np.ndarray and g.shape == x.shape and g.dtype == x.dtype and g.flags.c_contiguous:
+        return g.reshape(-1)  # the common case, kept cheap: it runs every step
     if not isinstance(g, np.ndarray):
         try:
             g = np.asarray(g)

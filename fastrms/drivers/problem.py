@@ -25,6 +25,8 @@ MESSAGES = {
 
 def as_scalar(f) -> float:
     """The user's F(x) as a float, or a clear error."""
+    if type(f) is float or type(f) is np.float64:
+        return float(f)
     if isinstance(f, numbers.Real) and not isinstance(f, bool):
         return float(f)
     a = np.asarray(f)

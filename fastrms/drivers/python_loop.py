@@ -7,6 +7,8 @@ can always return x_k (the last finite iterate) without a copy per step.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.optimize import OptimizeResult
 
@@ -27,6 +29,7 @@ def run(problem: Problem, engine: Engine, x: np.ndarray, *, maxiter: int, gtol: 
     gtol_k = x.dtype.type(gtol if gtol > 0 else -1.0)
     backend = engine.backend
     spare = backend.empty_like(x)
+    step_checked = backend.checked_stepper(engine, x.size)
     want_f = history or callback is not None
     out = Outcome(problem.shape, history, trajectory, backend)
     k = 0
@@ -34,7 +37,7 @@ def run(problem: Problem, engine: Engine, x: np.ndarray, *, maxiter: int, gtol: 
         f_now = want_f and (k % every == 0 or k == maxiter or callback is not None)
         f, g = problem.evaluate(x, f_now, k)
         out.record(k, x, f, g)
-        if f_now and not np.isfinite(f):
+        if f_now and not math.isfinite(f):
             return out.finish(k, x, f, g, "loss")
         if callback is not None and k > 0:
             res = OptimizeResult(x=np.array(backend.to_host(x), copy=True).reshape(problem.shape),
@@ -49,7 +52,7 @@ def run(problem: Problem, engine: Engine, x: np.ndarray, *, maxiter: int, gtol: 
             engine.t += 1
             k += 1
             continue
-        n_big, n_bad = backend.step_checked(engine, x, g, h, gtol_k, spare)
+        n_big, n_bad = step_checked(x, g, h, gtol_k, spare)
         if n_bad:
             return out.finish(k, x, f, g, "diverged")
         if n_big == 0:

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._arrays import as_gradient as _as_gradient
+from . import cpu
+from .cpu import max_abs as _max_abs
+
 
 class CpuBackend:
     name = "cpu"
@@ -29,26 +33,16 @@ class CpuBackend:
 
     def norms(self, g) -> tuple[float, float]:
         """(max |g_i|, ‖g‖₂)."""
-        from .cpu import max_abs
+        return _max_abs(g), float(np.linalg.norm(g))
 
-        return max_abs(g), float(np.linalg.norm(g))
-
-    def max_abs(self, g) -> float:
-        from .cpu import max_abs
-
-        return max_abs(g)
+    max_abs = staticmethod(_max_abs)
 
     def view(self, x, shape, kind):
         return x.reshape(shape)
 
-    def as_gradient(self, g, x):
-        from .._arrays import as_gradient
-
-        return as_gradient(g, x)
+    as_gradient = staticmethod(_as_gradient)
 
     def kernels(self, config):
-        from . import cpu
-
         return cpu.kernels_for(config.method.rule, config.flags, config.method.nh)
 
     def step(self, engine, x, g, h):
@@ -56,6 +50,11 @@ class CpuBackend:
 
     def step_checked(self, engine, x, g, h, gtol, out):
         return engine.kernels.step_checked(x.size)(x, g, engine.S, h, gtol, out)
+
+    def checked_stepper(self, engine, n):
+        """step_checked with the kernel for n elements looked up once (the loop calls it every step)."""
+        kernel, S = engine.kernels.step_checked(n), engine.S
+        return lambda x, g, h, gtol, out: kernel(x, g, S, h, gtol, out)
 
 
 CPU = CpuBackend()

@@ -21,12 +21,8 @@ import types
 from functools import cache
 from pathlib import Path
 
-# GNU OpenMP threads spin for ~300,000 iterations after a parallel region.  Between
-# our update kernels the user's gradient runs, often in multithreaded BLAS, and on a
-# small machine the spinning threads steal its cores: AX=I with n=500 ran 2x slower
-# than its gradients alone.  A short spin keeps back-to-back kernels as fast
-# (bench/RESULTS.md).  libgomp reads this when Numba first loads it; a value the user
-# set wins, and it is inert if another library loaded libgomp earlier.
+# See fastrms/__init__.py: a short OpenMP spin, unless the user chose one (repeated
+# here for code that imports this module directly).
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import numba  # noqa: E402

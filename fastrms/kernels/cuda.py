@@ -304,6 +304,9 @@ class CudaBackend:
         flags = self._flags.copy_to_host()  # the one host round trip a checked step needs
         return int(flags[0] == stamp), int(flags[1] == stamp)
 
+    def checked_stepper(self, engine, n):
+        return lambda x, g, h, gtol, out: self.step_checked(engine, x, g, h, gtol, out)
+
     def norms(self, g) -> tuple[float, float]:
         """(max |g_i|, ‖g‖₂) by one device reduction; NaN if g holds a NaN."""
         zeros = np.zeros(3, g.dtype)

@@ -1,0 +1,137 @@
+"""GPU benchmark: ``python -m bench --gpu`` (needs a CUDA GPU, numba-cuda, CuPy; torch optional).
+
+Side by side in one run, per step, at n = 1e6 ... 2e8, float32 and float64:
+- fastrms's fused RMSProp kernel (5 streams; 7 with momentum),
+- a device-to-device copy of the same bytes (the roofline: 2 streams),
+- a CuPy ElementwiseKernel doing the same update (one fused kernel, CuPy's codegen),
+- torch.optim.RMSprop(foreach=True) on the same GPU, when torch is installed;
+and an end-to-end AX = I solve with n = 4096 whose F and dF use CuPy matmuls.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+STREAMS = {"rmsprop": 5, "rmsprop+momentum": 7}
+
+
+def _events(cuda):
+    return cuda.event(timing=True), cuda.event(timing=True)
+
+
+def _time(cuda, fn, reps=20):
+    """Median device time of fn() in seconds, by CUDA events."""
+    fn()
+    cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, stop = _events(cuda)
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(cuda.event_elapsed_time(start, stop) / 1e3)
+    return float(np.median(times))
+
+
+def run(sizes=(1_000_000, 10_000_000, 100_000_000, 200_000_000)):
+    from numba import cuda
+
+    import fastrms
+
+    if not fastrms.cuda_available():
+        print("no usable CUDA GPU: skipping the GPU benchmark")
+        return None
+    import cupy
+
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    dev = cuda.get_current_device()
+    name = dev.name.decode() if isinstance(dev.name, bytes) else dev.name
+    update = cupy.ElementwiseKernel(
+        "T g, T lr, T gamma, T w, T eps", "T x, T s",
+        "s = gamma * s + w * g * g; x = x - lr * g / sqrt(s + eps);", "rms_update")
+    rows = []
+    for dtype in (np.float32, np.float64):
+        for n in sizes:
+            x = cupy.random.standard_normal(n).astype(dtype)
+            g = cupy.random.standard_normal(n).astype(dtype)
+            s = cupy.zeros(n, dtype)
+            y = cupy.empty_like(x)
+            item = x.itemsize
+            t_copy = _time(cuda, lambda: y.__setitem__(Ellipsis, x))
+            for variant, opts in (("rmsprop", {}), ("rmsprop+momentum", {"momentum": 0.9})):
+                opt = fastrms.RMSProp(x, lr=1e-6, **opts)
+                t_fused = _time(cuda, lambda: opt.step(g))
+                row = {"gpu": name, "dtype": np.dtype(dtype).name, "n": n, "variant": variant,
+                       "fused_s": t_fused, "copy_s": t_copy,
+                       "fused_GBps": STREAMS[variant] * n * item / t_fused / 1e9,
+                       "copy_GBps": 2 * n * item / t_copy / 1e9}
+                if variant == "rmsprop":
+                    c = [dtype(v) for v in (1e-6, 0.9, 0.1, 1e-6)]
+                    row["cupy_s"] = _time(cuda, lambda: update(g, *c, x, s))
+                if torch is not None:
+                    p = torch.nn.Parameter(torch.as_tensor(x, device="cuda").clone())
+                    p.grad = torch.as_tensor(g, device="cuda")
+                    topt = torch.optim.RMSprop([p], lr=1e-6, alpha=0.9, eps=1e-6, foreach=True, **opts)
+                    row["torch_s"] = _time(cuda, topt.step)
+                rows.append(row)
+                print(f"  {name} {row['dtype']} n={n:>11,} {variant:17} {t_fused * 1e3:8.3f} ms "
+                      f"{row['fused_GBps']:7.1f} GB/s  (copy {row['copy_GBps']:7.1f} GB/s)", flush=True)
+            x = g = s = y = opt = None  # free the device memory before the next size
+            cupy.get_default_memory_pool().free_all_blocks()
+    return {"kernels": rows, "solve": solve_ax(cupy)}
+
+
+def solve_ax(cupy, n=4096, steps=100):
+    import fastrms
+
+    rng = cupy.random.default_rng(0)
+    A = cupy.eye(n) + rng.standard_normal((n, n), dtype=cupy.float32) / (2 * n ** 0.5)
+    A = A.astype(cupy.float32)
+    eye = cupy.eye(n, dtype=cupy.float32)
+
+    def F(X):
+        R = A @ X - eye
+        return float((R * R).sum())
+
+    def dF(X):
+        return 2 * (A.T @ (A @ X - eye))
+
+    X0 = cupy.zeros((n, n), cupy.float32)
+    opts = {"lr": 1e-3, "maxiter": steps, "gtol": 0, "check_every": 10}
+    fastrms.minimize(F, dF, X0, options={**opts, "maxiter": 2})
+    cupy.cuda.Device().synchronize()
+    t = time.perf_counter()
+    res = fastrms.minimize(F, dF, X0, options=opts)
+    cupy.cuda.Device().synchronize()
+    t_fast = time.perf_counter() - t
+    t = time.perf_counter()
+    for _ in range(steps):
+        dF(X0)
+    cupy.cuda.Device().synchronize()
+    t_grad = time.perf_counter() - t
+    print(f"  AX=I n={n}, {steps} steps on the GPU: fastrms {t_fast:.3f} s, the gradients alone {t_grad:.3f} s")
+    return {"n": n, "steps": steps, "fastrms_s": t_fast, "gradients_only_s": t_grad, "final_loss": res.fun}
+
+
+def markdown(res) -> str:
+    if not res:
+        return ""
+    lines = ["### GPU update kernels (device time per step)", "",
+             "| GPU | dtype | n | variant | fused ms | GB/s | copy GB/s | fused/copy BW | CuPy ÷ fused |"
+             " torch ÷ fused |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in res["kernels"]:
+        cp = f"{r['cupy_s'] / r['fused_s']:.2f}x" if "cupy_s" in r else "-"
+        tt = f"{r['torch_s'] / r['fused_s']:.1f}x" if "torch_s" in r else "-"
+        lines.append(f"| {r['gpu']} | {r['dtype']} | {r['n']:,} | {r['variant']} | {r['fused_s'] * 1e3:.3f} | "
+                     f"{r['fused_GBps']:.0f} | {r['copy_GBps']:.0f} | {r['fused_GBps'] / r['copy_GBps']:.2f} | "
+                     f"{cp} | {tt} |")
+    s = res["solve"]
+    lines += ["", f"AX = I, n = {s['n']}, {s['steps']} steps with CuPy matmuls: fastrms {s['fastrms_s']:.3f} s, "
+              f"the gradients alone {s['gradients_only_s']:.3f} s."]
+    return "\n".join(lines)
