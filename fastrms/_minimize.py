@@ -155,17 +155,16 @@ def _start(x0, opts):
 def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
     x, shape, backend, kind = _start(x0, opts)
     engine = Engine(config, x.size, x.dtype, backend)
-    batches, maxiter, end = None, opts["maxiter"], "maxiter"
+    batches = None
     if opts["batch_size"] is not None:
         batches = Batches(args, opts["batch_size"], opts["shuffle"], opts["seed"], opts["drop_last"])
-    if opts["epochs"] is not None:
-        maxiter, end = opts["epochs"] * (batches.per_epoch if batches else 1), "epochs"
     problem = Problem(fun, jac, args, shape, x.dtype, batches, backend, kind)
+    maxiter = _maxiter(opts, problem)
+    end = "epochs" if opts["epochs"] is not None else "maxiter"
     driver = _choose_driver(problem, x, engine, opts, callback)
-    extra = ({"every": opts["history_every"], "end": end, "check_every": opts["check_every"]}
-             if driver is python_loop else {})
     out = driver.run(problem, engine, x, maxiter=maxiter, gtol=opts["gtol"], callback=callback,
-                     history=opts["history"], trajectory=opts["trajectory"], **extra)
+                     history=opts["history"], trajectory=opts["trajectory"], every=opts["history_every"],
+                     end=end, check_every=opts["check_every"])
     f = out.f if out.f is not None else problem.value(out.x)
     if backend.name == "cuda":
         from .kernels.cuda import to_kind
@@ -191,22 +190,24 @@ def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
     return res
 
 
+def _maxiter(opts: dict, problem: Problem) -> int:
+    """maxiter, or epochs × (batches per epoch)."""
+    if opts["epochs"] is None:
+        return opts["maxiter"]
+    return opts["epochs"] * (problem.batches.per_epoch if problem.batches else 1)
+
+
 def _choose_driver(problem: Problem, x, engine: Engine, opts: dict, callback):
     """The compiled loop for jitted F and dF (unless something needs Python), else the Python loop."""
     choice = opts["driver"]
     if choice == "python":
-        return python_loop
-    if problem.batches is not None or opts["history_every"] != 1 or opts["epochs"] is not None:
-        if choice == "compiled":
-            raise ValueError("driver='compiled' does not run mini-batches (batch_size, epochs, "
-                             "history_every) yet; they run in the Python loop")
         return python_loop
     from .drivers import compiled
 
     why = compiled.not_applicable(problem.fun, problem.jac, engine.config, callback, engine.backend)
     if why is None:
         try:
-            compiled.signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args)
+            compiled.prepare(problem, engine, x, _maxiter(opts, problem))
         except TypeError as e:
             why = str(e)
     if why is None:

@@ -175,3 +175,37 @@ def test_compiled_code_is_cached_across_processes(tmp_path):
     assert runs[0]["misses"] == 1 and runs[0]["hits"] == 0
     assert runs[1]["hits"] == 1 and runs[1]["misses"] == 0
     assert runs[0]["x"] == runs[1]["x"]
+
+
+@njit(cache=True)
+def lin_loss(x, X, y):
+    r = X @ x[:-1] + x[-1] - y
+    return float(r @ r) / (2 * len(y))
+
+
+@njit(cache=True)
+def lin_grad(x, X, y):
+    r = X @ x[:-1] + x[-1] - y
+    g = np.empty_like(x)
+    g[:-1] = X.T @ r
+    g[-1] = r.sum()
+    return g / len(y)
+
+
+@pytest.mark.parametrize("opts", [
+    {"batch_size": 10, "epochs": 2, "seed": 3, "history": True, "history_every": 20},
+    {"batch_size": 64, "epochs": 3, "shuffle": False, "drop_last": True, "history": True},
+    {"batch_size": 7, "maxiter": 100, "seed": 0, "trajectory": True},
+])
+def test_compiled_minibatches_equal_the_python_loop(opts):
+    from fastrms.datasets import airfoil
+
+    X, y = airfoil()
+    x0 = np.zeros(6, np.float32)
+    r_c, r_p = both(lin_loss, lin_grad, x0, args=(X, y), options={"lr": 0.01, **opts})
+    same(r_c, r_p)
+    if "history" in opts:
+        np.testing.assert_array_equal(r_c.history["step"], r_p.history["step"])
+        np.testing.assert_array_equal(r_c.history["epoch"], r_p.history["epoch"])
+    if "epochs" in opts:
+        assert r_c.success and r_c.message == "Completed the requested epochs."

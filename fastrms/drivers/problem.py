@@ -59,16 +59,29 @@ class Batches:
         self.args, self.size, self.shuffle, self.drop_last = args, batch_size, shuffle, drop_last
         self.per_epoch = self.N // batch_size if drop_last else -(-self.N // batch_size)
         self.rng = np.random.default_rng(seed)
-        self._epoch = -1
-        self._order = np.arange(self.N)
+        self._epoch, self._order = -1, np.arange(self.N)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The row order of an epoch; epochs are drawn in sequence from the seeded generator, so
+        every driver sees the same batches (only the current epoch's order is kept)."""
+        while self._epoch < epoch:
+            self._epoch += 1
+            if self.shuffle:
+                self._order = self.rng.permutation(self.N)
+        return self._order
+
+    def orders(self, steps: int) -> np.ndarray:
+        """The row orders of every epoch that steps 0 … steps touch (for the compiled loop)."""
+        return np.stack([self.order(e).copy() for e in range(steps // self.per_epoch + 1)])
+
+    @property
+    def mask(self) -> tuple:
+        """Which arguments are data (split into batches)."""
+        return tuple(i in self.data for i in range(len(self.args)))
 
     def __call__(self, k: int) -> tuple:
         epoch, j = divmod(k, self.per_epoch)
-        if epoch != self._epoch:
-            self._epoch = epoch
-            if self.shuffle:
-                self._order = self.rng.permutation(self.N)
-        rows = self._order[j * self.size:(j + 1) * self.size]
+        rows = self.order(epoch)[j * self.size:(j + 1) * self.size]
         return tuple(a[rows] if i in self.data else a for i, a in enumerate(self.args))
 
 

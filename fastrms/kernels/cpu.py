@@ -16,6 +16,7 @@ kernel.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import types
 from functools import cache
@@ -123,6 +124,15 @@ def max_abs(a):  # pragma: no cover - compiled
         elif v != v:
             return v
     return m
+
+
+@njit(cache=True, nogil=True)
+def norm2(a):  # pragma: no cover - compiled
+    """‖a‖₂ accumulated in float64 (clip-by-norm; one function for both drivers, so both round alike)."""
+    s = 0.0
+    for v in a:
+        s += float(v) * float(v)
+    return math.sqrt(s)
 
 
 def use_parallel(n: int) -> bool:
