@@ -7,6 +7,7 @@ builds a ``Problem`` and an ``Engine``; ``drivers/`` iterate; ``kernels/`` updat
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -42,10 +43,27 @@ DRIVER_OPTIONS = {
 
 
 def _split_options(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
+    """(driver options, hyperparameters), validated; remembered for hashable options."""
     if options is None:
         options = {}
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict, got {type(options).__name__}")
+    try:
+        key = (method.name, tol, tuple((k, type(v), v) for k, v in options.items()))
+        hash(key)
+    except TypeError:  # an unhashable value (a list of betas, say)
+        return _split(method, options, tol)
+    driver, hyper = _split_cached(key)
+    return dict(driver), dict(hyper)
+
+
+@lru_cache(maxsize=128)
+def _split_cached(key):
+    name, tol, items = key
+    return _split(methods.get(name), {k: v for k, _, v in items}, tol)
+
+
+def _split(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
     driver, hyper = dict(DRIVER_OPTIONS), {}
     preset = options.get("preset")
     known_hyper = set(method.hypers) | set(methods.ALIASES) | {"betas"}
@@ -207,7 +225,7 @@ def _choose_driver(problem: Problem, x, engine: Engine, opts: dict, callback):
     why = compiled.not_applicable(problem.fun, problem.jac, engine.config, callback, engine.backend)
     if why is None:
         try:
-            compiled.prepare(problem, engine, x, _maxiter(opts, problem))
+            problem.compiled = compiled.prepare(problem, engine, x, _maxiter(opts, problem))
         except TypeError as e:
             why = str(e)
     if why is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -220,22 +221,28 @@ class Config:
     def __getitem__(self, name):
         return self.values[name]
 
-    @property
+    # A config is never mutated (presets.configure hands out cached ones), so derived
+    # values are computed once.
+    @cached_property
     def flags(self) -> tuple:
         return tuple(bool(f) for f in self.method.flags_fn(self.values))
 
-    @property
+    @cached_property
     def rows(self) -> tuple:
         """(name, initial value) of each state row."""
         return tuple(self.method.rows_fn(self.values))
 
     def packed(self) -> np.ndarray:
+        return self._packed.copy()
+
+    @cached_property
+    def _packed(self) -> np.ndarray:
         v = self.values
         common = [-1.0 if v["maximize"] else 1.0, v["clip_value"], v["weight_decay"],
                   float(v["decoupled_weight_decay"])]
         return np.array(common + [float(a) for a in self.method.pack_fn(v)], dtype=np.float64)
 
-    @property
+    @cached_property
     def varies(self) -> bool:
         """Whether h changes from step to step (schedules, bias correction, clip by norm)."""
         v = self.values

@@ -295,7 +295,7 @@ def run(problem, engine, x, *, maxiter: int, gtol: float, callback=None, history
         trajectory: bool = False, every: int = 1, end: str = "maxiter", check_every: int = 1) -> Outcome:
     """The compiled twin of python_loop.run (same arguments, same Outcome)."""
     shape, b = problem.shape, problem.batches
-    drive, sigs = prepare(problem, engine, x, maxiter)
+    drive, sigs = getattr(problem, "compiled", None) or prepare(problem, engine, x, maxiter)
     cfg = engine.config
     lr_kind, lr_p = _schedule(cfg.values["lr"])
     gamma_kind, gamma_p = _schedule(cfg.values.get("gamma", 0.0))

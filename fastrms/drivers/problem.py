@@ -97,6 +97,7 @@ class Problem:
         self.batches = batches
         self.backend, self.kind = backend, kind
         self._views: dict = {}
+        self.compiled = None  # (driver, signatures) once the front has prepared the compiled loop
 
     def views(self, x):
         """(x as the user's functions see it, x shaped on its backend) for a flat buffer x."""
