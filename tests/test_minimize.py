@@ -244,3 +244,10 @@ def test_nan_gradient_stops_before_stepping():
 
     res = fastrms.minimize(quad, grad, np.zeros(3), method="gd", options={"lr": 0.1})
     assert res.status == 3 and res.nit == 3 and np.all(np.isfinite(res.x))
+
+
+def test_disp_prints_a_scipy_style_summary(capsys):
+    fastrms.minimize(quad, dquad, np.zeros(2), method="gd", options={"lr": 0.1, "disp": True})
+    out = capsys.readouterr().out
+    assert "Optimization terminated successfully." in out and "Iterations:" in out
+    assert "Gradient evaluations:" in out
