@@ -148,39 +148,35 @@ def seed_rmsprop(F, dF, x, steps=100, lr=0.001, decay=.9, eps=1e-8):
 
 
 @njit(cache=True)
-def jit_F(X, A):
+def jit_residual(X, A):
+    """AX − I; with loops for small n, where a BLAS call costs more than the arithmetic."""
     n = A.shape[0]
     if n > 16:
         R = A @ X
+    else:
+        R = np.zeros((n, n))
         for i in range(n):
-            R[i, i] -= 1.0
-        return np.sum(R * R)
-    s = 0.0
-    for i in range(n):
-        for j in range(n):
-            r = -1.0 if i == j else 0.0
             for k in range(n):
-                r += A[i, k] * X[k, j]
-            s += r * r
-    return s
+                a = A[i, k]
+                for j in range(n):
+                    R[i, j] += a * X[k, j]
+    for i in range(n):
+        R[i, i] -= 1.0
+    return R
+
+
+@njit(cache=True)
+def jit_F(X, A):
+    R = jit_residual(X, A)
+    return np.sum(R * R)
 
 
 @njit(cache=True)
 def jit_dF(X, A):
-    """2 Aᵀ(AX − I), with loops: for a 5x5 problem a BLAS call costs more than the arithmetic."""
+    R = jit_residual(X, A)
     n = A.shape[0]
     if n > 16:
-        R = A @ X
-        for i in range(n):
-            R[i, i] -= 1.0
         return 2.0 * (A.T @ R)
-    R = np.empty((n, n))
-    for i in range(n):
-        for j in range(n):
-            r = -1.0 if i == j else 0.0
-            for k in range(n):
-                r += A[i, k] * X[k, j]
-            R[i, j] = r
     G = np.zeros((n, n))
     for k in range(n):
         for i in range(n):

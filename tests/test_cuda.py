@@ -14,7 +14,9 @@ import textwrap
 import numpy as np
 import pytest
 
-cuda = pytest.importorskip("numba.cuda", reason="needs numba-cuda: pip install 'fastrms[cuda13]'")
+# numba 0.68 still ships a deprecated built-in numba.cuda; fastrms needs NVIDIA's numba-cuda
+pytest.importorskip("numba_cuda", reason="needs numba-cuda: pip install 'fastrms[cuda13]'")
+cuda = pytest.importorskip("numba.cuda")
 
 import fastrms  # noqa: E402
 from fastrms.kernels import cuda as fcuda  # noqa: E402

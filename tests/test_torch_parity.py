@@ -1,0 +1,84 @@
+"""Step-by-step parity with PyTorch's optimizers under preset='torch' (skipped without torch)."""
+
+import numpy as np
+import pytest
+
+import fastrms
+
+torch = pytest.importorskip("torch", reason="torch parity tests need torch (pip install torch==2.13.0)")
+
+TORCH_CASES = [
+    ("RMSprop", "rmsprop", {}),
+    ("RMSprop", "rmsprop", {"alpha": 0.9, "eps": 1e-6}),
+    ("RMSprop", "rmsprop", {"momentum": 0.9}),
+    ("RMSprop", "rmsprop", {"centered": True}),
+    ("RMSprop", "rmsprop", {"centered": True, "momentum": 0.5, "weight_decay": 0.1}),
+    ("RMSprop", "rmsprop", {"maximize": True, "weight_decay": 0.01}),
+    ("Adam", "adam", {}),
+    ("Adam", "adam", {"amsgrad": True, "weight_decay": 0.05, "betas": (0.8, 0.99)}),
+    ("Adam", "adam", {"maximize": True}),
+    ("AdamW", "adamw", {}),
+    ("AdamW", "adamw", {"weight_decay": 0.1, "amsgrad": True}),
+    ("Adagrad", "adagrad", {}),
+    ("Adagrad", "adagrad", {"lr_decay": 0.05, "initial_accumulator_value": 0.1, "weight_decay": 0.01}),
+    ("Adadelta", "adadelta", {}),
+    ("Adadelta", "adadelta", {"rho": 0.8, "weight_decay": 0.1}),
+    ("SGD", "momentum", {"momentum": 0.9}),
+    ("SGD", "momentum", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+    ("SGD", "gd", {}),
+]
+
+
+@pytest.mark.parametrize("torch_name,method,hyper", TORCH_CASES,
+                         ids=[f"{t}-{'-'.join(h) or 'default'}" for t, _, h in TORCH_CASES])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_matches_torch_step_by_step(torch_name, method, hyper, dtype, rng):
+    lr = {"Adadelta": 1.0}.get(torch_name, 0.01)
+    W = rng.normal(size=(7, 7)).astype(dtype)
+    x0 = rng.normal(size=7).astype(dtype)
+    p = torch.nn.Parameter(torch.from_numpy(x0.copy()))
+    topt = getattr(torch.optim, torch_name)([p], lr=lr, **hyper)
+    x = x0.copy()
+    cls = {"rmsprop": fastrms.RMSProp, "adam": fastrms.Adam, "adamw": fastrms.AdamW,
+           "adagrad": fastrms.Adagrad, "adadelta": fastrms.Adadelta, "momentum": fastrms.Momentum,
+           "gd": fastrms.GradientDescent}[method]
+    opt = cls(x, preset="torch", lr=lr, **hyper)
+    for _ in range(25):
+        g = np.tanh(W @ x).astype(dtype)  # the gradient depends on x: trajectories must agree
+        p.grad = torch.from_numpy(np.tanh(W @ p.detach().numpy()).astype(dtype))
+        topt.step()
+        opt.step(g)
+        tol = 1e-12 if dtype == np.float64 else 2e-5
+        np.testing.assert_allclose(x, p.detach().numpy(), rtol=tol, atol=tol)
+
+
+RMSPROP_GRID = [dict(alpha=a, eps=e, weight_decay=w, momentum=m, centered=c, maximize=mx)
+                for a in (0.99, 0.9) for e in (1e-8, 1e-3) for w in (0.0, 0.1) for m in (0.0, 0.9)
+                for c in (False, True) for mx in (False, True)]
+ADAM_GRID = [(name, dict(amsgrad=a, weight_decay=w, maximize=mx, betas=b))
+             for name in ("Adam", "AdamW") for a in (False, True) for w in (0.0, 0.05)
+             for mx in (False, True) for b in ((0.9, 0.999), (0.5, 0.9))]
+
+
+def _parity(torch_name, cls, hyper, rng, lr=0.01, steps=12):
+    W = rng.normal(size=(5, 5))
+    x = rng.normal(size=5)
+    p = torch.nn.Parameter(torch.from_numpy(x.copy()))
+    topt = getattr(torch.optim, torch_name)([p], lr=lr, **hyper)
+    opt = cls(x, preset="torch", lr=lr, **hyper)
+    for _ in range(steps):
+        p.grad = torch.from_numpy(np.tanh(W @ p.detach().numpy()))
+        topt.step()
+        opt.step(np.tanh(W @ x))
+    np.testing.assert_allclose(x, p.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("hyper", RMSPROP_GRID, ids=lambda h: "-".join(f"{k}{v}" for k, v in h.items()))
+def test_every_torch_rmsprop_option_combination(hyper, rng):
+    _parity("RMSprop", fastrms.RMSProp, hyper, rng)
+
+
+@pytest.mark.parametrize("torch_name,hyper", ADAM_GRID, ids=lambda v: v if isinstance(v, str) else
+                         "-".join(f"{k}{x}" for k, x in v.items()))
+def test_every_torch_adam_option_combination(torch_name, hyper, rng):
+    _parity(torch_name, {"Adam": fastrms.Adam, "AdamW": fastrms.AdamW}[torch_name], hyper, rng)
