@@ -111,7 +111,7 @@ def _demo(tmp_path, hide_matplotlib):
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=600)
 
 
-def test_demo_runs_with_and_without_matplotlib(tmp_path):
+def test_demo_runs_with_matplotlib(tmp_path):
     pytest.importorskip("matplotlib")
     with_plots = _demo(tmp_path / "a", hide_matplotlib=False)
     assert with_plots.returncode == 0, with_plots.stderr
@@ -119,6 +119,9 @@ def test_demo_runs_with_and_without_matplotlib(tmp_path):
     pngs = sorted(p.name for p in (tmp_path / "a").glob("*.png"))
     assert {"2-trace-2d.png", "3-airfoil.png", "4-ax-identity.png", "5c-sensitivity.png"} <= set(pngs)
     assert "| 4. AX=I" in (tmp_path / "a" / "summary.md").read_text(encoding="utf-8")
+
+
+def test_demo_runs_without_matplotlib(tmp_path):
     without = _demo(tmp_path / "b", hide_matplotlib=True)
     assert without.returncode == 0, without.stderr
     assert "pip install 'fastrms[plot]'" in without.stdout and not list((tmp_path / "b").glob("*.png"))
