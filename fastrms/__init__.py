@@ -25,14 +25,15 @@ __version__ = "0.1.0"
 # Set here, before any Numba parallel code can start libgomp; a user's value wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
+# public name -> module that defines it (relative to fastrms unless absolute)
 _EXPORTS = {
-    "minimize": "_minimize",
-    "gd": "_minimize", "momentum": "_minimize", "rmsprop": "_minimize", "adagrad": "_minimize",
-    "adam": "_minimize", "adamw": "_minimize", "adadelta": "_minimize",
-    "Optimizer": "steppers", "GradientDescent": "steppers", "Momentum": "steppers",
-    "RMSProp": "steppers", "Adagrad": "steppers", "Adam": "steppers", "AdamW": "steppers",
-    "Adadelta": "steppers",
-    "cuda_available": "kernels.cuda",
+    "minimize": "._minimize",
+    "gd": "._minimize", "momentum": "._minimize", "rmsprop": "._minimize", "adagrad": "._minimize",
+    "adam": "._minimize", "adamw": "._minimize", "adadelta": "._minimize",
+    "Optimizer": ".steppers", "GradientDescent": ".steppers", "Momentum": ".steppers",
+    "RMSProp": ".steppers", "Adagrad": ".steppers", "Adam": ".steppers", "AdamW": ".steppers",
+    "Adadelta": ".steppers",
+    "cuda_available": ".kernels.cuda",
     "OptimizeResult": "scipy.optimize",
 }
 _SUBMODULES = {"methods", "presets", "rules", "schedules", "steppers", "datasets", "experiments",
@@ -43,10 +44,7 @@ __all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        mod = _EXPORTS[name]
-        module = importlib.import_module(mod if "." in mod and not mod.startswith("kernels")
-                                         else f"{__name__}.{mod}")
-        value = getattr(module, name)
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
         globals()[name] = value
         return value
     if name in _SUBMODULES:

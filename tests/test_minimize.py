@@ -134,6 +134,7 @@ def test_aliases_are_accepted():
         np.testing.assert_array_equal(res.x, base.x)
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # the user's F overflows: that is the point
 def test_divergence_is_reported_with_last_finite_x():
     # gamma = 1: s stays 0 and every step is lr*g/sqrt(eps) -- the seeds' exercise
     res = fastrms.minimize(ex.f_2d, ex.grad_2d, np.array([-5.0, -2.0]),
