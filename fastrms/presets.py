@@ -47,7 +47,7 @@ PRESETS: dict[str, dict] = {
     "optax": {"rmsprop": dict(gamma=0.9, eps=1e-8, eps_in_sqrt=True, lr_in_momentum=True),
               "adam": dict(eps=1e-8),
               "adamw": dict(eps=1e-8, weight_decay=1e-4),
-              "adagrad": dict(initial_scale=0.1, eps=1e-7, eps_in_sqrt=False),
+              "adagrad": dict(initial_scale=0.1, eps=1e-7, eps_in_sqrt=True),  # rsqrt(Σg² + ε)
               "momentum": dict(lr_in_momentum=True)},
     "mxnet": {"rmsprop": dict(lr=0.001, gamma=0.9, eps=1e-8, eps_in_sqrt=True, lr_in_momentum=True),
               "adam": dict(lr=0.001, eps=1e-8),

@@ -31,6 +31,15 @@ def test_one_step_check_values(preset, hyper, expected):
     assert one_step(preset=preset, **hyper) == pytest.approx(expected, abs=5e-7)
 
 
+def test_adagrad_presets_one_step():
+    # Optax: s = 0.1 + g², x − η g / √(s + ε) with ε = 1e-7 (optax scale_by_rss: rsqrt(t + eps));
+    # TF1: no ε at all; PyTorch: √s + ε with ε = 1e-10
+    s = 0.1 + 100.0
+    assert one_step("adagrad", "optax") == pytest.approx(10 - 0.1 * 10 / np.sqrt(s + 1e-7), abs=1e-12)
+    assert one_step("adagrad", "tf1") == pytest.approx(10 - 0.1 * 10 / np.sqrt(s), abs=1e-12)
+    assert one_step("adagrad", "torch") == pytest.approx(10 - 0.1 * 10 / (np.sqrt(100.0) + 1e-10), abs=1e-12)
+
+
 def test_preset_names_and_errors():
     with pytest.raises(ValueError, match="unknown preset 'pytorch'.*did you mean 'torch'"):
         fastrms.RMSProp(np.zeros(2), preset="pytorch")
