@@ -211,8 +211,12 @@ def as_device(a):
         return None
     if type(a).__name__ in ("DeviceNDArray", "FakeCUDAArray", "MappedNDArray"):
         return a
-    if kind == "torch" and not a.is_contiguous():
-        raise ValueError("the CUDA tensor must be contiguous")
+    if kind == "torch":
+        if not a.is_contiguous():
+            raise ValueError("the CUDA tensor must be contiguous")
+        # a tensor that requires grad (an nn.Parameter) refuses __cuda_array_interface__;
+        # detach() shares its memory, so in-place updates still reach the parameter
+        a = a.detach()
     return _cuda().as_cuda_array(a)
 
 
