@@ -126,3 +126,23 @@ def test_demo_runs_without_matplotlib(tmp_path):
     assert without.returncode == 0, without.stderr
     assert "pip install 'fastrms[plot]'" in without.stdout and not list((tmp_path / "b").glob("*.png"))
     assert (tmp_path / "b" / "summary.md").exists()
+
+
+def test_progress_bar_draws_only_when_enabled(capsys):
+    from fastrms.cli import Progress
+
+    quiet = Progress("sweep", 3, enabled=False)
+    for _ in range(3):
+        quiet()
+    assert capsys.readouterr().err == ""
+    bar = Progress("sweep", 2, enabled=True)
+    bar()
+    bar()
+    err = capsys.readouterr().err
+    assert "sweep" in err and "2/2" in err and err.endswith("\n")
+
+
+def test_python_dash_m_fastrms():
+    out = subprocess.run([sys.executable, "-m", "fastrms", "demo", "--help"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=120)
+    assert out.returncode == 0 and "--out" in out.stdout and "--quiet" in out.stdout
