@@ -43,7 +43,7 @@ def _run(method, opts, x0, grads, dtype):
 
 
 @pytest.mark.parametrize("method,opts", CASES, ids=[f"{m}-{'-'.join(o) or 'default'}" for m, o in CASES])
-@pytest.mark.parametrize("n", [7, 1000])
+@pytest.mark.parametrize("n", [7, 1000, cpu.PARALLEL_MIN_SIZE + 17])  # the last runs the prange kernels
 def test_matches_reference(method, opts, n, rng):
     x0 = rng.normal(size=n)
     grads = [rng.normal(size=n) * 3 for _ in range(6)]
