@@ -3,8 +3,8 @@
 ``cpu.py`` compiles them with ``numba.njit`` (serial and parallel), ``cuda.py``
 with ``numba.cuda.jit``.  A backend object allocates the state, builds the
 kernels of a configured method and launches them; the engine and the drivers
-talk to nothing else.  A new backend is one more module with the same four
-methods as ``CpuBackend``.
+talk to nothing else.  A new backend is one more module whose backend object has
+the methods of ``CpuBackend``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,6 @@ from .cpu import max_abs as _max_abs
 
 class CpuBackend:
     name = "cpu"
-
-    def zeros(self, shape, dtype):
-        return np.zeros(shape, dtype=dtype)
 
     def state(self, host: np.ndarray):
         return host
@@ -47,9 +44,6 @@ class CpuBackend:
 
     def step(self, engine, x, g, h):
         engine.kernels.step(x.size)(x, g, engine.S, h)
-
-    def step_checked(self, engine, x, g, h, gtol, out):
-        return engine.kernels.step_checked(x.size)(x, g, engine.S, h, gtol, out)
 
     def checked_stepper(self, engine, n):
         """step_checked with the kernel for n elements looked up once (the loop calls it every step)."""

@@ -276,9 +276,6 @@ class CudaBackend:
         self._sums = {}
 
     # state and buffers
-    def zeros(self, shape, dtype):
-        return self.cuda.to_device(np.zeros(shape, dtype=dtype))
-
     def state(self, host: np.ndarray):
         return self.cuda.to_device(host)
 
