@@ -82,3 +82,13 @@ def test_every_torch_rmsprop_option_combination(hyper, rng):
                          "-".join(f"{k}{x}" for k, x in v.items()))
 def test_every_torch_adam_option_combination(torch_name, hyper, rng):
     _parity(torch_name, {"Adam": fastrms.Adam, "AdamW": fastrms.AdamW}[torch_name], hyper, rng)
+
+
+ADAGRAD_GRID = [dict(lr_decay=d, initial_accumulator_value=a, weight_decay=w, maximize=mx, eps=e)
+                for d in (0.0, 0.05) for a in (0.0, 0.1) for w in (0.0, 0.01) for mx in (False, True)
+                for e in (1e-10, 1e-3)]
+
+
+@pytest.mark.parametrize("hyper", ADAGRAD_GRID, ids=lambda h: "-".join(f"{k}{v}" for k, v in h.items()))
+def test_every_torch_adagrad_option_combination(hyper, rng):
+    _parity("Adagrad", fastrms.Adagrad, hyper, rng)
