@@ -120,17 +120,16 @@ def solve_ax(cupy, n=4096, steps=100):
 
 
 def markdown(res) -> str:
+    from bench.run import ratio, table
+
     if not res:
         return ""
-    lines = ["### GPU update kernels (device time per step)", "",
-             "| GPU | dtype | n | variant | fused ms | GB/s | copy GB/s | fused/copy BW | CuPy ÷ fused |"
-             " torch ÷ fused |", "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for r in res["kernels"]:
-        cp = f"{r['cupy_s'] / r['fused_s']:.2f}x" if "cupy_s" in r else "-"
-        tt = f"{r['torch_s'] / r['fused_s']:.1f}x" if "torch_s" in r else "-"
-        lines.append(f"| {r['gpu']} | {r['dtype']} | {r['n']:,} | {r['variant']} | {r['fused_s'] * 1e3:.3f} | "
-                     f"{r['fused_GBps']:.0f} | {r['copy_GBps']:.0f} | {r['fused_GBps'] / r['copy_GBps']:.2f} | "
-                     f"{cp} | {tt} |")
+    lines = ["### GPU update kernels (device time per step)", ""]
+    lines += table("GPU | dtype | n | variant | fused ms | GB/s | copy GB/s | fused/copy BW | CuPy ÷ fused | "
+                   "torch ÷ fused", "llrlrrrrrr",
+                   ([r["gpu"], r["dtype"], f"{r['n']:,}", r["variant"], f"{r['fused_s'] * 1e3:.3f}",
+                     f"{r['fused_GBps']:.0f}", f"{r['copy_GBps']:.0f}", f"{r['fused_GBps'] / r['copy_GBps']:.2f}",
+                     ratio(r, "cupy_s", "fused_s", 2), ratio(r, "torch_s", "fused_s")] for r in res["kernels"]))
     s = res["solve"]
     lines += ["", f"AX = I, n = {s['n']}, {s['steps']} steps with CuPy matmuls: fastrms {s['fastrms_s']:.3f} s, "
               f"the gradients alone {s['gradients_only_s']:.3f} s."]

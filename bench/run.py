@@ -264,35 +264,43 @@ def bench_overheads():
 
 # -- report ---------------------------------------------------------------------
 
+def table(header: str, align: str, rows) -> list[str]:
+    """A Markdown table: header cells split on '|', align one 'l' or 'r' per column."""
+    sep = "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"
+    return [f"| {header} |", sep] + [f"| {' | '.join(row)} |" for row in rows]
+
+
+def ratio(r: dict, key: str, base: str, digits: int = 1) -> str:
+    """r[key] / r[base] as 'N.Nx', or '-' when the run has no r[key] (an optional competitor)."""
+    return f"{r[key] / r[base]:.{digits}f}x" if key in r else "-"
+
+
 def markdown(results):
     lines = [f"fastrms benchmark, {results['date']}, {results['cores']} cores, numba {numba.__version__}, "
              f"{results['threads']} threads" + (f", torch {torch.__version__}" if torch else ", no torch"), ""]
-    lines += ["### Update kernels (time per step; bandwidth counts 5 streams for rmsprop, 7 with m or b)", "",
-              "| dtype | n | variant | fused ms | GB/s | triad GB/s | fused/triad BW | NumPy ÷ fused |"
-              " torch ÷ fused |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for r in results["kernels"]:
-        np_ratio = f"{r['numpy_s'] / r['fused_s']:.1f}x" if "numpy_s" in r else "-"
-        t_ratio = f"{r['torch_s'] / r['fused_s']:.1f}x" if "torch_s" in r else "-"
-        lines.append(f"| {r['dtype']} | {r['n']:,} | {r['variant']} | {r['fused_s'] * 1e3:.3f} | "
-                     f"{r['fused_GBps']:.1f} | {r['triad_GBps']:.1f} | {r['fused_GBps'] / r['triad_GBps']:.2f} |"
-                     f" {np_ratio} | {t_ratio} |")
-    lines += ["", "### Whole solves: AX=I, 300 rmsprop steps (ms)", "",
-              "| n | seed NumPy loop | fastrms Python loop (+loss history) | ratio to seed | "
-              "fastrms Python loop | compiled (jitted F, dF) | seed ÷ compiled |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in results["solves"]:
-        lines.append(f"| {r['n']} | {r['seed_numpy_s'] * 1e3:.3f} | {r['python_loop_history_s'] * 1e3:.3f} | "
-                     f"{r['python_loop_history_s'] / r['seed_numpy_s']:.2f} | {r['python_loop_s'] * 1e3:.3f} | "
-                     f"{r['compiled_s'] * 1e3:.3f} | {r['seed_numpy_s'] / r['compiled_s']:.1f}x |")
+    lines += ["### Update kernels (time per step; bandwidth counts 5 streams for rmsprop, 7 with m or b)", ""]
+    lines += table("dtype | n | variant | fused ms | GB/s | triad GB/s | fused/triad BW | NumPy ÷ fused | torch ÷ fused",
+                   "lrlrrrrrr",
+                   ([r["dtype"], f"{r['n']:,}", r["variant"], f"{r['fused_s'] * 1e3:.3f}", f"{r['fused_GBps']:.1f}",
+                     f"{r['triad_GBps']:.1f}", f"{r['fused_GBps'] / r['triad_GBps']:.2f}",
+                     ratio(r, "numpy_s", "fused_s"), ratio(r, "torch_s", "fused_s")] for r in results["kernels"]))
+    lines += ["", "### Whole solves: AX=I, 300 rmsprop steps (ms)", ""]
+    lines += table("n | seed NumPy loop | fastrms Python loop (+loss history) | ratio to seed | "
+                   "fastrms Python loop | compiled (jitted F, dF) | seed ÷ compiled", "rrrrrrr",
+                   ([str(r["n"]), f"{r['seed_numpy_s'] * 1e3:.3f}", f"{r['python_loop_history_s'] * 1e3:.3f}",
+                     f"{r['python_loop_history_s'] / r['seed_numpy_s']:.2f}", f"{r['python_loop_s'] * 1e3:.3f}",
+                     f"{r['compiled_s'] * 1e3:.3f}", ratio(r, "seed_numpy_s", "compiled_s")]
+                    for r in results["solves"]))
     o = results["overheads"]
-    lines += ["", "### Overheads (s)", "", "| import fastrms | first call, Python loop | first call, compiled |"
-              " second process, Python loop | second process, compiled |", "|---:|---:|---:|---:|---:|",
-              f"| {o['import_s']:.3f} | {o['python_loop_first_process_s']:.3f} | {o['compiled_first_process_s']:.3f}"
-              f" | {o['python_loop_second_process_s']:.3f} | {o['compiled_second_process_s']:.3f} |"]
-    lines += ["", "### Serial vs parallel kernel (µs per step, float64 rmsprop)", "",
-              "| n | serial | parallel |", "|---:|---:|---:|"]
-    for r in results["threshold"]:
-        lines.append(f"| {r['n']:,} | {r['serial_s'] * 1e6:.1f} | {r['parallel_s'] * 1e6:.1f} |")
+    lines += ["", "### Overheads (s)", ""]
+    lines += table("import fastrms | first call, Python loop | first call, compiled | "
+                   "second process, Python loop | second process, compiled", "rrrrr",
+                   [[f"{o[k]:.3f}" for k in ("import_s", "python_loop_first_process_s", "compiled_first_process_s",
+                                            "python_loop_second_process_s", "compiled_second_process_s")]])
+    lines += ["", "### Serial vs parallel kernel (µs per step, float64 rmsprop)", ""]
+    lines += table("n | serial | parallel", "rrr",
+                   ([f"{r['n']:,}", f"{r['serial_s'] * 1e6:.1f}", f"{r['parallel_s'] * 1e6:.1f}"]
+                    for r in results["threshold"]))
     return "\n".join(lines)
 
 
