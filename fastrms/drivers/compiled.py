@@ -278,7 +278,7 @@ MAX_ORDER_BYTES = 256 * 2 ** 20  # the row orders of all epochs are handed to th
 
 
 def prepare(problem, engine, x, maxiter: int):
-    """(driver, signatures, row orders) for this problem, or a TypeError saying why not."""
+    """(driver, signatures) for this problem, or a TypeError saying why not."""
     b = problem.batches
     sample = None
     if b is not None:
@@ -293,9 +293,13 @@ def prepare(problem, engine, x, maxiter: int):
 
 def run(problem, engine, x, *, maxiter: int, gtol: float, callback=None, history: bool = False,
         trajectory: bool = False, every: int = 1, end: str = "maxiter", check_every: int = 1) -> Outcome:
-    """The compiled twin of python_loop.run (same arguments, same Outcome)."""
+    """The compiled twin of python_loop.run (same arguments, same Outcome).
+
+    ``check_every`` is accepted and not needed: on the CPU the stopping tests are
+    fused into the update kernel and cost nothing, so every step is checked.
+    """
     shape, b = problem.shape, problem.batches
-    drive, sigs = getattr(problem, "compiled", None) or prepare(problem, engine, x, maxiter)
+    drive, sigs = problem.compiled or prepare(problem, engine, x, maxiter)
     cfg = engine.config
     lr_kind, lr_p = _schedule(cfg.values["lr"])
     gamma_kind, gamma_p = _schedule(cfg.values.get("gamma", 0.0))

@@ -56,7 +56,7 @@ class Batches:
         self.data = [i for i in arrays if len(args[i]) == self.N]
         if batch_size > self.N:
             raise ValueError(f"batch_size {batch_size} is larger than the data ({self.N} rows)")
-        self.args, self.size, self.shuffle, self.drop_last = args, batch_size, shuffle, drop_last
+        self.args, self.size, self.shuffle = args, batch_size, shuffle
         self.per_epoch = self.N // batch_size if drop_last else -(-self.N // batch_size)
         self.rng = np.random.default_rng(seed)
         self._epoch, self._order = -1, np.arange(self.N)
