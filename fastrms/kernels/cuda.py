@@ -297,16 +297,17 @@ class CudaBackend:
         blocks, threads = launch_config(x.size)
         engine.kernels.get(_step)[blocks, threads](x, g, engine.S, tuple(h))
 
-    def step_checked(self, engine, x, g, h, gtol, out):
-        blocks, threads = launch_config(x.size)
-        stamp = self._next_stamp()
-        engine.kernels.get(_step_checked)[blocks, threads](x, g, engine.S, tuple(h), gtol, out,
-                                                           self._flags, stamp)
-        flags = self._flags.copy_to_host()  # the one host round trip a checked step needs
-        return int(flags[0] == stamp), int(flags[1] == stamp)
-
     def checked_stepper(self, engine, n):
-        return lambda x, g, h, gtol, out: self.step_checked(engine, x, g, h, gtol, out)
+        """``(x, g, h, gtol, out) -> (any |g_i| > gtol, any out_i non-finite)`` for n elements."""
+        kernel = engine.kernels.get(_step_checked)[launch_config(n)]
+
+        def step_checked(x, g, h, gtol, out):
+            stamp = self._next_stamp()
+            kernel(x, g, engine.S, tuple(h), gtol, out, self._flags, stamp)
+            flags = self._flags.copy_to_host()  # the one host round trip a checked step needs
+            return int(flags[0] == stamp), int(flags[1] == stamp)
+
+        return step_checked
 
     def norms(self, g) -> tuple[float, float]:
         """(max |g_i|, ‖g‖₂) by one device reduction; NaN if g holds a NaN."""
