@@ -28,6 +28,13 @@ class CpuBackend:
     def to_host(self, a) -> np.ndarray:
         return a
 
+    def copy(self, src, dst=None):
+        """dst ← src (a new array when dst is None)."""
+        if dst is None:
+            return src.copy()
+        np.copyto(dst, src)
+        return dst
+
     def norms(self, g) -> tuple[float, float]:
         """(max |g_i|, ‖g‖₂)."""
         return _max_abs(g), cpu.norm2(g)

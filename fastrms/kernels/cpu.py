@@ -15,6 +15,7 @@ kernel.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -27,8 +28,11 @@ from pathlib import Path
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import numba  # noqa: E402
-from numba import njit, prange  # noqa: E402
+from numba import prange  # noqa: E402
 from numba.np.unsafe.ndarray import to_fixed_tuple  # noqa: E402
+
+from . import _threads  # noqa: E402 - chooses the threading layer before any parallel kernel runs
+from ._jit import jit  # noqa: E402
 
 # Below this many elements the serial kernel wins: the parallel one pays a
 # thread-pool wake-up that a small update never earns back.  Measured by the
@@ -36,7 +40,7 @@ from numba.np.unsafe.ndarray import to_fixed_tuple  # noqa: E402
 # meet near 2,000 float64 elements and the parallel one is 2x faster by 16,000.
 PARALLEL_MIN_SIZE = 8_192
 
-_JIT_OPTIONS = dict(cache=True, error_model="numpy", nogil=True)
+_JIT_OPTIONS = dict(error_model="numpy", nogil=True)
 
 
 def _step(x, g, S, h):  # pragma: no cover - compiled
@@ -83,7 +87,7 @@ def _compile(template, rule, flags: tuple, nh: int, parallel: bool, cache: bool 
     fn = types.FunctionType(template.__code__, namespace, name)
     fn.__qualname__ = name
     fn.__doc__ = template.__doc__
-    return njit(parallel=parallel, **{**_JIT_OPTIONS, "cache": cache})(fn)
+    return jit(fn, parallel=parallel, cache=cache, **_JIT_OPTIONS)
 
 
 class CpuKernels:
@@ -100,20 +104,30 @@ class CpuKernels:
             k = self._cache[key] = _compile(template, self.rule, self.flags, self.nh, parallel)
         return k
 
+    def _callable(self, template, n: int):
+        parallel = use_parallel(n)
+        key = (template.__name__, parallel, "guarded")
+        k = self._cache.get(key)
+        if k is None:
+            raw = self._get(template, parallel)
+            k = self._cache[key] = _threads.guard(raw) if parallel else raw
+        return k
+
     def step(self, n: int):
         """In-place kernel ``(x, g, S, h) -> None`` suited to n elements."""
-        return self._get(_step, use_parallel(n))
+        return self._callable(_step, n)
 
     def step_checked(self, n: int):
         """Checked kernel ``(x, g, S, h, gtol, out) -> (n_big, n_bad)``."""
-        return self._get(_step_checked, use_parallel(n))
+        return self._callable(_step_checked, n)
 
     def variant(self, checked: bool, parallel: bool):
-        """A specific variant (the compiled driver and the benchmarks name it)."""
+        """A specific variant as a Numba dispatcher (the compiled driver and the benchmarks name it;
+        a caller from Python that picks a parallel one holds ``parallel_lock()``)."""
         return self._get(_step_checked if checked else _step, parallel)
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def max_abs(a):  # pragma: no cover - compiled
     """max |a_i|, NaN if any a_i is NaN (the history's gradient norm; ~10x np.max(np.abs(a)) on small a)."""
     m = 0.0
@@ -126,7 +140,7 @@ def max_abs(a):  # pragma: no cover - compiled
     return m
 
 
-@njit(cache=True, nogil=True)
+@jit(nogil=True)
 def norm2(a):  # pragma: no cover - compiled
     """‖a‖₂ accumulated in float64 (clip-by-norm; one function for both drivers, so both round alike)."""
     s = 0.0
@@ -136,7 +150,13 @@ def norm2(a):  # pragma: no cover - compiled
 
 
 def use_parallel(n: int) -> bool:
-    return n >= PARALLEL_MIN_SIZE and numba.get_num_threads() > 1
+    return n >= PARALLEL_MIN_SIZE and _threads.parallel_allowed() and numba.get_num_threads() > 1
+
+
+def parallel_lock():
+    """What a Python caller holds while it runs a parallel kernel inside compiled code: a lock
+    under the workqueue layer (it aborts when two threads enter it), else nothing."""
+    return _threads.workqueue_lock if _threads.layer() == "workqueue" else contextlib.nullcontext()
 
 
 @cache

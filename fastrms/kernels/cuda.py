@@ -18,12 +18,13 @@ from __future__ import annotations
 import importlib
 import math
 import sys
+import threading
 import types
 from functools import cache
 
 import numpy as np
 
-from . import cpu
+from . import _jit, cpu
 
 THREADS_PER_BLOCK = 256  # at most 1024 on every CUDA device
 BLOCKS_PER_SM = 32
@@ -83,8 +84,8 @@ def _step(x, g, S, h):  # pragma: no cover - compiled for the device
         x[i] = RULE(x[i], g[i], S, i, h, FLAGS)  # noqa: F821
 
 
-def _step_checked(x, g, S, h, gtol, out, flags, stamp):  # pragma: no cover - compiled
-    """out ← rule(x, g); flags[0] = stamp if some |g_i| > gtol, flags[1] = stamp if some out_i is
+def _step_checked(x, g, S, h, gtol, out, stop, stamp):  # pragma: no cover - compiled
+    """out ← rule(x, g); stop[0] = stamp if some |g_i| > gtol, stop[1] = stamp if some out_i is
     not finite.  Stamping with the step number saves a reset launch per step."""
     start = cuda.grid(1)  # noqa: F821
     stride = cuda.gridsize(1)  # noqa: F821
@@ -97,9 +98,9 @@ def _step_checked(x, g, S, h, gtol, out, flags, stamp):  # pragma: no cover - co
         big = big or abs(gi) > gtol
         bad = bad or not (xi - xi == 0)  # NaN and ±inf, without a float64 constant
     if big:
-        flags[0] = stamp
+        stop[0] = stamp
     if bad:
-        flags[1] = stamp
+        stop[1] = stamp
 
 
 def _reduce(g, out):  # pragma: no cover - compiled
@@ -128,7 +129,16 @@ def _compile(template, rule, flags: tuple, device_cache: bool = True):
     namespace = dict(template.__globals__, cuda=cuda, RULE=rule, FLAGS=flags)
     fn = types.FunctionType(template.__code__, namespace, name)
     fn.__qualname__ = name
-    return cuda.jit(fn) if _simulator() else cuda.jit(cache=device_cache)(fn)
+    if _simulator():
+        return cuda.jit(fn)
+    try:
+        return cuda.jit(cache=device_cache)(fn)
+    except RuntimeError as e:  # no writable cache location: compile in memory (see _jit.py)
+        if "cannot cache" not in str(e):
+            raise
+        _jit._warn_once("locator", "fastrms: no writable location for Numba's cache; compiling "
+                                   "CUDA kernels in memory. Set NUMBA_CACHE_DIR to cache them.")
+        return cuda.jit(fn)
 
 
 def ptx(template_name: str, rule, flags: tuple, nh: int, dtype, cc=(9, 0)) -> str:
@@ -271,9 +281,7 @@ class CudaBackend:
             raise CudaUnavailable("backend='cuda' needs a CUDA GPU with a working driver, and none is "
                                   "usable here (numba.cuda.is_available() is False); use backend='cpu'")
         self.cuda = cuda
-        self._stamp = 0
-        self._flags = cuda.to_device(np.zeros(2, np.int64))
-        self._sums = {}
+        self._local = threading.local()  # reduction buffers: one set per thread, never shared
 
     # state and buffers
     def state(self, host: np.ndarray):
@@ -285,14 +293,17 @@ class CudaBackend:
     def to_host(self, a) -> np.ndarray:
         return a.copy_to_host()
 
+    def copy(self, src, dst=None):
+        """dst ← src on the device (a new device array when dst is None)."""
+        if dst is None:
+            dst = self.cuda.device_array(src.shape, dtype=src.dtype)
+        dst.copy_to_device(src)
+        return dst
+
     def kernels(self, config):
         return kernels_for(config.method.rule, config.flags)
 
     # launches
-    def _next_stamp(self) -> int:
-        self._stamp += 1
-        return self._stamp
-
     def step(self, engine, x, g, h):
         blocks, threads = launch_config(x.size)
         engine.kernels.get(_step)[blocks, threads](x, g, engine.S, tuple(h))
@@ -300,11 +311,15 @@ class CudaBackend:
     def checked_stepper(self, engine, n):
         """``(x, g, h, gtol, out) -> (any |g_i| > gtol, any out_i non-finite)`` for n elements."""
         kernel = engine.kernels.get(_step_checked)[launch_config(n)]
+        # the stop flags and stamps belong to this run: concurrent runs never see each other's
+        stop = self.cuda.to_device(np.zeros(2, np.int64))
+        stamp = 0
 
         def step_checked(x, g, h, gtol, out):
-            stamp = self._next_stamp()
-            kernel(x, g, engine.S, tuple(h), gtol, out, self._flags, stamp)
-            flags = self._flags.copy_to_host()  # the one host round trip a checked step needs
+            nonlocal stamp
+            stamp += 1
+            kernel(x, g, engine.S, tuple(h), gtol, out, stop, stamp)
+            flags = stop.copy_to_host()  # the one host round trip a checked step needs
             return int(flags[0] == stamp), int(flags[1] == stamp)
 
         return step_checked
@@ -312,9 +327,10 @@ class CudaBackend:
     def norms(self, g) -> tuple[float, float]:
         """(max |g_i|, ‖g‖₂) by one device reduction; NaN if g holds a NaN."""
         zeros = np.zeros(3, g.dtype)
-        buf = self._sums.get(g.dtype)
+        sums = self._local.__dict__.setdefault("sums", {})
+        buf = sums.get(g.dtype)
         if buf is None:
-            buf = self._sums[g.dtype] = self.cuda.to_device(zeros)
+            buf = sums[g.dtype] = self.cuda.to_device(zeros)
         else:
             buf.copy_to_device(zeros)
         blocks, threads = launch_config(g.size)

@@ -1,0 +1,94 @@
+"""``njit`` with a disk cache that can never break a run.
+
+Numba's ``cache=True`` fails hard in two field situations: with no writable
+cache location (a read-only install, HOME read-only, NUMBA_CACHE_DIR unset or
+unwritable) it raises "cannot cache function ...: no locator available" when
+the function is decorated; a truncated or corrupt cache file raises a pickle
+error when it is loaded.  Here both fall back to compiling in memory, with one
+warning per process, and a corrupt index is emptied so the next save repairs it.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+
+from numba import njit
+
+_warned = set()
+_lock = threading.Lock()
+
+
+class CacheWarning(RuntimeWarning):
+    """fastrms compiled without Numba's disk cache (every new process compiles again)."""
+
+
+def _warn_once(kind: str, message: str) -> None:
+    with _lock:
+        if kind in _warned:
+            return
+        _warned.add(kind)
+    warnings.warn(message, CacheWarning, stacklevel=3)
+
+
+def _guard(dispatcher):
+    """Make the dispatcher's cache loads and saves fail soft (a failure means: compile in memory)."""
+    cache = getattr(dispatcher, "_cache", None)
+    load, save = getattr(cache, "load_overload", None), getattr(cache, "save_overload", None)
+    if load is None or save is None:  # a Numba without these hooks: leave it as it is
+        return dispatcher
+
+    def load_overload(sig, target_context):
+        try:
+            return load(sig, target_context)
+        except Exception as e:  # noqa: BLE001 - any unreadable cache entry means "recompile"
+            _warn_once("corrupt", f"fastrms: ignored an unreadable Numba cache file for "
+                                  f"{dispatcher.py_func.__name__} ({type(e).__name__}: {e}); recompiling")
+            try:
+                cache.flush()  # an empty index, so the save below writes a good entry
+            except Exception:  # noqa: BLE001
+                pass
+            return None
+
+    def save_overload(sig, data):
+        try:
+            save(sig, data)
+        except Exception as e:  # noqa: BLE001 - the compiled code works without its cache file
+            _warn_once("save", f"fastrms: could not write Numba's cache ({type(e).__name__}: {e}); "
+                               "compiled code will not be reused by the next process")
+
+    cache.load_overload = load_overload
+    cache.save_overload = save_overload
+    return dispatcher
+
+
+def jit(fn=None, *, signature=None, cache: bool = True, **options):
+    """``numba.njit(cache=True, **options)``, falling back to no disk cache where none can be kept.
+
+    ``cache=False`` compiles in memory only (for inspecting the machine code).  With
+    ``signature`` the function is compiled at once for it and for nothing else (as
+    ``njit(signature)`` does), after its cache has been guarded.
+    """
+    if fn is None:
+        return lambda f: jit(f, signature=signature, cache=cache, **options)
+    if not cache:
+        dispatcher = njit(**options)(fn)
+    else:
+        dispatcher = _cached(fn, options)
+    if signature is not None:
+        dispatcher.compile(signature)
+        dispatcher.disable_compile()
+    return dispatcher
+
+
+def _cached(fn, options):
+    try:
+        dispatcher = _guard(njit(cache=True, **options)(fn))
+    except RuntimeError as e:
+        if "cannot cache" not in str(e):
+            raise
+        _warn_once("locator", "fastrms: no writable location for Numba's cache (read-only package, "
+                              "HOME and NUMBA_CACHE_DIR); compiling in memory, so each new process "
+                              "compiles again. Set NUMBA_CACHE_DIR to a writable directory to cache.")
+        dispatcher = njit(cache=False, **options)(fn)
+    return dispatcher
