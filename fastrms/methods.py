@@ -307,7 +307,7 @@ HEAVY_BALL = Method(
 
 RMSPROP = Method(
     "rmsprop", rules.rmsprop, rmsprop_coefficients, 14, _rms_hypers(), _rms_pack,
-    flags_fn=lambda v: (v["centered"], v["momentum"] > 0), rows_fn=_rms_rows,
+    flags_fn=lambda v: (v["centered"], v["momentum"] > 0, v["eps"] == 0), rows_fn=_rms_rows,
     varies_fn=lambda v: v["bias_correction"],
     doc="s ← γ s + (1 − γ) g²;  x ← x − η g / √(s + ε)")
 
@@ -317,7 +317,7 @@ _adagrad_hypers["lr_decay"] = Hyper(0.0, ck.nonneg, "η_t = η / (1 + (t − 1)�
 ADAGRAD = Method(
     "adagrad", rules.rmsprop, rmsprop_coefficients, 14, _adagrad_hypers,
     lambda v: (1.0, v["eps"], v["eps_in_sqrt"], 0.0, 0.0, 0.0, 0.0, v["lr_decay"]),
-    flags_fn=lambda v: (False, False), rows_fn=lambda v: [("s", v["initial_scale"])],
+    flags_fn=lambda v: (False, False, v["eps"] == 0), rows_fn=lambda v: [("s", v["initial_scale"])],
     varies_fn=lambda v: v["lr_decay"] > 0,
     doc="s ← s + g²;  x ← x − η g / √(s + ε)")
 
@@ -332,7 +332,7 @@ _adam_hypers = {
 ADAM = Method(
     "adam", rules.adam, adam_coefficients, 11, _adam_hypers,
     lambda v: (v["beta1"], v["beta2"], v["eps"], v["epsilon_hat"]),
-    flags_fn=lambda v: (v["amsgrad"],),
+    flags_fn=lambda v: (v["amsgrad"], v["eps"] == 0),
     rows_fn=lambda v: [("m", 0.0), ("v", 0.0)] + ([("vmax", 0.0)] if v["amsgrad"] else []),
     varies_fn=lambda v: True,
     doc="m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²;  x ← x − η m̂ / (√v̂ + ε)")
@@ -350,7 +350,8 @@ ADADELTA = Method(
     {**COMMON, "lr": Hyper(1.0, _lr_check, COMMON["lr"].doc),
      "gamma": Hyper(0.9, _gamma_check, "decay ρ of both running means"),
      "eps": Hyper(1e-6, ck.nonneg, "ε")},
-    lambda v: (v["eps"],), rows_fn=lambda v: [("s", 0.0), ("delta", 0.0)],
+    lambda v: (v["eps"],), flags_fn=lambda v: (v["eps"] == 0,),
+    rows_fn=lambda v: [("s", 0.0), ("delta", 0.0)],
     doc="s ← ρ s + (1 − ρ) g²;  Δ = √(δ + ε)/√(s + ε)·g;  δ ← ρ δ + (1 − ρ) Δ²;  x ← x − η Δ")
 
 METHODS = {m.name: m for m in (GD, HEAVY_BALL, RMSPROP, ADAGRAD, ADAM, ADAMW, ADADELTA)}

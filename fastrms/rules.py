@@ -61,6 +61,22 @@ def gradient(x, g, h):
     return g + h[WD] * x
 
 
+@register_jitable
+def ratio(g, d):
+    """g / d, and 0 where d = 0: with ε = 0, d is 0 only where every g so far was 0 (or its square
+    underflowed), and 0/0 must not become NaN.  (Written as g − g to stay in x's dtype.)  Only
+    rules compiled for ε = 0 use it (flag eps_zero): with ε > 0, d ≥ √ε or ε is never 0."""
+    return g / d if d != 0 else g - g
+
+
+@register_jitable
+def overflow_check(u, s):
+    """u, or NaN where the running mean s is inf.  g/√s would silently freeze that element at 0
+    once g² overflowed s (|g| > ~1e154 in float64, ~1e19 in float32); NaN instead makes the run
+    report divergence (minimize: status 3; steppers: NaN in x)."""
+    return u + (s - s)
+
+
 @rule
 def gd(x, g, S, i, h, flags):
     """Gradient descent:  x ← x − η g."""
@@ -82,7 +98,7 @@ def momentum(x, g, S, i, h, flags):
 # rmsprop: h[5] γ, h[6] w (g²'s weight: 1 − γ, or 1 for Adagrad), h[7] ε inside
 #          the root, h[8] ε outside, h[9] c (bias correction 1/(1 − γ^t), else 1),
 #          h[10] μ, h[11] a, h[12] c_u, h[13] c_b  (momentum as above, on u = g/d)
-# flags: (centered, momentum); state rows: s, then m if centered, then b if momentum
+# flags: (centered, momentum, eps_zero); state rows: s, then m if centered, then b if momentum
 @rule
 def rmsprop(x, g, S, i, h, flags):
     r"""RMSProp (Tieleman & Hinton 2012) and Adagrad (γ = 1, w = 1).
@@ -91,10 +107,10 @@ def rmsprop(x, g, S, i, h, flags):
         d = √(s + ε)            (ε outside the root: √s + ε)
         x ← x − η g / d
 
-    centered (Graves 2013):  m ← γ m + (1 − γ) g,  d uses s − m² in place of s.
+    centered (Graves 2013):  m ← γ m + (1 − γ) g,  d uses max(s − m², 0) in place of s.
     momentum μ > 0:          b ← μ b + g/d,  x ← x − η b.
     """
-    centered, with_momentum = flags
+    centered, with_momentum, eps_zero = flags
     g = gradient(x, g, h)
     s = h[5] * S[0, i] + h[6] * (g * g)
     S[0, i] = s
@@ -104,7 +120,9 @@ def rmsprop(x, g, S, i, h, flags):
         S[1, i] = m
         m = h[9] * m
         v = v - m * m
-    u = g / (math.sqrt(v + h[7]) + h[8])
+        v = v if v >= 0 else v - v  # s − m² ≥ 0 in exact arithmetic; rounding can dip below
+    d = math.sqrt(v + h[7]) + h[8]
+    u = overflow_check(ratio(g, d) if eps_zero else g / d, s)
     if with_momentum:
         j = 2 if centered else 1
         b = h[10] * S[j, i] + h[11] * u
@@ -114,7 +132,7 @@ def rmsprop(x, g, S, i, h, flags):
 
 
 # adam: h[5] β1, h[6] 1 − β1, h[7] β2, h[8] 1 − β2, h[9] ε, h[10] √(1 − β2^t)
-#       (h[0] is η/(1 − β1^t), PyTorch's step size); flags: (amsgrad,)
+#       (h[0] is η/(1 − β1^t), PyTorch's step size); flags: (amsgrad, eps_zero)
 @rule
 def adam(x, g, S, i, h, flags):
     r"""Adam (Kingma & Ba 2015): RMSProp plus momentum with bias correction.
@@ -124,7 +142,7 @@ def adam(x, g, S, i, h, flags):
 
     amsgrad: v̂ ← max(v̂, v) is used in place of v.
     """
-    (amsgrad,) = flags
+    amsgrad, eps_zero = flags
     g = gradient(x, g, h)
     m = h[5] * S[0, i] + h[6] * g
     v = h[7] * S[1, i] + h[8] * (g * g)
@@ -134,10 +152,11 @@ def adam(x, g, S, i, h, flags):
         if S[2, i] > v:
             v = S[2, i]
         S[2, i] = v
-    return h[KEEP] * x - h[LR] * (m / (math.sqrt(v) / h[10] + h[9]))
+    d = math.sqrt(v) / h[10] + h[9]
+    return h[KEEP] * x - h[LR] * overflow_check(ratio(m, d) if eps_zero else m / d, v)
 
 
-# adadelta: h[5] ρ, h[6] 1 − ρ, h[7] ε
+# adadelta: h[5] ρ, h[6] 1 − ρ, h[7] ε; flags: (eps_zero,)
 @rule
 def adadelta(x, g, S, i, h, flags):
     r"""Adadelta (Zeiler 2012).
@@ -147,9 +166,11 @@ def adadelta(x, g, S, i, h, flags):
         δ ← ρ δ + (1 − ρ) Δ²
         x ← x − η Δ
     """
+    (eps_zero,) = flags
     g = gradient(x, g, h)
     s = h[5] * S[0, i] + h[6] * (g * g)
     S[0, i] = s
-    delta = math.sqrt(S[1, i] + h[7]) / math.sqrt(s + h[7]) * g
+    a, d = math.sqrt(S[1, i] + h[7]), math.sqrt(s + h[7])
+    delta = overflow_check((ratio(a, d) if eps_zero else a / d) * g, s)
     S[1, i] = h[5] * S[1, i] + h[6] * (delta * delta)
     return h[KEEP] * x - h[LR] * delta
