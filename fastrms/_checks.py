@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
 
 import numpy as np
@@ -65,7 +66,7 @@ def boolean(name, value) -> bool:
     raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
-def count(name, value, lo=0) -> int:
+def count(name, value, lo=0, hi=None) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -73,4 +74,38 @@ def count(name, value, lo=0) -> int:
             raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < lo:
         raise ValueError(f"{name} must be >= {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise ValueError(f"{name} must be <= {hi} (the platform's integer), got {value}")
     return int(value)
+
+
+def seed(name, value):
+    """A seed for numpy.random.default_rng: None, an integer >= 0, a SeedSequence or a Generator."""
+    if value is None or isinstance(value, (np.random.SeedSequence, np.random.Generator)):
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be None, an integer >= 0, a numpy SeedSequence or Generator, "
+                        f"got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+    return int(value)
+
+
+# what a scheduled hyperparameter may take at any step (constants are checked when configured)
+SCHEDULE_RANGES = {
+    "lr": (lambda v: 0.0 <= v < math.inf, "must be >= 0 and finite"),
+    "gamma": (lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
+}
+
+
+def scheduled(name: str, value, t: int) -> float:
+    """The value of a schedule at step t, or a ValueError naming the option and the step."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"the {name} schedule must return a real number, "
+                        f"got {value!r} at step t={t}") from None
+    ok, rule = SCHEDULE_RANGES.get(name, (lambda v: math.isfinite(v), "must be finite"))
+    if not ok(v):
+        raise ValueError(f"the {name} schedule gives {v!r} at step t={t}; {name} {rule}")
+    return v

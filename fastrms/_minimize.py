@@ -17,7 +17,7 @@ from . import _checks as ck
 from . import methods, presets
 from ._arrays import as_x0
 from .drivers import python_loop
-from .drivers.problem import Batches, Problem, wrap_callback
+from .drivers.problem import NAN, Batches, Problem, wrap_callback
 from .engine import Engine
 
 # Options of the driver (the method's hyperparameters come on top of these).
@@ -40,6 +40,10 @@ DRIVER_OPTIONS = {
     "drop_last": False,     # drop the last, smaller batch of an epoch
     "history_every": 1,     # record the (full-data) loss every that many steps
 }
+
+
+# iterations are counted in the platform's integer (the compiled loop's intp), with room for k + 1
+MAX_ITER = int(np.iinfo(np.intp).max) - 1
 
 
 def _split_options(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
@@ -84,17 +88,18 @@ def _split(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
         if "gtol" not in options and tol is None:
             driver["gtol"] = 0.0  # a mini-batch gradient's size says little about convergence
     if driver["epochs"] is not None:
-        driver["epochs"] = ck.count("epochs", driver["epochs"], lo=1)
+        driver["epochs"] = ck.count("epochs", driver["epochs"], lo=1, hi=MAX_ITER)
         if "maxiter" in options:
             raise ValueError("give epochs or maxiter, not both")
     driver["history_every"] = ck.count("history_every", driver["history_every"], lo=1)
     driver["check_every"] = ck.count("check_every", driver["check_every"], lo=1)
     for flag in ("shuffle", "drop_last"):
         driver[flag] = ck.boolean(flag, driver[flag])
-    driver["maxiter"] = ck.count("maxiter", driver["maxiter"])
+    driver["maxiter"] = ck.count("maxiter", driver["maxiter"], hi=MAX_ITER)
     driver["gtol"] = ck.nonneg("gtol", driver["gtol"])
     for flag in ("disp", "history", "trajectory"):
-        driver[flag] = bool(driver[flag])
+        driver[flag] = ck.boolean(flag, driver[flag])
+    driver["seed"] = ck.seed("seed", driver["seed"])
     if driver["driver"] not in ("auto", "python", "compiled"):
         raise ck.unknown("driver", str(driver["driver"]), ("auto", "python", "compiled"))
     if driver["backend"] not in ("auto", "cpu", "cuda"):
@@ -184,6 +189,8 @@ def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
                      history=opts["history"], trajectory=opts["trajectory"], every=opts["history_every"],
                      end=end, check_every=opts["check_every"])
     f = out.f if out.f is not None else problem.value(out.x)
+    if not np.isfinite(f) and out.status != NAN:
+        out.reason = "loss_at_end"  # every update was finite, but F is not: never a success
     if backend.name == "cuda":
         from .kernels.cuda import to_kind
 
@@ -212,7 +219,10 @@ def _maxiter(opts: dict, problem: Problem) -> int:
     """maxiter, or epochs × (batches per epoch)."""
     if opts["epochs"] is None:
         return opts["maxiter"]
-    return opts["epochs"] * (problem.batches.per_epoch if problem.batches else 1)
+    n = opts["epochs"] * (problem.batches.per_epoch if problem.batches else 1)
+    if n > MAX_ITER:
+        raise ValueError(f"epochs={opts['epochs']} is {n} steps, more than this platform's integer holds")
+    return n
 
 
 def _choose_driver(problem: Problem, x, engine: Engine, opts: dict, callback):

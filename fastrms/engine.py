@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from . import _checks as ck
 from .kernels import CPU
 from .methods import Config
 
@@ -39,7 +40,7 @@ class Engine:
     def value(self, name: str) -> float:
         """The value of a possibly scheduled hyperparameter at the coming step."""
         v = self.config.values.get(name, 0.0)
-        return float(v(self.t)) if callable(v) else v
+        return ck.scheduled(name, v(self.t), self.t) if callable(v) else v
 
     def coefficients(self, g: np.ndarray | None = None) -> np.ndarray:
         """h for step t + 1 (cast into self.h, in x's dtype)."""
@@ -66,15 +67,27 @@ class Engine:
         extra = set(state) - {"t", *self.names}
         if extra:
             raise ValueError(f"state has entries this optimizer does not use: {sorted(extra)}")
+        t = state["t"]
+        try:
+            t = ck.count("state['t']", t)
+        except TypeError:
+            raise TypeError(f"state['t'] must be the number of steps taken, an integer >= 0, "
+                            f"got {t!r}") from None
         host = np.empty((len(self.names), self.n), dtype=self.dtype)
         for j, name in enumerate(self.names):
-            a = np.asarray(state[name])
+            a = state[name]
+            if not isinstance(a, np.ndarray):
+                a = np.asarray(self.backend.to_host(a) if hasattr(a, "copy_to_host") else a)
+            if a.dtype.kind not in "fiu":
+                raise TypeError(f"state {name!r} must hold real numbers, got dtype {a.dtype}")
             if a.size != self.n:
                 raise ValueError(f"state {name!r} has {a.size} elements, expected {self.n}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"state {name!r} contains NaN or inf")
             host[j] = a.reshape(-1)
         if self.backend is CPU:
             self.S[...] = host  # keep the live views that opt.state handed out
         else:
             self.S.copy_to_device(host)
-        self.t = int(state["t"])
+        self.t = t
         self._ready = False

@@ -10,6 +10,7 @@ and restored exactly (``opt.state_dict()`` / ``opt.load_state_dict(d)``).
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 from . import presets
@@ -32,6 +33,7 @@ class Optimizer:
     def __init__(self, x: Any, *, preset: str | None = None, **hyperparameters: Any) -> None:
         self.x = x
         self._backend, self._shaped = check_param_array(x)  # x itself, or its Numba device view
+        self._options = (preset, dict(hyperparameters))  # what a copy or an unpickled stepper rebuilds from
         config = presets.configure(self.method, hyperparameters, preset)
         self._engine = Engine(config, self._shaped.size, self._shaped.dtype, self._backend)
         self._flat = self._shaped.reshape(self._shaped.size)
@@ -69,10 +71,32 @@ class Optimizer:
     def load_state_dict(self, state: dict) -> None:
         self._engine.load_state_dict(state)
 
+    # A stepper is x plus its state; a copy gets its own x (deepcopy) and state.
+    def __deepcopy__(self, memo):
+        x = copy.deepcopy(self.x, memo)
+        preset, hyper = self._options
+        new = type(self)(x, preset=preset, **copy.deepcopy(hyper, memo))
+        new.load_state_dict(self.state_dict())
+        memo[id(self)] = new
+        return new
+
+    def __reduce__(self):
+        if self._backend is not CPU:
+            raise TypeError(f"a {type(self).__name__} over a GPU array cannot be pickled; save "
+                            "opt.state_dict() and x (copied to the host) instead")
+        preset, hyper = self._options
+        return _restore, (type(self), self.x, preset, hyper, self.state_dict())
+
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self._engine.config.values.items())
         return (f"{type(self).__name__}(<{self._shaped.dtype} array {tuple(self._shaped.shape)}>, "
                 f"t={self.t}, {hp})")
+
+
+def _restore(cls, x, preset, hyperparameters, state):
+    opt = cls(x, preset=preset, **hyperparameters)
+    opt.load_state_dict(state)
+    return opt
 
 
 class GradientDescent(Optimizer):

@@ -14,21 +14,29 @@ through ``args``, never through module globals.
 from __future__ import annotations
 
 import math
+import sys
+import threading
+import time
 import types as pytypes
+from collections import OrderedDict
 
 import numba
 import numpy as np
-from numba import njit, types
+from numba import types
 from numba.core.registry import CPUDispatcher
 from numba.extending import overload, register_jitable
 
+from .. import _checks as ck
 from ..kernels import CPU, cpu
+from ..kernels._jit import jit
 from ..schedules import Schedule, schedule_value
-from .problem import Outcome
+from .problem import END_REASONS, Outcome
 
-CONVERGED, MAXITER, DIVERGED, LOSS, BAD_SHAPE = range(5)
-_REASONS = {CONVERGED: "converged", MAXITER: "maxiter", DIVERGED: "diverged", LOSS: "loss"}
-
+# How a call of the loop ended: an index into END_REASONS (the drivers' one vocabulary),
+# or one of the codes after it that the host turns into an exception or a resumed call.
+CONVERGED, MAXITER, DIVERGED, LOSS = (END_REASONS.index(r)
+                                      for r in ("converged", "maxiter", "diverged", "loss"))
+BAD_SHAPE, USER_ERROR, BAD_LR, BAD_GAMMA, PAUSED = range(len(END_REASONS), len(END_REASONS) + 5)
 
 @register_jitable
 def _eval_separate(fun, jac, x, args, batch_args, want_f):
@@ -60,15 +68,25 @@ def _take_typed(args, rows, mask):
 
 
 def _loop(fun, jac, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, gamma_p, clip_norm,
-          t0, maxiter, gtol, want_f, every, order, batch, per_epoch, losses, gnorms, steps,
-          xs):  # pragma: no cover - compiled
-    """Same steps and stopping tests as drivers/python_loop.py, without leaving nopython mode."""
-    k = 0
+          t0, k0, k_stop, maxiter, gtol, want_f, every, order, batch, per_epoch, losses, gnorms, steps,
+          xs, err):  # pragma: no cover - compiled
+    """Same steps and stopping tests as drivers/python_loop.py, without leaving nopython mode.
+
+    Runs iterations k0 … k_stop − 1 and returns PAUSED at k_stop, so the host can
+    look at signals (Ctrl-C) and grow the history between calls; x is x_k there.
+    err[0] is set by the host's unraisable hook when F or dF raised.
+    """
+    k = k0
     nfev = 0
     njev = 0
     n_rec = 0
     code = MAXITER
+    f = np.nan
+    gf = np.empty(0, dtype=x.dtype)
     while True:
+        if k == k_stop and k < maxiter:
+            code = PAUSED
+            break
         f_now = want_f and (k % every == 0 or k == maxiter)
         if BATCHED:  # noqa: F821 - bound per driver
             epoch, j = divmod(k, per_epoch)
@@ -78,19 +96,23 @@ def _loop(fun, jac, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, g
             f, g, nf = EVAL(fun, jac, x.reshape(shape), args, args, f_now)  # noqa: F821
         nfev += nf
         njev += 1
+        if err[0]:  # F or dF raised: what it returned is garbage
+            code = USER_ERROR
+            break
         if g.shape != shape:
             code = BAD_SHAPE
             break
-        gf = g.ravel()
         if CAST:  # noqa: F821 - dF returns another float type than x (cast, as the Python loop does)
-            gf = gf.astype(x.dtype)
+            gf = g.ravel().astype(x.dtype)
+        else:
+            gf = g.ravel()
         if f_now and losses.size:
             losses[n_rec] = f
             gnorms[n_rec] = cpu.max_abs(gf)
             steps[n_rec] = k
             n_rec += 1
         if xs.shape[0]:
-            xs[k] = x
+            xs[k - k0] = x
         if f_now and not math.isfinite(f):
             code = LOSS
             break
@@ -99,8 +121,17 @@ def _loop(fun, jac, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, g
         gfactor = 1.0
         if clip_norm < math.inf:
             gfactor = clip_norm / max(cpu.norm2(gf), clip_norm)
-        COEF(p, t0 + k + 1, schedule_value(lr_kind, lr_p, t0 + k),  # noqa: F821
-             schedule_value(gamma_kind, gamma_p, t0 + k), gfactor, h)
+        lr = schedule_value(lr_kind, lr_p, t0 + k)
+        gamma = schedule_value(gamma_kind, gamma_p, t0 + k)
+        if not (lr >= 0.0 and lr < math.inf):
+            code = BAD_LR
+            f = lr
+            break
+        if not (gamma >= 0.0 and gamma <= 1.0):
+            code = BAD_GAMMA
+            f = gamma
+            break
+        COEF(p, t0 + k + 1, lr, gamma, gfactor, h)  # noqa: F821
         n_big, n_bad = STEP(x, gf, S, h, gtol, spare)  # noqa: F821
         if n_bad:
             code = DIVERGED
@@ -113,7 +144,32 @@ def _loop(fun, jac, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, g
     return code, k, f, x, gf.copy(), nfev, njev, n_rec
 
 
-_drivers: dict = {}
+class _LRU(OrderedDict):
+    """A bounded cache: a long session that makes many jitted objectives must not grow without end."""
+
+    def __init__(self, maxsize: int):
+        super().__init__()
+        self.maxsize = maxsize
+
+    def get(self, key, default=None):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return default
+
+    def put(self, key, value):
+        self[key] = value
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
+        return value
+
+
+# (F, dF, argument types) -> signatures and first-class handles; holds the user's functions
+_signatures = _LRU(64)
+# driver dispatchers by method, flags and argument *types*: every user function of one
+# signature runs through one driver
+_drivers = _LRU(32)
+_cache_lock = threading.Lock()
 
 
 def _schedule(value):
@@ -152,9 +208,6 @@ def _function_type(dispatcher, argtypes, what):
         if tuple(sig.args) == tuple(argtypes):
             return sig
     raise TypeError(f"{what}: no compiled signature for {argtypes}")
-
-
-_signatures: dict = {}
 
 
 class _Address:
@@ -202,7 +255,8 @@ def signature_for(fun, jac, x_shaped, args, batch_args=None):
     ``batch_args``: a sample mini-batch of args (dF is typed for batches, F for all the data).
     """
     key = (fun, jac, _fingerprint(x_shaped), _fingerprint(args), _fingerprint(batch_args))
-    sigs = _signatures.get(key)
+    with _cache_lock:
+        sigs = _signatures.get(key)
     if sigs is None:
         try:
             xt = numba.typeof(x_shaped)
@@ -212,7 +266,9 @@ def signature_for(fun, jac, x_shaped, args, batch_args=None):
             raise TypeError(f"args cannot be passed to compiled code: {e}") from None
         if batch_args is not None and jac is True:
             raise TypeError("mini-batches in the compiled loop need F and dF as two functions")
-        sigs = _signatures[key] = _signature(fun, jac, xt, at, bt)
+        sigs = _signature(fun, jac, xt, at, bt)
+        with _cache_lock:
+            _signatures.put(key, sigs)
     return sigs
 
 
@@ -230,20 +286,24 @@ def _signature(fun, jac, xt, at, bt):
     if not (isinstance(gtype, types.Array) and isinstance(gtype.dtype, (types.Float, types.Integer))
             and gtype.ndim == xt.ndim):
         raise TypeError(f"dF must return a real array of x's ndim ({xt.ndim}-d), returns {gtype}")
-    # sigs live in _signatures for the whole process, so id(sigs) is a stable key
     return fsig, jsig, xt, at, _first_class(fun, fsig), _first_class(jac if jac is not True else fun, jsig)
 
 
 def _driver(engine, sigs, combined: bool, parallel: bool, mask):
     method = engine.config.method
-    key = (method.name, engine.config.flags, combined, parallel, engine.dtype, id(sigs), mask)
-    if key not in _drivers:
+    fsig, jsig, xt, at = sigs[:4]
+    key = (method.name, engine.config.flags, combined, parallel, engine.dtype, fsig, jsig, xt, at, mask)
+    with _cache_lock:
+        drive = _drivers.get(key)
+    if drive is None:
         try:
-            _drivers[key] = _build_driver(engine, sigs, combined, parallel, mask)
+            drive = _build_driver(engine, sigs, combined, parallel, mask)
         except numba.core.errors.NumbaError as e:  # never a Numba traceback for the user
             raise TypeError(f"the compiled loop cannot be built for these functions and args: "
                             f"{str(e).splitlines()[0]}") from None
-    return _drivers[key]
+        with _cache_lock:
+            _drivers.put(key, drive)
+    return drive
 
 
 def _build_driver(engine, sigs, combined: bool, parallel: bool, mask):
@@ -256,8 +316,9 @@ def _build_driver(engine, sigs, combined: bool, parallel: bool, mask):
                        types.intp))(
         types.FunctionType(fsig), types.FunctionType(jsig), flat, flat, types.UniTuple(types.intp, xt.ndim),
         at, types.Array(dt, 2, "C"), f64, flat, types.intp, f64, types.intp, f64, types.float64,
-        types.intp, types.intp, dt, types.boolean, types.intp, types.Array(types.int64, 2, "C"),
-        types.intp, types.intp, f64, f64, ints, types.Array(dt, 2, "C"))
+        types.intp, types.intp, types.intp, types.intp, dt, types.boolean, types.intp,
+        types.Array(types.int64, 2, "C"), types.intp, types.intp, f64, f64, ints, types.Array(dt, 2, "C"),
+        ints)
     method = engine.config.method
     step = engine.kernels.variant(checked=True, parallel=parallel)
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
@@ -271,7 +332,7 @@ def _build_driver(engine, sigs, combined: bool, parallel: bool, mask):
                      BATCHED=mask is not None, DATA=mask if mask is not None else ())
     fn = pytypes.FunctionType(_loop.__code__, namespace, name)
     fn.__qualname__ = name
-    return njit(sig, cache=True, nogil=True)(fn)
+    return jit(fn, signature=sig, nogil=True)
 
 
 MAX_ORDER_BYTES = 256 * 2 ** 20  # the row orders of all epochs are handed to the loop at once
@@ -288,40 +349,139 @@ def prepare(problem, engine, x, maxiter: int):
     sigs = signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample)
     mask = b.mask if b is not None else None
     drive = _driver(engine, sigs, problem.jac is True, cpu.use_parallel(x.size), mask)
-    return drive, sigs
+    return drive, sigs, cpu.use_parallel(x.size)
+
+
+# -- exceptions raised inside F and dF ----------------------------------------------
+# A first-class function call cannot raise into its nopython caller: Numba's wrapper
+# hands the exception to sys.unraisablehook and returns zeros.  While a loop runs, a
+# hook catches it for that thread's run, and the loop polls err[0] after each call.
+
+_local = threading.local()
+_hook_users = 0
+_hook_lock = threading.Lock()
+_previous_hook = None
+
+
+def _unraisable_hook(unraisable):
+    run = getattr(_local, "run", None)
+    if run is None:
+        return (_previous_hook or sys.__unraisablehook__)(unraisable)
+    if run.error is None:
+        run.error = unraisable.exc_value
+    run.err[0] = 1
+
+
+class _CatchUserErrors:
+    def __init__(self):
+        self.error = None
+        self.err = np.zeros(1, np.int64)
+
+    def __enter__(self):
+        global _hook_users, _previous_hook
+        with _hook_lock:
+            if _hook_users == 0 or sys.unraisablehook is not _unraisable_hook:
+                _previous_hook = sys.unraisablehook
+                sys.unraisablehook = _unraisable_hook
+            _hook_users += 1
+        _local.run = self
+        return self
+
+    def __exit__(self, *exc):
+        global _hook_users
+        _local.run = None
+        with _hook_lock:
+            _hook_users -= 1
+            if _hook_users == 0 and sys.unraisablehook is _unraisable_hook:
+                sys.unraisablehook = _previous_hook
+        return False
+
+
+# -- chunks ---------------------------------------------------------------------------
+CHUNK_SECONDS = 0.25   # the host regains control this often: Ctrl-C answers within about that
+FIRST_CHUNK_WORK = 2_000_000  # elements touched in the first chunk (x plus the data in args)
+MAX_FIRST_CHUNK = 4096
+
+
+def _first_chunk(x, args) -> int:
+    work = x.size + sum(a.size for a in args if isinstance(a, np.ndarray))
+    return max(1, min(MAX_FIRST_CHUNK, FIRST_CHUNK_WORK // max(work, 1)))
 
 
 def run(problem, engine, x, *, maxiter: int, gtol: float, callback=None, history: bool = False,
         trajectory: bool = False, every: int = 1, end: str = "maxiter", check_every: int = 1) -> Outcome:
     """The compiled twin of python_loop.run (same arguments, same Outcome).
 
-    ``check_every`` is accepted and not needed: on the CPU the stopping tests are
-    fused into the update kernel and cost nothing, so every step is checked.
+    Every step is checked whatever ``check_every`` says: on the CPU the stopping
+    tests are fused into the update kernel and cost nothing.  The loop runs in
+    chunks of about CHUNK_SECONDS, so history is allocated as it grows (maxiter
+    may be huge) and Ctrl-C stops the run between chunks.
     """
     shape, b = problem.shape, problem.batches
-    drive, sigs = problem.compiled or prepare(problem, engine, x, maxiter)
+    drive, sigs, parallel = problem.compiled or prepare(problem, engine, x, maxiter)
     cfg = engine.config
     lr_kind, lr_p = _schedule(cfg.values["lr"])
     gamma_kind, gamma_p = _schedule(cfg.values.get("gamma", 0.0))
-    n_rec = maxiter + 1 if history else 0
-    losses, gnorms, steps = np.empty(n_rec), np.empty(n_rec), np.empty(n_rec, np.int64)
-    xs = np.empty((maxiter + 1 if trajectory else 0, x.size), x.dtype)
-    order = b.orders(maxiter) if b is not None else np.zeros((1, 1), np.int64)
-    code, k, f, x_end, g, nfev, njev, n_rec = drive(
-        sigs[4], sigs[5], x, np.empty_like(x), shape, problem.args, engine.S, engine.p, engine.h,
-        lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], engine.t, maxiter,
-        x.dtype.type(gtol if gtol > 0 else -1.0), history, every, order.astype(np.int64),
-        b.size if b is not None else 0, b.per_epoch if b is not None else 1, losses, gnorms, steps, xs)
-    problem.nfev += nfev
-    problem.njev += njev
+    order = (b.orders(maxiter) if b is not None else np.zeros((1, 1), np.int64)).astype(np.int64)
+    gtol_x = x.dtype.type(gtol if gtol > 0 else -1.0)
+    batch, per_epoch = (b.size, b.per_epoch) if b is not None else (0, 1)
+    losses, gnorms, steps, xs = [], [], [], []
+    buffers = (x, np.empty_like(x))
+    k, chunk = 0, _first_chunk(x, problem.args)
+    lock = cpu.parallel_lock() if parallel else _NO_LOCK
+    with _CatchUserErrors() as catch, lock:
+        while True:
+            k_stop = min(maxiter, k + chunk)
+            n = k_stop - k + 1
+            rec = (np.empty(n), np.empty(n), np.empty(n, np.int64)) if history else _NO_HISTORY
+            xs_k = np.empty((n if trajectory else 0, x.size), x.dtype)
+            spare = buffers[1] if buffers[0].ctypes.data == x.ctypes.data else buffers[0]
+            began = time.perf_counter()
+            code, k_end, f, x, g, nfev, njev, n_rec = drive(
+                sigs[4], sigs[5], x, spare, shape, problem.args, engine.S, engine.p, engine.h,
+                lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], engine.t, k, k_stop, maxiter,
+                gtol_x, history, every, order, batch, per_epoch, *rec, xs_k, catch.err)
+            took = time.perf_counter() - began
+            problem.nfev += nfev
+            problem.njev += njev
+            if history:
+                losses.append(rec[0][:n_rec])
+                gnorms.append(rec[1][:n_rec])
+                steps.append(rec[2][:n_rec])
+            if trajectory:
+                xs.append(xs_k[:k_end - k + (code != PAUSED)])
+            done = k_end - k
+            k = k_end
+            if code != PAUSED:
+                break
+            # Python runs signal handlers here: Ctrl-C raises KeyboardInterrupt between chunks
+            chunk = max(1, min(16 * chunk, int(done * CHUNK_SECONDS / max(took, 1e-6))))
+    if code == USER_ERROR:
+        raise catch.error.with_traceback(catch.error.__traceback__)
     if code == BAD_SHAPE:
         raise ValueError(f"the gradient's shape differs from x's shape {shape}")
+    if code in (BAD_LR, BAD_GAMMA):
+        ck.scheduled("lr" if code == BAD_LR else "gamma", f, engine.t + k)  # raises, with the message
     engine.t += k
     out = Outcome(shape, history, trajectory)
     if history:
-        out.losses, out.gnorms, out.steps = list(losses[:n_rec]), list(gnorms[:n_rec]), list(steps[:n_rec])
+        out.losses = list(np.concatenate(losses))
+        out.gnorms = list(np.concatenate(gnorms))
+        out.steps = list(np.concatenate(steps))
     if trajectory:
-        out.xs = list(xs[:k + 1].reshape((k + 1, *shape)))
-    reason = end if code == MAXITER else _REASONS[code]
+        out.xs = list(np.concatenate(xs).reshape((-1, *shape)))
+    reason = end if code == MAXITER else END_REASONS[code]
     f_end = f if (history or (problem.jac is True and b is None)) else None
-    return out.finish(k, x_end, f_end, g, reason, gtol)
+    return out.finish(k, x, f_end, g, reason, gtol)
+
+
+class _NoLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NO_LOCK = _NoLock()
+_NO_HISTORY = (np.empty(0), np.empty(0), np.empty(0, np.int64))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import sys
 
 import numpy as np
 
@@ -15,12 +16,19 @@ MESSAGES = {
     "converged": (SUCCESS, "Optimization terminated successfully."),
     "maxiter": (MAXITER, "Maximum number of iterations has been exceeded."),
     "diverged": (NAN, "NaN result encountered: the update became non-finite at iteration {k} "
-                      "(the run diverged; lower lr?); x is the last finite iterate."),
+                      "(the run diverged, or a running mean such as s overflowed; lower lr?); "
+                      "x is the last finite iterate."),
+    "diverged_unchecked": (NAN, "NaN result encountered: the run diverged after iteration {k}, between "
+                                "two stopping tests (check_every > 1; lower lr?); x is iteration {k}, "
+                                "the last checked finite iterate."),
+    "loss_at_end": (NAN, "NaN result encountered: the objective is not finite at the final x "
+                         "(iteration {k}), although every update was; check F."),
     "loss": (NAN, "NaN result encountered: the loss became non-finite at iteration {k} "
                   "(the run diverged; lower lr?); x is that iterate, which is still finite."),
     "callback": (CALLBACK, "`callback` raised `StopIteration`."),
     "epochs": (SUCCESS, "Completed the requested epochs."),
 }
+END_REASONS = tuple(MESSAGES)  # the compiled loop reports its end as an index into this
 
 
 def as_scalar(f) -> float:
@@ -85,8 +93,23 @@ class Batches:
         return tuple(a[rows] if i in self.data else a for i, a in enumerate(self.args))
 
 
+def _gradient_error(g):
+    if g is None:
+        return TypeError("dF returned None; it must return the gradient, an array of x's shape "
+                         "(a missing `return`?)")
+    if isinstance(g, (str, bytes)):
+        return TypeError(f"dF returned the string {g!r}; it must return an array of x's shape")
+    return None
+
+
 class Problem:
-    """The user's objective and gradient, seen through flat views, with call counters."""
+    """The user's objective and gradient, seen through flat views, with call counters.
+
+    On the CPU, F and dF see x as a read-only view of the driver's buffer.  If
+    they keep it (or a view of it) beyond the call, ``retained`` turns True and
+    the driver moves on to a fresh buffer, so a kept x never changes under the
+    user (scipy passes copies; this costs a copy only when x is kept).
+    """
 
     def __init__(self, fun, jac, args: tuple, shape: tuple, dtype, batches: Batches | None = None,
                  backend=CPU, kind: str = "numpy"):
@@ -97,26 +120,42 @@ class Problem:
         self.batches = batches
         self.backend, self.kind = backend, kind
         self._views: dict = {}
-        self.compiled = None  # (driver, signatures) once the front has prepared the compiled loop
+        self.retained = False
+        self.compiled = None  # (driver, signatures, parallel) once the front has prepared the compiled loop
 
     def views(self, x):
         """(x as the user's functions see it, x shaped on its backend) for a flat buffer x."""
         if self.backend is CPU:
             xs = x.reshape(self.shape)
+            xs.flags.writeable = False
             return xs, xs
         v = self._views.get(id(x))
         if v is None or v[0] is not x:  # device buffers are few and long-lived: wrap each once
             v = self._views[id(x)] = (x, self.backend.view(x, self.shape, self.kind), x.reshape(self.shape))
         return v[1], v[2]
 
+    def _call(self, fn, x, xu, args):
+        """fn(xu, *args), noting whether fn kept xu (or a view of it) beyond the call."""
+        if self.backend is not CPU:
+            return fn(xu, *args)
+        owner = x if x.base is None else x.base  # every view of x has this as its base
+        before_x, before_u = sys.getrefcount(owner), sys.getrefcount(xu)
+        out = fn(xu, *args)
+        # what fn returned may itself be x (dF = lambda x: x) or hold it: that is not a kept x
+        held = out if not isinstance(out, tuple) else out[-1]
+        own_x = isinstance(held, np.ndarray) and held is not xu and held.base is owner
+        if (sys.getrefcount(owner) > before_x + own_x) or (sys.getrefcount(xu) > before_u + (held is xu)):
+            self.retained = True
+        return out
+
     def value(self, x: np.ndarray) -> float:
         self.nfev += 1
         xu = self.views(x)[0]
         if self.combined:
             self.njev += 1
-            f, _ = self._pair(self.fun(xu, *self.args))
+            f, _ = self._pair(self._call(self.fun, x, xu, self.args))
             return as_scalar(f)
-        return as_scalar(self.fun(xu, *self.args))
+        return as_scalar(self._call(self.fun, x, xu, self.args))
 
     def evaluate(self, x: np.ndarray, want_f: bool, k: int = 0):
         """(f or None, flat g) at x; f comes free when fun returns (f, g).
@@ -124,21 +163,27 @@ class Problem:
         With mini-batches g is the gradient on step k's batch and f the loss on all the data.
         """
         xu, xs = self.views(x)
-        as_gradient = self.backend.as_gradient
         self.njev += 1
         if self.batches is not None:
             args = self.batches(k)
             if self.combined:
-                g = self._pair(self.fun(xu, *args))[1]
+                g = self._pair(self._call(self.fun, x, xu, args))[1]
             else:
-                g = self.jac(xu, *args)
-            return (self.value(x) if want_f else None), as_gradient(g, xs)
+                g = self._call(self.jac, x, xu, args)
+            return (self.value(x) if want_f else None), self._gradient(g, xs)
         if self.combined:
             self.nfev += 1
-            f, g = self._pair(self.fun(xu, *self.args))
-            return as_scalar(f), as_gradient(g, xs)
-        g = as_gradient(self.jac(xu, *self.args), xs)
+            f, g = self._pair(self._call(self.fun, x, xu, self.args))
+            return as_scalar(f), self._gradient(g, xs)
+        g = self._gradient(self._call(self.jac, x, xu, self.args), xs)
         return (self.value(x) if want_f else None), g
+
+    def _gradient(self, g, xs):
+        if type(g) is not np.ndarray:
+            e = _gradient_error(g)
+            if e is not None:
+                raise e
+        return self.backend.as_gradient(g, xs)
 
     @staticmethod
     def _pair(out):

@@ -24,7 +24,9 @@ def run(problem: Problem, engine: Engine, x: np.ndarray, *, maxiter: int, gtol: 
     ``every``: record the loss every that many steps (and at the end); ``end``: the
     reason reported when maxiter is reached ('epochs' for a completed mini-batch run);
     ``check_every``: run the stopping tests (gtol, non-finite update) every that many
-    steps, stepping in place in between (on a GPU each test is a host round trip).
+    steps, stepping in place in between (on a GPU each test is a host round trip);
+    then a copy of the last checked finite iterate is kept, to return if the run
+    diverges between two tests.
     """
     gtol_k = x.dtype.type(gtol if gtol > 0 else -1.0)
     backend = engine.backend
@@ -32,31 +34,47 @@ def run(problem: Problem, engine: Engine, x: np.ndarray, *, maxiter: int, gtol: 
     step_checked = backend.checked_stepper(engine, x.size)
     want_f = history or callback is not None
     out = Outcome(problem.shape, history, trajectory, backend)
+    kept, k_kept = (backend.empty_like(x), 0) if check_every > 1 else (None, 0)
+    if kept is not None:
+        backend.copy(x, kept)
+
+    def finish(k, x, f, g, reason, gtol=0.0):
+        if kept is not None and not math.isfinite(backend.max_abs(x)):
+            # diverged between two tests: x itself is lost, return the last checked finite iterate
+            _, g = problem.evaluate(kept, False, k_kept)
+            return out.finish(k_kept, kept, None, g, "diverged_unchecked")
+        return out.finish(k, x, f, g, reason, gtol)
+
     k = 0
     while True:
         f_now = want_f and (k % every == 0 or k == maxiter or callback is not None)
         f, g = problem.evaluate(x, f_now, k)
+        if problem.retained:  # F or dF kept x: leave that buffer to them, never write it again
+            x, problem.retained = backend.copy(x), False
         out.record(k, x, f, g)
         if f_now and not math.isfinite(f):
-            return out.finish(k, x, f, g, "loss")
+            return finish(k, x, f, g, "loss")
         if callback is not None and k > 0:
             res = OptimizeResult(x=np.array(backend.to_host(x), copy=True).reshape(problem.shape),
                                  fun=f, nit=k)
             if callback(res):
-                return out.finish(k, x, f, g, "callback")
+                return finish(k, x, f, g, "callback")
         if k == maxiter:
-            return out.finish(k, x, f, g, end, gtol)
+            return finish(k, x, f, g, end, gtol)
         h = engine.coefficients(g)
-        if check_every > 1 and k % check_every:
+        if kept is not None and k % check_every:
             backend.step(engine, x, g, h)
             engine.t += 1
             k += 1
             continue
         n_big, n_bad = step_checked(x, g, h, gtol_k, spare)
         if n_bad:
-            return out.finish(k, x, f, g, "diverged")
+            return finish(k, x, f, g, "diverged")
         if n_big == 0:
-            return out.finish(k, x, f, g, "converged")
+            return finish(k, x, f, g, "converged")
         engine.t += 1
         k += 1
         x, spare = spare, x
+        if kept is not None:
+            backend.copy(x, kept)
+            k_kept = k
