@@ -118,7 +118,8 @@ def _no_sim(code):
 
 
 @pytest.mark.parametrize("method,opts", [("rmsprop", {"momentum": 0.9, "centered": True}),
-                                         ("adam", {"amsgrad": True}), ("adadelta", {})])
+                                         ("adam", {"amsgrad": True}), ("adadelta", {}),
+                                         ("rmsprop", {"eps": 0.0, "centered": True})])
 def test_float32_ptx_has_no_float64_instruction(method, opts):
     out = _no_sim(rf"""
         import re
@@ -156,3 +157,48 @@ def test_backend_cuda_without_a_gpu_is_a_clear_error():
     if "HAS-GPU" in out.stdout:
         pytest.skip("a real GPU is present")
     assert "ERR:" in out.stdout and "backend='cpu'" in out.stdout, out.stdout + out.stderr[-2000:]
+
+
+def test_concurrent_device_runs_do_not_stop_each_other(monkeypatch):
+    """The stop flags and step stamps belong to each run, not to the process."""
+    import threading
+    import time
+
+    if SIM:  # the simulator cannot run two launches at once: take turns launch by launch
+        from numba.cuda.simulator import kernel
+
+        lock, launch = threading.Lock(), kernel.FakeCUDAKernel.__call__
+
+        def one_at_a_time(self, *args):
+            with lock:
+                return launch(self, *args)
+
+        monkeypatch.setattr(kernel.FakeCUDAKernel, "__call__", one_at_a_time)
+        # a busy host: other threads run between a launch and the read-back of its flags
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        read = FakeCUDAArray.copy_to_host
+
+        def slow_read(self, *args, **kwargs):
+            time.sleep(0.002)
+            return read(self, *args, **kwargs)
+
+        monkeypatch.setattr(FakeCUDAArray, "copy_to_host", slow_read)
+
+    def solve(lr, out, i):
+        out[i] = fastrms.minimize(_F, _dF, np.zeros(4), method="gd",
+                                  options={"lr": lr, "gtol": 1e-6, "backend": "cuda"})
+
+    lrs = [0.05, 0.2, 0.1]
+    alone = [None] * 3
+    for i, lr in enumerate(lrs):
+        solve(lr, alone, i)
+    together = [None] * 3
+    threads = [threading.Thread(target=solve, args=(lr, together, i)) for i, lr in enumerate(lrs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(together, alone, strict=True):
+        assert a.nit == b.nit and a.status == b.status == 0
+        np.testing.assert_array_equal(a.x, b.x)

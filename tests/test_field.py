@@ -1,0 +1,453 @@
+"""Field hardening: the situations real scripts create (raising jitted objectives, fork and
+threads, read-only installs and broken caches, Ctrl-C, long runs, bad input, hard numerics)."""
+
+import copy
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numba import njit
+
+import fastrms
+from fastrms import schedules
+from fastrms.drivers import compiled
+
+ROOT = Path(fastrms.__file__).resolve().parent.parent
+DRIVERS = ["python", "compiled"]
+
+
+def run_python(code: str, timeout: float = 180, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]), **kw.pop("env", {})}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout, env=env, **kw)
+
+
+@njit(cache=True)
+def quad(x, c):
+    return float(np.sum((x - c) ** 2))
+
+
+@njit(cache=True)
+def dquad(x, c):
+    return 2.0 * (x - c)
+
+
+@njit(cache=True)
+def dquad_raising(x, c):
+    if x[0] > 0.5:
+        raise ValueError("boom: x[0] passed 0.5")
+    return 2.0 * (x - c)
+
+
+@njit(cache=True)
+def quad_raising(x, c):
+    if x[0] > 0.5:
+        raise ZeroDivisionError("F gave up")
+    return float(np.sum((x - c) ** 2))
+
+
+# -- exceptions inside jitted F and dF ------------------------------------------------
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_an_exception_in_a_jitted_gradient_reaches_the_user(driver):
+    hook = sys.unraisablehook
+    with pytest.raises(ValueError, match="boom: x\\[0\\] passed 0.5"):
+        fastrms.minimize(quad, dquad_raising, np.zeros(3), args=(np.ones(3),), method="gd",
+                         options={"lr": 0.05, "driver": driver, "maxiter": 1000})
+    assert sys.unraisablehook is hook  # put back as it was
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_an_exception_in_a_jitted_objective_reaches_the_user(driver):
+    with pytest.raises(ZeroDivisionError, match="F gave up"):
+        fastrms.minimize(quad_raising, dquad, np.zeros(3), args=(np.ones(3),), method="gd",
+                         options={"lr": 0.05, "driver": driver, "history": True, "maxiter": 1000})
+    # and the next run is not disturbed by the last one's error
+    res = fastrms.minimize(quad, dquad, np.zeros(3), args=(np.ones(3),), method="gd",
+                           options={"lr": 0.1, "driver": driver, "gtol": 1e-9})
+    assert res.success
+
+
+# -- threads and processes ------------------------------------------------------------
+
+def test_threading_layer_is_tbb():
+    out = run_python("""
+        import numpy as np, numba, fastrms
+        x = np.zeros(100_000)
+        fastrms.RMSProp(x).step(np.ones_like(x))
+        print(numba.threading_layer())
+    """)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "tbb"
+
+
+FORK_SCRIPT = """
+    import multiprocessing as mp, numpy as np, numba, fastrms
+    from fastrms.kernels import cpu
+
+    def work(v):
+        y = np.zeros(100_000)
+        opt = fastrms.RMSProp(y, lr=0.01)
+        for _ in range(3):
+            opt.step(np.full_like(y, v))
+        return float(y.sum())
+
+    if __name__ == "__main__":
+        assert numba.get_num_threads() < 2 or cpu.use_parallel(100_000)
+        print("parent", work(1.0), flush=True)   # the parent has run a parallel kernel
+        with mp.get_context("fork").Pool(2) as pool:
+            print("children", pool.map(work, [1.0, 2.0]), flush=True)
+        print("layer", numba.threading_layer())
+"""
+
+
+@pytest.mark.parametrize("layer", [None, "omp"])
+def test_fork_after_the_parallel_kernels(layer, tmp_path):
+    script = tmp_path / "forks.py"
+    script.write_text(textwrap.dedent(FORK_SCRIPT))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+    if layer:
+        env["NUMBA_THREADING_LAYER"] = layer
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    parent = float(lines["parent"])
+    assert eval(lines["children"])[0] == parent  # the same update in the children
+    assert lines["layer"] == (layer or "tbb")
+
+
+def test_concurrent_runs_from_threads_agree_with_serial_runs():
+    c = np.linspace(-1, 1, 20_000)  # parallel kernels
+
+    def solve(lr):
+        return fastrms.minimize(lambda x: float(np.sum((x - c) ** 2)), lambda x: 2 * (x - c),
+                                np.zeros_like(c), options={"lr": lr, "maxiter": 60, "momentum": 0.9}).x
+
+    lrs = [0.01, 0.02, 0.03, 0.04]
+    serial = [solve(lr) for lr in lrs]
+    results = [None] * 4
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, solve(lrs[i]))) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(results, serial, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_workqueue_layer_serializes_threads_and_says_so():
+    out = run_python("""
+        import threading, warnings, numpy as np, fastrms
+        warnings.simplefilter("always")
+        def run():
+            y = np.zeros(50_000)
+            opt = fastrms.Adam(y)
+            for _ in range(200):
+                opt.step(np.ones_like(y))
+        ts = [threading.Thread(target=run) for _ in range(4)]
+        [t.start() for t in ts]; [t.join() for t in ts]
+        print("ok")
+    """, env={"NUMBA_THREADING_LAYER": "workqueue"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+    assert out.stderr.count("workqueue") == 1
+
+
+# -- caches ----------------------------------------------------------------------------
+
+CACHE_SCRIPT = """
+    import warnings, numpy as np, fastrms
+    from numba import njit
+    warnings.simplefilter("always")
+
+    @njit
+    def f(x, c):
+        return np.sum((x - c) ** 2)
+
+    @njit
+    def df(x, c):
+        return 2.0 * (x - c)
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        res = fastrms.minimize(f, df, np.zeros(4), args=(np.arange(4.0),),
+                               options={"driver": "compiled", "maxiter": 30})
+        x = np.zeros(20_000)
+        fastrms.RMSProp(x).step(np.ones_like(x))
+    print(fastrms.__file__)
+    print(sum("fastrms:" in str(m.message) for m in w))
+    print(res.x.tolist())
+"""
+
+
+def test_read_only_install_compiles_without_a_cache(tmp_path):
+    # No writable cache location, even for root (CI runs as root): every __pycache__ Numba could
+    # use beside the package is a plain file, and the cache directory, HOME and XDG_CACHE_HOME
+    # lie under a plain file, so no directory can be made there.
+    shutil.copytree(ROOT / "fastrms", tmp_path / "site" / "fastrms",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for package in (tmp_path / "site").rglob("__init__.py"):
+        (package.parent / "__pycache__").write_text("not a directory")
+    (tmp_path / "blocked").write_text("a file, not a directory")
+    nowhere = str(tmp_path / "blocked" / "cache")
+    for p in (tmp_path / "site").rglob("*"):
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    env = {"HOME": nowhere, "XDG_CACHE_HOME": nowhere, "NUMBA_CACHE_DIR": nowhere,
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), *sys.path])}
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(CACHE_SCRIPT)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, **env}, cwd=tmp_path)
+    for p in (tmp_path / "site").rglob("*"):
+        p.chmod(0o755)
+    assert out.returncode == 0, out.stderr
+    where, warnings_, _ = out.stdout.splitlines()[-3:]
+    assert where.startswith(str(tmp_path / "site"))  # the read-only copy ran
+    assert int(warnings_) == 1  # one warning, not one per kernel
+
+
+def test_corrupt_cache_files_are_recompiled(tmp_path):
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    first = run_python(CACHE_SCRIPT, env=env)
+    assert first.returncode == 0, first.stderr
+    files = list((tmp_path / "cache").rglob("*.nb[ic]"))
+    assert files
+    for i, f in enumerate(files):  # truncated files and garbage
+        f.write_bytes(f.read_bytes()[:20] if i % 2 else b"garbage")
+    second = run_python(CACHE_SCRIPT, env=env)
+    assert second.returncode == 0, second.stderr
+    assert int(second.stdout.splitlines()[-2]) == 1
+    third = run_python(CACHE_SCRIPT, env=env)  # repaired: silent again
+    assert third.returncode == 0 and int(third.stdout.splitlines()[-2]) == 0
+    assert first.stdout.splitlines()[-1] == second.stdout.splitlines()[-1] == third.stdout.splitlines()[-1]
+
+
+# -- long runs ----------------------------------------------------------------------------
+
+def test_ctrl_c_stops_a_long_compiled_loop():
+    code = textwrap.dedent("""
+        import numpy as np, fastrms
+        from numba import njit
+        @njit
+        def f(x):
+            return np.sum(x * x)
+        @njit
+        def df(x):
+            return 2.0 * x
+        opts = {"driver": "compiled", "gtol": 0.0, "lr": 1e-12}
+        fastrms.minimize(f, df, np.ones(3), method="gd", options={**opts, "maxiter": 10})
+        print("ready", flush=True)
+        fastrms.minimize(f, df, np.ones(3), method="gd", options={**opts, "maxiter": 10**15})
+        print("finished", flush=True)
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)  # 1e15 steps would take years
+    finally:
+        proc.kill()
+    assert "KeyboardInterrupt" in err and "finished" not in out
+
+
+def test_compiled_history_grows_with_the_run_not_with_maxiter():
+    res = fastrms.minimize(quad, dquad, np.zeros(3), args=(np.ones(3),), method="gd",
+                           options={"driver": "compiled", "maxiter": 10**12, "gtol": 1e-9, "lr": 0.1,
+                                    "history": True, "trajectory": True})
+    assert res.success and len(res.history["loss"]) == res.nit + 1 == len(res.trajectory)
+
+
+def test_compiled_runs_in_chunks_equal_one_run(monkeypatch):
+    whole = fastrms.minimize(quad, dquad, np.zeros(3), args=(np.ones(3),), method="rmsprop",
+                             options={"driver": "compiled", "maxiter": 500, "history": True,
+                                      "trajectory": True, "history_every": 7})
+    monkeypatch.setattr(compiled, "MAX_FIRST_CHUNK", 3)
+    monkeypatch.setattr(compiled, "CHUNK_SECONDS", 1e-9)  # chunks of one step after the first
+    chunked = fastrms.minimize(quad, dquad, np.zeros(3), args=(np.ones(3),), method="rmsprop",
+                               options={"driver": "compiled", "maxiter": 500, "history": True,
+                                        "trajectory": True, "history_every": 7})
+    assert chunked.x.tobytes() == whole.x.tobytes() and chunked.nit == whole.nit
+    for k in ("loss", "gnorm", "step"):
+        np.testing.assert_array_equal(chunked.history[k], whole.history[k])
+    np.testing.assert_array_equal(chunked.trajectory, whole.trajectory)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_check_every_returns_the_last_checked_finite_iterate():
+    c = np.ones(4)
+    res = fastrms.minimize(lambda x: float(np.sum((x - c) ** 2)), lambda x: 2 * (x - c), np.zeros(4),
+                           method="gd", options={"lr": 1.5, "maxiter": 100_000, "check_every": 1000,
+                                                 "driver": "python"})
+    assert res.status == 3 and not res.success
+    assert np.all(np.isfinite(res.x)) and res.nit % 1000 == 1  # the output of the check at k = 1000j
+    assert "last checked finite iterate" in res.message
+    np.testing.assert_array_equal(res.jac, 2 * (res.x - c))  # jac belongs to x
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_non_finite_objective_is_never_a_success(driver, value):
+    @njit
+    def f(x, c):
+        return value + 0.0 * x[0]
+
+    res = fastrms.minimize(f, dquad, np.zeros(3), args=(np.ones(3),), method="gd",
+                           options={"lr": 0.1, "gtol": 1e-6, "driver": driver})
+    assert not res.success and res.status == 3 and "objective is not finite" in res.message
+    assert np.all(np.isfinite(res.x))
+
+
+# -- schedules ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_a_gamma_schedule_leaving_its_range_is_a_clear_error(driver):
+    with pytest.raises(ValueError, match=r"gamma schedule gives 1\.0[0-9]* at step t=10; gamma must be in"):
+        fastrms.minimize(quad, dquad, np.zeros(3), args=(np.ones(3),),
+                         options={"gamma": schedules.step(0.96, 1.05, 10), "maxiter": 100, "driver": driver})
+
+
+def test_a_python_lr_callable_going_negative_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"lr schedule gives -1\.0 at step t=3; lr must be >= 0"):
+        fastrms.minimize(quad, dquad, np.zeros(3), args=(np.ones(3),),
+                         options={"lr": lambda t: 2.0 - t, "maxiter": 10})
+    with pytest.raises(TypeError, match="lr schedule must return a real number"):
+        fastrms.RMSProp(np.zeros(2), lr=lambda t: "fast").step(np.ones(2))
+    x = np.zeros(2)
+    fastrms.RMSProp(x, lr=schedules.cosine(0.1, 3)).step(np.ones(2))  # a schedule ending at 0 is fine
+
+
+# -- numerics -----------------------------------------------------------------------------------
+
+def test_centered_rmsprop_never_takes_the_root_of_a_negative_variance():
+    # g constant: s − m² = γᵗ(1 − γᵗ)g² → 0, below float32 rounding after ~150 steps
+    x = np.zeros(1000, np.float32)
+    g = np.linspace(0.1, 3.0, 1000).astype(np.float32)
+    opt = fastrms.RMSProp(x, lr=1e-3, centered=True, eps=0.0, gamma=0.9)
+    for _ in range(200):
+        opt.step(g)
+    s, m = opt.state["s"], opt.state["m"]
+    assert np.any(s - m * m < 0)  # the case is really exercised
+    assert np.all(np.isfinite(x))
+
+
+def test_eps_zero_and_a_zero_gradient_component_stay_finite():
+    for cls, kw in [(fastrms.RMSProp, {}), (fastrms.Adagrad, {}), (fastrms.Adam, {}), (fastrms.Adadelta, {}),
+                    (fastrms.RMSProp, {"eps_in_sqrt": False, "centered": True})]:
+        x = np.array([1.0, 1.0])
+        opt = cls(x, eps=0.0, **kw)
+        opt.step(np.array([0.0, 0.5]))
+        # (Adadelta with ε = 0 never moves: its step is √δ/√s·g with δ₀ = 0)
+        assert np.all(np.isfinite(x)) and x[0] == 1.0 and (x[1] < 1.0 or cls is fastrms.Adadelta), cls
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("dtype,big", [(np.float64, 1e200), (np.float32, 1e25)])
+def test_an_overflowing_running_mean_is_reported_not_frozen(dtype, big):
+    for cls in (fastrms.RMSProp, fastrms.Adam, fastrms.Adadelta):
+        x = np.ones(3, dtype)
+        cls(x).step(np.array([0.1, big, 0.1], dtype))
+        assert np.isnan(x[1]) and np.all(np.isfinite(x[[0, 2]])), cls  # frozen would be x[1] == 1
+    res = fastrms.minimize(lambda x: float(np.sum(x ** 2)), lambda x: np.where(x > 0.5, big, x),
+                           np.ones(3, dtype))
+    assert res.status == 3 and np.all(np.isfinite(res.x))
+
+
+# -- steppers --------------------------------------------------------------------------------
+
+def test_deepcopy_gives_an_independent_working_stepper(rng):
+    x = rng.normal(size=(4, 5))
+    opt = fastrms.Adam(x, lr=0.1, amsgrad=True)
+    opt.step(np.ones_like(x))
+    twin = copy.deepcopy(opt)
+    assert twin.x is not x and twin.t == 1
+    g = rng.normal(size=x.shape)
+    opt.step(g)
+    twin.step(g)
+    np.testing.assert_array_equal(twin.x, x)  # the copy moves its own x, the same way
+    twin.step(g)
+    assert not np.array_equal(twin.x, x) and opt.t == 2 and twin.t == 3
+
+
+def test_pickle_round_trip_continues_bit_for_bit(rng):
+    x = rng.normal(size=10)
+    opt = fastrms.RMSProp(x, lr=0.01, momentum=0.9, centered=True, preset="torch")
+    opt.step(np.ones(10))
+    back = pickle.loads(pickle.dumps(opt))
+    assert back.t == 1 and back.hyperparameters == opt.hyperparameters
+    g = rng.normal(size=10)
+    opt.step(g)
+    back.step(g)
+    assert back.x.tobytes() == x.tobytes()
+
+
+def test_load_state_dict_validates():
+    opt = fastrms.RMSProp(np.zeros(3))
+    good = opt.state_dict()
+    for bad, err, match in [({**good, "t": -1}, ValueError, "t"), ({**good, "t": 1.5}, TypeError, "t"),
+                            ({**good, "t": "3"}, TypeError, "t"),
+                            ({**good, "s": np.ones(3, complex)}, TypeError, "real numbers"),
+                            ({**good, "s": np.array([1.0, np.nan, 0.0])}, ValueError, "NaN or inf"),
+                            ({**good, "s": np.array(["a", "b", "c"])}, TypeError, "real numbers")]:
+        with pytest.raises(err, match=match):
+            opt.load_state_dict(bad)
+    opt.load_state_dict({**good, "t": np.int64(4), "s": [1, 2, 3]})
+    assert opt.t == 4 and opt.state["s"].tolist() == [1.0, 2.0, 3.0]
+
+
+# -- what F and dF see --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("keep", ["array", "view"])
+def test_an_objective_that_keeps_x_never_sees_it_change(keep):
+    seen = []
+
+    def dF(x):
+        seen.append(x if keep == "array" else x[1:])
+        return 2.0 * (x - 3.0)
+
+    res = fastrms.minimize(lambda x: float(np.sum((x - 3.0) ** 2)), dF, np.zeros(3),
+                           options={"maxiter": 20, "trajectory": True, "driver": "python"})
+    kept = np.array([s.copy() for s in seen])
+    expected = res.trajectory if keep == "array" else res.trajectory[:, 1:]
+    np.testing.assert_array_equal(np.array(seen), expected)
+    np.testing.assert_array_equal(kept, expected)
+    with pytest.raises(ValueError, match="read-only"):
+        fastrms.minimize(lambda x: 0.0, lambda x: x.__setitem__(0, 1.0) or x, np.zeros(3))
+
+
+# -- options and returns -----------------------------------------------------------------------
+
+def test_options_and_returns_are_checked():
+    base = dict(args=(np.ones(3),))
+    for opts, err, match in [({"history": "False"}, TypeError, "history must be True or False"),
+                             ({"disp": 1}, TypeError, "disp must be True or False"),
+                             ({"maxiter": 2 ** 70}, ValueError, "maxiter must be <="),
+                             ({"batch_size": 1, "seed": "abc"}, TypeError, "seed must be"),
+                             ({"batch_size": 1, "seed": -3}, ValueError, "seed must be >= 0")]:
+        with pytest.raises(err, match=match):
+            fastrms.minimize(quad, dquad, np.zeros(3), options=opts, **base)
+    with pytest.raises(TypeError, match="dF returned None"):
+        fastrms.minimize(lambda x: 0.0, lambda x: None, np.zeros(3))
+    with pytest.raises(TypeError, match="dF returned the string"):
+        fastrms.minimize(lambda x: 0.0, lambda x: "grad", np.zeros(3))
+    with pytest.raises(TypeError, match="dF returned None"):
+        fastrms.minimize(lambda x: (0.0, None), np.zeros(3), jac=True)
+
+
+def test_compiled_caches_are_bounded(monkeypatch):
+    monkeypatch.setattr(compiled._signatures, "maxsize", 3)
+    for k in range(6):
+        f = njit(lambda x, c: float(np.sum((x - c) ** 2)) + k)
+        df = njit(lambda x, c: 2.0 * (x - c))
+        fastrms.minimize(f, df, np.zeros(2), args=(np.ones(2),), options={"maxiter": 3, "driver": "compiled"})
+        assert len(compiled._signatures) <= 3
+    assert len(compiled._drivers) <= compiled._drivers.maxsize
