@@ -8,7 +8,7 @@ absolute times on a shared machine mean little:
    torch.optim.RMSprop(foreach=True) when torch is installed;
 2. whole solves: AX=I 5x5 (300 steps) and n = 100, 500, against the numpy seed's loop;
 3. overheads: import time, first-call compilation, second-process load;
-4. the serial/parallel crossover that sets kernels.cpu.PARALLEL_MIN_SIZE.
+4. the serial/parallel crossover that sets kernels.cpu.PARALLEL_MIN_BYTES.
 
 Writes results/bench.json and results/bandwidth.png (matplotlib optional).
 """

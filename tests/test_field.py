@@ -165,9 +165,10 @@ def test_workqueue_layer_serializes_threads_and_says_so():
 # -- caches ----------------------------------------------------------------------------
 
 CACHE_SCRIPT = """
-    import warnings, numpy as np, fastrms
+    import sys, warnings, numpy as np, fastrms
     from numba import njit
     warnings.simplefilter("always")
+    driver = sys.argv[1] if len(sys.argv) > 1 else "compiled"
 
     @njit
     def f(x, c):
@@ -180,7 +181,7 @@ CACHE_SCRIPT = """
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         res = fastrms.minimize(f, df, np.zeros(4), args=(np.arange(4.0),),
-                               options={"driver": "compiled", "maxiter": 30})
+                               options={"driver": driver, "maxiter": 30})
         x = np.zeros(20_000)
         fastrms.RMSProp(x).step(np.ones_like(x))
     print(fastrms.__file__)
@@ -213,18 +214,24 @@ def test_read_only_install_compiles_without_a_cache(tmp_path):
     assert int(warnings_) == 1  # one warning, not one per kernel
 
 
+def run_cache_script(env):  # the Python loop: the compiled loop's cache is guarded the same way
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]), **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(CACHE_SCRIPT), "python"],
+                          capture_output=True, text=True, timeout=180, env=env)
+
+
 def test_corrupt_cache_files_are_recompiled(tmp_path):
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
-    first = run_python(CACHE_SCRIPT, env=env)
+    first = run_cache_script(env)
     assert first.returncode == 0, first.stderr
     files = list((tmp_path / "cache").rglob("*.nb[ic]"))
     assert files
     for i, f in enumerate(files):  # truncated files and garbage
         f.write_bytes(f.read_bytes()[:20] if i % 2 else b"garbage")
-    second = run_python(CACHE_SCRIPT, env=env)
+    second = run_cache_script(env)
     assert second.returncode == 0, second.stderr
     assert int(second.stdout.splitlines()[-2]) == 1
-    third = run_python(CACHE_SCRIPT, env=env)  # repaired: silent again
+    third = run_cache_script(env)  # repaired: silent again
     assert third.returncode == 0 and int(third.stdout.splitlines()[-2]) == 0
     assert first.stdout.splitlines()[-1] == second.stdout.splitlines()[-1] == third.stdout.splitlines()[-1]
 

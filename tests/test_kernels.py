@@ -1,11 +1,15 @@
 """Every method and option against the float64 NumPy reference; serial == parallel bit for bit."""
 
+import numba
 import numpy as np
 import pytest
 from reference import reference_run
 
 import fastrms
+from fastrms.engine import Engine
 from fastrms.kernels import cpu
+
+PARALLEL_N = max(cpu.PARALLEL_MIN_BYTES.values()) // 8 + 17  # float64 elements that run in parallel
 
 CASES = [
     ("gd", {}),
@@ -43,7 +47,7 @@ def _run(method, opts, x0, grads, dtype):
 
 
 @pytest.mark.parametrize("method,opts", CASES, ids=[f"{m}-{'-'.join(o) or 'default'}" for m, o in CASES])
-@pytest.mark.parametrize("n", [7, 1000, cpu.PARALLEL_MIN_SIZE + 17])  # the last runs the prange kernels
+@pytest.mark.parametrize("n", [7, 1000, PARALLEL_N])  # the last runs the prange kernels
 def test_matches_reference(method, opts, n, rng):
     x0 = rng.normal(size=n)
     grads = [rng.normal(size=n) * 3 for _ in range(6)]
@@ -59,8 +63,6 @@ def test_matches_reference(method, opts, n, rng):
 def test_serial_and_parallel_are_bitwise_identical(method, opts, dtype, rng):
     n = 4099
     config = fastrms.presets.configure(method, opts)
-    from fastrms.engine import Engine
-
     x0 = rng.normal(size=n).astype(dtype)
     grads = [rng.normal(size=n).astype(dtype) for _ in range(4)]
     finals = []
@@ -81,7 +83,12 @@ def test_serial_and_parallel_are_bitwise_identical(method, opts, dtype, rng):
 
 
 def test_large_arrays_use_the_parallel_kernel_and_agree(rng):
-    n = cpu.PARALLEL_MIN_SIZE + 17
+    n = PARALLEL_N
+    if numba.get_num_threads() < 2:
+        pytest.skip("one thread: no parallel kernels")
+    config = fastrms.presets.configure("rmsprop", {"momentum": 0.9, "centered": True})
+    assert "_par_" in Engine(config, n, np.float64).kernels.step(n, 8).py_func.__name__
+    assert "_ser_" in Engine(config, 1000, np.float64).kernels.step(1000, 8).py_func.__name__
     x0 = rng.normal(size=n)
     grads = [rng.normal(size=n) for _ in range(3)]
     ref = reference_run("rmsprop", x0, grads, momentum=0.9, centered=True)
@@ -90,8 +97,6 @@ def test_large_arrays_use_the_parallel_kernel_and_agree(rng):
 
 
 def test_checked_kernel_counts_nonfinite_and_leaves_x_alone():
-    from fastrms.engine import Engine
-
     e = Engine(fastrms.presets.configure("gd", {"lr": 1.0}), 4, np.float64)
     x = np.array([1.0, 2.0, 3.0, 4.0])
     g = np.array([0.0, np.nan, np.inf, 1e-9])

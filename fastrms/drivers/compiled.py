@@ -348,8 +348,8 @@ def prepare(problem, engine, x, maxiter: int):
         sample = tuple(a[:b.size] if i in b.data else a for i, a in enumerate(b.args))
     sigs = signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample)
     mask = b.mask if b is not None else None
-    drive = _driver(engine, sigs, problem.jac is True, cpu.use_parallel(x.size), mask)
-    return drive, sigs, cpu.use_parallel(x.size)
+    parallel = cpu.use_parallel(x.size, x.itemsize)
+    return _driver(engine, sigs, problem.jac is True, parallel, mask), sigs, parallel
 
 
 # -- exceptions raised inside F and dF ----------------------------------------------

@@ -50,11 +50,11 @@ class CpuBackend:
         return cpu.kernels_for(config.method.rule, config.flags, config.method.nh)
 
     def step(self, engine, x, g, h):
-        engine.kernels.step(x.size)(x, g, engine.S, h)
+        engine.kernels.step(x.size, x.itemsize)(x, g, engine.S, h)
 
     def checked_stepper(self, engine, n):
         """step_checked with the kernel for n elements looked up once (the loop calls it every step)."""
-        kernel, S = engine.kernels.step_checked(n), engine.S
+        kernel, S = engine.kernels.step_checked(n, engine.dtype.itemsize), engine.S
         return lambda x, g, h, gtol, out: kernel(x, g, S, h, gtol, out)
 
 

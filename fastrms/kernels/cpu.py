@@ -34,11 +34,12 @@ from numba.np.unsafe.ndarray import to_fixed_tuple  # noqa: E402
 from . import _threads  # noqa: E402 - chooses the threading layer before any parallel kernel runs
 from ._jit import jit  # noqa: E402
 
-# Below this many elements the serial kernel wins: the parallel one pays a
-# thread-pool wake-up that a small update never earns back.  Measured by the
-# benchmark's serial/parallel table (bench/RESULTS.md): on 2 cores the two
-# meet near 2,000 float64 elements and the parallel one is 2x faster by 16,000.
-PARALLEL_MIN_SIZE = 8_192
+# Below this many bytes of x the serial kernel wins: the parallel one pays a thread-pool
+# wake-up that a small update never earns back.  Measured on 2 cores (the benchmark's
+# serial/parallel table, bench/RESULTS.md): with OpenMP the two meet near 8,000 float64
+# elements; TBB wakes its workers about 10 µs later and meets near 20,000, then wins by more.
+# Bytes, not elements: a float32 element costs half as much, so its crossover is twice as far.
+PARALLEL_MIN_BYTES = {"tbb": 192 * 1024, "omp": 64 * 1024, "workqueue": 192 * 1024}
 
 _JIT_OPTIONS = dict(error_model="numpy", nogil=True)
 
@@ -104,8 +105,8 @@ class CpuKernels:
             k = self._cache[key] = _compile(template, self.rule, self.flags, self.nh, parallel)
         return k
 
-    def _callable(self, template, n: int):
-        parallel = use_parallel(n)
+    def _callable(self, template, n: int, itemsize: int):
+        parallel = use_parallel(n, itemsize)
         key = (template.__name__, parallel, "guarded")
         k = self._cache.get(key)
         if k is None:
@@ -113,13 +114,13 @@ class CpuKernels:
             k = self._cache[key] = _threads.guard(raw) if parallel else raw
         return k
 
-    def step(self, n: int):
-        """In-place kernel ``(x, g, S, h) -> None`` suited to n elements."""
-        return self._callable(_step, n)
+    def step(self, n: int, itemsize: int = 8):
+        """In-place kernel ``(x, g, S, h) -> None`` suited to n elements of itemsize bytes."""
+        return self._callable(_step, n, itemsize)
 
-    def step_checked(self, n: int):
+    def step_checked(self, n: int, itemsize: int = 8):
         """Checked kernel ``(x, g, S, h, gtol, out) -> (n_big, n_bad)``."""
-        return self._callable(_step_checked, n)
+        return self._callable(_step_checked, n, itemsize)
 
     def variant(self, checked: bool, parallel: bool):
         """A specific variant as a Numba dispatcher (the compiled driver and the benchmarks name it;
@@ -149,8 +150,11 @@ def norm2(a):  # pragma: no cover - compiled
     return math.sqrt(s)
 
 
-def use_parallel(n: int) -> bool:
-    return n >= PARALLEL_MIN_SIZE and _threads.parallel_allowed() and numba.get_num_threads() > 1
+def use_parallel(n: int, itemsize: int = 8) -> bool:
+    """Whether n elements of itemsize bytes are updated by the parallel kernel."""
+    if numba.get_num_threads() < 2 or not _threads.parallel_allowed():  # (launches the thread pool)
+        return False
+    return n * itemsize >= PARALLEL_MIN_BYTES.get(_threads.layer(), max(PARALLEL_MIN_BYTES.values()))
 
 
 def parallel_lock():
