@@ -4,9 +4,9 @@
 
 Layout, in the order a call flows:
 ``_minimize.py`` (front: options, results) → ``drivers/`` (the loop) →
-``kernels/`` (CPU and CUDA loops) → ``rules.py`` (the per-element math,
-written once).  ``methods.py`` holds each method's hyperparameters and
-coefficients, ``presets.py`` the other libraries' conventions.
+``kernels/`` (CPU and CUDA loops) → ``methods/`` (one module per method: its
+per-element math, written once, its coefficients and hyperparameters; the
+registry lists them).  ``presets.py`` holds the other libraries' conventions.
 
 Submodules load on first use, so ``import fastrms`` stays cheap and compiles nothing.
 """
@@ -25,32 +25,40 @@ __version__ = "0.1.0"
 # Set here, before any Numba parallel code can start libgomp; a user's value wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
-# public name -> module that defines it (relative to fastrms unless absolute)
+# public name -> module that defines it (relative to fastrms unless absolute); the methods'
+# scipy functions and stepper classes come from the registry (fastrms.methods.REGISTRY)
 _EXPORTS = {
     "minimize": "._minimize",
-    "gd": "._minimize", "momentum": "._minimize", "rmsprop": "._minimize", "adagrad": "._minimize",
-    "adam": "._minimize", "adamw": "._minimize", "adadelta": "._minimize",
-    "Optimizer": ".steppers", "GradientDescent": ".steppers", "Momentum": ".steppers",
-    "RMSProp": ".steppers", "Adagrad": ".steppers", "Adam": ".steppers", "AdamW": ".steppers",
-    "Adadelta": ".steppers",
+    "Optimizer": ".steppers",
     "cuda_available": ".kernels.cuda",
     "OptimizeResult": "scipy.optimize",
 }
-_SUBMODULES = {"methods", "presets", "rules", "schedules", "steppers", "datasets", "experiments",
+_SUBMODULES = {"methods", "presets", "schedules", "steppers", "datasets", "experiments",
                "kernels", "drivers"}
 
-__all__ = sorted(_EXPORTS) + sorted(_SUBMODULES)
+
+def _registered() -> dict:
+    """name -> object for every method's scipy function and stepper class (imports Numba)."""
+    from ._minimize import METHOD_FUNCTIONS
+    from .steppers import STEPPERS
+
+    return {**METHOD_FUNCTIONS, **{cls.__name__: cls for cls in STEPPERS.values()}}
 
 
 def __getattr__(name: str):
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-        globals()[name] = value
-        return value
-    if name in _SUBMODULES:
+    elif name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module 'fastrms' has no attribute {name!r}")
+    elif name == "__all__":
+        value = sorted(_EXPORTS) + sorted(_registered()) + sorted(_SUBMODULES)
+    elif not name.startswith("_") and name in (registered := _registered()):
+        value = registered[name]
+    else:
+        raise AttributeError(f"module 'fastrms' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__():
-    return __all__
+    return __getattr__("__all__")

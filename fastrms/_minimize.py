@@ -261,10 +261,6 @@ def _method_function(name: str):
     return solver
 
 
-gd = _method_function("gd")
-momentum = _method_function("momentum")
-rmsprop = _method_function("rmsprop")
-adagrad = _method_function("adagrad")
-adam = _method_function("adam")
-adamw = _method_function("adamw")
-adadelta = _method_function("adadelta")
+# one scipy-pluggable function per registered method: fastrms.rmsprop, fastrms.adam, ...
+METHOD_FUNCTIONS = {name: _method_function(name) for name in methods.METHODS}
+globals().update(METHOD_FUNCTIONS)

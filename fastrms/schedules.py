@@ -67,10 +67,6 @@ class Schedule:
     def code(self) -> int:
         return _NAMES[self.kind]
 
-    @property
-    def initial(self) -> float:
-        return self.params[0]
-
 
 def _make(kind, value, warmup, a=0.0, b=1.0, c=0.0) -> Schedule:
     value, warmup = float(value), float(warmup)

@@ -11,9 +11,10 @@ and restored exactly (``opt.state_dict()`` / ``opt.load_state_dict(d)``).
 from __future__ import annotations
 
 import copy
+import sys
 from typing import Any, ClassVar
 
-from . import presets
+from . import methods, presets
 from ._arrays import check_param_array
 from .engine import Engine
 from .kernels import CPU
@@ -99,47 +100,14 @@ def _restore(cls, x, preset, hyperparameters, state):
     return opt
 
 
-class GradientDescent(Optimizer):
-    """x ← x − η g."""
-
-    method = "gd"
-
-
-class Momentum(Optimizer):
-    """Heavy ball: b ← μ b + g; x ← x − η b (Nesterov: x ← x − η (g + μ b))."""
-
-    method = "momentum"
+def _stepper_class(method: methods.Method) -> type:
+    doc = sys.modules[method.rule.__module__].__doc__  # the math, from the method's module
+    return type(method.class_name, (Optimizer,), {
+        "method": method.name, "__module__": __name__, "__qualname__": method.class_name,
+        "__doc__": f"{method.doc}\n\n``{method.class_name}(x, *, preset=None, **hyperparameters)``; "
+                   f"hyperparameters: {', '.join(sorted(method.hypers))}.\n\n{doc or ''}"})
 
 
-class RMSProp(Optimizer):
-    r"""RMSProp: s ← γ s + (1 − γ) g²;  x ← x − η g / √(s + ε).
-
-    Options: ``eps_in_sqrt=False`` (√s + ε), ``momentum=μ`` (b ← μ b + g/d; x ← x − η b),
-    ``centered=True`` (s − m² with m ← γ m + (1 − γ) g), and the rest of ``fastrms.methods``.
-    """
-
-    method = "rmsprop"
-
-
-class Adagrad(Optimizer):
-    """s ← s + g²;  x ← x − η g / √(s + ε)."""
-
-    method = "adagrad"
-
-
-class Adam(Optimizer):
-    """m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²;  x ← x − η m̂ / (√v̂ + ε)."""
-
-    method = "adam"
-
-
-class AdamW(Optimizer):
-    """Adam with decoupled weight decay x ← (1 − ηλ) x."""
-
-    method = "adamw"
-
-
-class Adadelta(Optimizer):
-    """s ← ρ s + (1 − ρ) g²;  Δ = √(δ + ε)/√(s + ε)·g;  δ ← ρ δ + (1 − ρ) Δ²;  x ← x − η Δ."""
-
-    method = "adadelta"
+# one stepper class per registered method: RMSProp, Adam, ... (named by Method.class_name)
+STEPPERS = {name: _stepper_class(m) for name, m in methods.METHODS.items()}
+globals().update({cls.__name__: cls for cls in STEPPERS.values()})

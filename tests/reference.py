@@ -2,15 +2,20 @@
 
 import numpy as np
 
+# every method fastrms registers must have a reference here (tests/test_kernels.py checks the keys)
+REFERENCE_METHODS = ("gd", "momentum", "rmsprop", "adagrad", "adam", "adamw", "adadelta", "yogi", "lion")
+
 
 def reference_run(method, x0, grads, **o):
     """Apply len(grads) steps of ``method`` from x0 to the gradient sequence; returns x."""
     x = np.array(x0, dtype=np.float64)
-    lr = o.get("lr", {"adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0}.get(method, 0.01))
+    if method not in REFERENCE_METHODS:
+        raise KeyError(method)
+    lr = o.get("lr", {"adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0, "lion": 1e-4}.get(method, 0.01))
     wd = o.get("weight_decay", 0.01 if method == "adamw" else 0.0)
-    decoupled = o.get("decoupled_weight_decay", method == "adamw")
+    decoupled = o.get("decoupled_weight_decay", method in ("adamw", "lion"))
     gamma = o.get("gamma", 0.9)
-    eps = o.get("eps", 1e-8 if method in ("adam", "adamw") else 1e-6)
+    eps = o.get("eps", {"adam": 1e-8, "adamw": 1e-8, "yogi": 1e-3}.get(method, 1e-6))
     mu = o.get("momentum", 0.9 if method == "momentum" else 0.0)
     s = np.full_like(x, o.get("initial_scale", 0.0))
     m = np.zeros_like(x)
@@ -18,6 +23,9 @@ def reference_run(method, x0, grads, **o):
     v = np.zeros_like(x)
     vmax = np.zeros_like(x)
     delta = np.zeros_like(x)
+    if method == "yogi":  # Optax starts both moments at initial_accumulator_value
+        m = np.full_like(x, o.get("initial_scale", 1e-6))
+        v = m.copy()
     for t, g in enumerate(grads, start=1):
         g = np.asarray(g, dtype=np.float64)
         if o.get("maximize"):
@@ -65,6 +73,17 @@ def reference_run(method, x0, grads, **o):
             vmax = np.maximum(vmax, v)
             vv = vmax if o.get("amsgrad") else v
             x = x - lr * (m / (1 - b1 ** t)) / (np.sqrt(vv / (1 - b2 ** t)) + eps)
+        elif method == "yogi":
+            b1, b2 = o.get("beta1", 0.9), o.get("beta2", 0.999)
+            m = b1 * m + (1 - b1) * g
+            v = v - (1 - b2) * np.sign(v - g * g) * g * g
+            mhat, vhat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+            x = x - lr * mhat / (np.sqrt(vhat + o.get("eps_root", 0.0)) + eps)
+        elif method == "lion":
+            b1, b2 = o.get("beta1", 0.9), o.get("beta2", 0.99)
+            c = b1 * m + (1 - b1) * g
+            m = b2 * m + (1 - b2) * g
+            x = x - lr * np.sign(c)
         elif method == "adadelta":
             s = gamma * s + (1 - gamma) * g * g
             dx = np.sqrt(delta + eps) / np.sqrt(s + eps) * g

@@ -26,9 +26,9 @@ pytestmark = pytest.mark.skipif(not fastrms.cuda_available(), reason="no CUDA de
 
 CASES = [("rmsprop", {}), ("rmsprop", {"momentum": 0.9, "centered": True}),
          ("rmsprop", {"eps_in_sqrt": False, "clip_norm": 0.5, "weight_decay": 0.1}),
-         ("adam", {"amsgrad": True}), ("momentum", {"nesterov": True}), ("adadelta", {})]
-STEPPERS = {"rmsprop": fastrms.RMSProp, "adam": fastrms.Adam, "momentum": fastrms.Momentum,
-            "adadelta": fastrms.Adadelta}
+         ("adam", {"amsgrad": True}), ("momentum", {"nesterov": True}), ("adadelta", {}),
+         ("yogi", {}), ("lion", {"weight_decay": 0.1})]
+STEPPERS = fastrms.steppers.STEPPERS
 
 
 @pytest.mark.parametrize("method,opts", CASES)

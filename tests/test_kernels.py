@@ -3,7 +3,7 @@
 import numba
 import numpy as np
 import pytest
-from reference import reference_run
+from reference import REFERENCE_METHODS, reference_run
 
 import fastrms
 from fastrms.engine import Engine
@@ -32,10 +32,18 @@ CASES = [
     ("adam", {"amsgrad": True, "weight_decay": 0.01}),
     ("adamw", {}),
     ("adadelta", {"lr": 1.0}),
+    ("yogi", {}),
+    ("yogi", {"eps": 1e-6, "eps_root": 1e-8, "beta2": 0.9, "initial_scale": 0.0}),
+    ("lion", {"lr": 0.01}),
+    ("lion", {"weight_decay": 0.1, "beta1": 0.8}),
 ]
-STEPPER = {"gd": fastrms.GradientDescent, "momentum": fastrms.Momentum, "rmsprop": fastrms.RMSProp,
-           "adagrad": fastrms.Adagrad, "adam": fastrms.Adam, "adamw": fastrms.AdamW,
-           "adadelta": fastrms.Adadelta}
+STEPPER = fastrms.steppers.STEPPERS
+
+
+def test_every_registered_method_has_a_reference_and_cases():
+    assert set(REFERENCE_METHODS) == set(fastrms.methods.METHODS)
+    assert {m for m, _ in CASES} == set(fastrms.methods.METHODS)
+    assert set(STEPPER) == set(fastrms.methods.METHODS)
 
 
 def _run(method, opts, x0, grads, dtype):

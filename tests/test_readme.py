@@ -25,3 +25,18 @@ def test_minibatch_example_runs():
     exec(compile(block, "README mini-batch example", "exec"), namespace)  # noqa: S102
     res = namespace["res"]
     assert res.success and 0.24 < res.fun < 0.25 and res.history["epoch"][-1] == 2.0
+
+
+@pytest.mark.skipif(not README.exists(), reason="tests run outside the source tree")
+def test_readme_names_every_registered_method():
+    import fastrms
+
+    text = README.read_text(encoding="utf-8")
+    methods_section = text.split("## Methods", 1)[1].split("\n## ", 1)[0]
+    for name, method in fastrms.methods.METHODS.items():
+        table = [line for line in methods_section.splitlines() if line.startswith("| `")]
+        assert any(f"`{name}`" in line.split("|")[1] for line in table), f"the methods table lacks {name}"
+        assert f"`{method.class_name}`" in methods_section, f"the stepper list lacks {method.class_name}"
+        functions = methods_section.split("scipy method functions:", 1)[1].split("\n", 1)[0]
+        assert re.search(rf"`(fastrms\.)?{name}`", functions), f"the scipy function list lacks {name}"
+        assert getattr(fastrms, name).__name__ == name and getattr(fastrms, method.class_name).method == name

@@ -48,8 +48,7 @@ def test_state_dict_is_a_copy(rng):
     assert d["t"] == 1 and not np.array_equal(d["m"], opt.state["m"])
 
 
-@pytest.mark.parametrize("cls", [fastrms.GradientDescent, fastrms.Momentum, fastrms.RMSProp,
-                                 fastrms.Adagrad, fastrms.Adam, fastrms.AdamW, fastrms.Adadelta])
+@pytest.mark.parametrize("cls", list(fastrms.steppers.STEPPERS.values()))
 def test_every_stepper_descends(cls, rng):
     x = rng.normal(size=10)
     f0 = float(np.sum(x ** 2))

@@ -1,4 +1,4 @@
-"""Backends: where the per-element rules of ``fastrms.rules`` run.
+"""Backends: where the per-element rules of ``fastrms.methods`` run.
 
 ``cpu.py`` compiles them with ``numba.njit`` (serial and parallel), ``cuda.py``
 with ``numba.cuda.jit``.  A backend object allocates the state, builds the

@@ -1,4 +1,4 @@
-"""CPU kernels: the rules of ``fastrms.rules`` looped over flat arrays with Numba.
+"""CPU kernels: the rules of ``fastrms.methods`` looped over flat arrays with Numba.
 
 Each (rule, flags) pair gets its kernels from two loop templates below, each
 compiled twice, serial and ``parallel=True`` (``prange`` is ``range`` in the

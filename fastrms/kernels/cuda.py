@@ -1,4 +1,4 @@
-"""CUDA kernels: the rules of ``fastrms.rules`` as ``@cuda.jit`` grid-stride loops.
+"""CUDA kernels: the rules of ``fastrms.methods`` as ``@cuda.jit`` grid-stride loops.
 
 The templates below are bound to a rule exactly as in ``cpu.py`` (the rule is
 the global ``RULE`` of a renamed copy), so the math is the same Python function

@@ -1,0 +1,69 @@
+r"""Adadelta (Zeiler 2012).
+
+    s ← ρ s + (1 − ρ) g²
+    Δ = √(δ + ε) / √(s + ε) · g
+    δ ← ρ δ + (1 − ρ) Δ²
+    x ← x − η Δ
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba.extending import register_jitable
+
+from .. import _checks as ck
+from .base import (
+    COMMON,
+    KEEP,
+    LR,
+    Hyper,
+    Method,
+    common_coefficients,
+    gamma_check,
+    gradient,
+    lr_check,
+    overflow_check,
+    params,
+    ratio,
+    rule,
+    slots,
+)
+
+SLOTS = ("rho", "w", "eps")
+RHO, W, EPS = slots(SLOTS)
+PARAMS = ("eps",)
+(P_EPS,) = params(PARAMS)
+
+
+# flags: (eps_zero,); state rows: s, delta
+@rule
+def adadelta(x, g, S, i, h, flags):
+    """One element of Adadelta (see the module docstring)."""
+    (eps_zero,) = flags
+    g = gradient(x, g, h)
+    s = h[RHO] * S[0, i] + h[W] * (g * g)
+    S[0, i] = s
+    a, d = math.sqrt(S[1, i] + h[EPS]), math.sqrt(s + h[EPS])
+    delta = overflow_check((ratio(a, d) if eps_zero else a / d) * g, s)
+    S[1, i] = h[RHO] * S[1, i] + h[W] * (delta * delta)
+    return h[KEEP] * x - h[LR] * delta
+
+
+@register_jitable
+def adadelta_coefficients(p, t, lr, gamma, gfactor, out):
+    common_coefficients(p, lr, gfactor, out)
+    out[LR] = lr
+    out[RHO] = gamma
+    out[W] = 1.0 - gamma
+    out[EPS] = p[P_EPS]
+
+
+METHOD = Method(
+    "adadelta", "Adadelta", adadelta, adadelta_coefficients,
+    {**COMMON, "lr": Hyper(1.0, lr_check, COMMON["lr"].doc),
+     "gamma": Hyper(0.9, gamma_check, "decay ρ of both running means"),
+     "eps": Hyper(1e-6, ck.nonneg, "ε")},
+    lambda v: {"eps": v["eps"]}, SLOTS, PARAMS, flags_fn=lambda v: (v["eps"] == 0,),
+    rows_fn=lambda v: [("s", 0.0), ("delta", 0.0)],
+    doc="s ← ρ s + (1 − ρ) g²;  Δ = √(δ + ε)/√(s + ε)·g;  δ ← ρ δ + (1 − ρ) Δ²;  x ← x − η Δ")

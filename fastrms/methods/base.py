@@ -1,0 +1,285 @@
+"""What every method shares: the common coefficient slots, hyperparameters, and Method/Config.
+
+A method is one module in this package: its per-element rule (the math, in the
+seeds' notation), a jittable coefficient function, and a ``METHOD`` entry; the
+registry in ``__init__.py`` lists it once and every stepper class, scipy method
+function, export, backend and driver picks it up from there.
+
+Named slots.  The rule reads its per-step coefficients from a tuple h whose
+first slots are common to all methods (``COMMON_SLOTS``, below) and whose
+others a method names in its ``SLOTS``; ``slots(SLOTS)`` turns the names into
+module-level integer constants, which Numba folds into the kernels (no cost).
+Likewise the method's packed float64 parameter vector p: common entries first
+(``COMMON_PARAMS``), then the method's ``PARAMS``, packed by name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from numba.extending import overload, register_jitable
+
+from .. import _checks as ck
+from ..schedules import as_schedule
+
+# h[0 … 4], common to every rule:
+#   LR      step multiplier η_t (1 when η lives inside the momentum buffer)
+#   GSCALE  g ← GSCALE·g   (−1 to maximize; the clip-by-norm factor)
+#   CLIP    g ← clip(g, −CLIP, CLIP)    (inf: off)
+#   WD      g ← g + WD·x   (coupled L2 weight decay, as in PyTorch)
+#   KEEP    x ← KEEP·x     (decoupled weight decay 1 − η_t·λ, as in AdamW)
+COMMON_SLOTS = ("lr", "gscale", "clip", "wd", "keep")
+LR, GSCALE, CLIP, WD, KEEP = range(len(COMMON_SLOTS))
+# p[0 … 3], common to every method: maximize sign, clip value, weight decay, decoupled flag
+COMMON_PARAMS = ("sign", "clip_value", "weight_decay", "decoupled")
+P_SIGN, P_CLIP, P_WD, P_DECOUPLED = range(len(COMMON_PARAMS))
+
+
+def slots(names: tuple) -> range:
+    """Indices in h of a method's own coefficient slots (after the common ones)."""
+    return range(len(COMMON_SLOTS), len(COMMON_SLOTS) + len(names))
+
+
+def params(names: tuple) -> range:
+    """Indices in p of a method's own packed parameters (after the common ones)."""
+    return range(len(COMMON_PARAMS), len(COMMON_PARAMS) + len(names))
+
+
+# ----------------------------------------------------------------------------
+# helpers of the rules (compiled into every kernel)
+# ----------------------------------------------------------------------------
+
+def rule(fn):
+    """Like ``register_jitable``, but typed with literal flags so that Numba prunes the
+    branches they switch off; otherwise the dead branches block SIMD vectorization."""
+
+    @overload(fn, prefer_literal=True, strict=False)
+    def _typed(*args):
+        return fn
+
+    return fn
+
+
+@register_jitable
+def gradient(x, g, h):
+    """g ← clip(GSCALE·g, ±CLIP) + WD·x  (NaN passes through the clip)."""
+    g = h[GSCALE] * g
+    if g > h[CLIP]:
+        g = h[CLIP]
+    elif g < -h[CLIP]:
+        g = -h[CLIP]
+    return g + h[WD] * x
+
+
+@register_jitable
+def ratio(g, d):
+    """g / d, and 0 where d = 0: with ε = 0, d is 0 only where every g so far was 0 (or its square
+    underflowed), and 0/0 must not become NaN.  (Written as g − g to stay in x's dtype.)  Only
+    rules compiled for ε = 0 use it (flag eps_zero): with ε > 0, d ≥ √ε or ε is never 0."""
+    return g / d if d != 0 else g - g
+
+
+@register_jitable
+def overflow_check(u, s):
+    """u, or NaN where the running mean s is inf.  g/√s would silently freeze that element at 0
+    once g² overflowed s (|g| > ~1e154 in float64, ~1e19 in float32); NaN instead makes the run
+    report divergence (minimize: status 3; steppers: NaN in x)."""
+    return u + (s - s)
+
+
+# ----------------------------------------------------------------------------
+# helpers of the coefficient functions (jittable; powers go through math.pow(x, float(t))
+# so Python and Numba round alike -- Numba expands x ** int into multiplications).
+# A coefficient function is f(p, t, lr, gamma, gfactor, out): p the packed parameters,
+# t the 1-based step, lr and gamma this step's (possibly scheduled) values, gfactor the
+# clip-by-norm factor; it writes h into out (cast to x's dtype).
+# ----------------------------------------------------------------------------
+
+@register_jitable
+def common_coefficients(p, lr, gfactor, out):
+    """GSCALE, CLIP, WD and KEEP (LR is the method's)."""
+    out[GSCALE] = p[P_SIGN] * gfactor
+    out[CLIP] = p[P_CLIP]
+    if p[P_DECOUPLED] != 0.0:
+        out[WD] = 0.0
+        out[KEEP] = 1.0 - lr * p[P_WD]
+    else:
+        out[WD] = p[P_WD]
+        out[KEEP] = 1.0
+
+
+MOMENTUM_SLOTS = ("mu", "a", "c_g", "c_b")  # four consecutive slots; see momentum_terms
+
+
+@register_jitable
+def momentum_terms(mu, nesterov, lr_inside, lr, out, k):
+    """Fill out[k:k+4] = (μ, a, c_g, c_b) and out[LR] for a momentum buffer b ← μ b + a·u,
+    stepping by c_g·u + c_b·b: (0, 1) heavy ball, (a, μ) Nesterov; a is η if η is inside."""
+    a = lr if lr_inside != 0.0 else 1.0
+    out[LR] = 1.0 if lr_inside != 0.0 else lr
+    out[k] = mu
+    out[k + 1] = a
+    out[k + 2] = a if nesterov != 0.0 else 0.0
+    out[k + 3] = mu if nesterov != 0.0 else 1.0
+
+
+# ----------------------------------------------------------------------------
+# hyperparameters
+# ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Hyper:
+    default: Any
+    check: Callable[[str, Any], Any]
+    doc: str
+
+
+def lr_check(name, v):
+    v = as_schedule(name, v)
+    return v if callable(v) else ck.positive(name, v)
+
+
+def gamma_check(name, v):
+    v = as_schedule(name, v)
+    return v if callable(v) else ck.unit_closed(name, v)
+
+
+def clip_check(name, v):
+    return ck.in_range(name, v, lo=0, lo_open=True)
+
+
+COMMON = {
+    "lr": Hyper(0.01, lr_check, "learning rate η: a float, a schedule or a callable of t"),
+    "weight_decay": Hyper(0.0, ck.nonneg, "weight decay λ"),
+    "decoupled_weight_decay": Hyper(False, ck.boolean, "x ← (1 − ηλ)x (AdamW, Keras) instead of g ← g + λx"),
+    "maximize": Hyper(False, ck.boolean, "ascend instead of descend"),
+    "clip_value": Hyper(math.inf, clip_check, "clip each g_i to [−c, c]"),
+    "clip_norm": Hyper(math.inf, clip_check, "rescale g so that ‖g‖₂ ≤ c"),
+}
+
+MOMENTUM = {
+    "momentum": Hyper(0.0, ck.unit_open, "momentum μ"),
+    "nesterov": Hyper(False, ck.boolean, "Nesterov look-ahead momentum"),
+    "lr_in_momentum": Hyper(False, ck.boolean,
+                            "keep η inside the buffer (TensorFlow) rather than outside (PyTorch)"),
+}
+
+ALIASES = {
+    "learning_rate": "lr", "eta": "lr", "step_size": "lr",
+    "rho": "gamma", "alpha": "gamma", "decay": "gamma",
+    "mu": "momentum", "epsilon": "eps",
+    "beta_1": "beta1", "beta_2": "beta2", "b1": "beta1", "b2": "beta2",
+    "initial_accumulator_value": "initial_scale",
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """A rule plus what the host needs to drive it.
+
+    ``slots`` names the rule's own coefficient slots in h and ``params`` the method's
+    own packed parameters in p (each after the common ones); ``pack_fn(values)`` returns
+    the params by name; ``flags_fn`` the compile-time flags of the rule; ``rows_fn`` the
+    state rows as (name, initial value); ``varies_fn`` whether h changes every step.
+    """
+
+    name: str
+    class_name: str
+    rule: Callable
+    coefficients: Callable
+    hypers: dict
+    pack_fn: Callable
+    slots: tuple = ()
+    params: tuple = ()
+    flags_fn: Callable = field(default=lambda c: ())
+    rows_fn: Callable = field(default=lambda c: ())
+    fixed: dict = field(default_factory=dict)
+    varies_fn: Callable = field(default=lambda v: False)
+    doc: str = ""
+
+    @property
+    def nh(self) -> int:
+        """Length of h: the common slots and the method's own."""
+        return len(COMMON_SLOTS) + len(self.slots)
+
+    def configure(self, options: dict, defaults: dict | None = None, aliases: dict | None = None) -> Config:
+        """Validate hyperparameters (under their canonical names or aliases) into a Config."""
+        aliases = {**ALIASES, **(aliases or {})}
+        given: dict[str, tuple[str, Any]] = {}
+        for key, value in options.items():
+            if key == "betas" and "beta1" in self.hypers:
+                try:
+                    b1, b2 = value
+                except (TypeError, ValueError):
+                    raise ValueError(f"betas must be a pair (beta1, beta2), got {value!r}") from None
+                pairs = [("beta1", b1), ("beta2", b2)]
+            else:
+                pairs = [(aliases.get(key, key), value)]
+            for name, v in pairs:
+                if name not in self.hypers:
+                    raise ck.unknown(f"option for method {self.name!r}:", key, list(self.hypers) + list(
+                        k for k, c in aliases.items() if c in self.hypers))
+                if name in given:
+                    raise ValueError(f"{name} given twice, as {given[name][0]!r} and {key!r}; pass one")
+                given[name] = (key, v)
+        values = {}
+        for name, hp in self.hypers.items():
+            key, v = given.get(name, (name, (defaults or {}).get(name, hp.default)))
+            values[name] = hp.check(key, v)
+        values.update(self.fixed)
+        return Config(self, values)
+
+
+@dataclass
+class Config:
+    """A method with validated hyperparameters."""
+
+    method: Method
+    values: dict
+
+    def __getitem__(self, name):
+        return self.values[name]
+
+    # A config is never mutated (presets.configure hands out cached ones), so derived
+    # values are computed once.
+    @cached_property
+    def flags(self) -> tuple:
+        return tuple(bool(f) for f in self.method.flags_fn(self.values))
+
+    @cached_property
+    def rows(self) -> tuple:
+        """(name, initial value) of each state row."""
+        return tuple(self.method.rows_fn(self.values))
+
+    def packed(self) -> np.ndarray:
+        return self._packed.copy()
+
+    @cached_property
+    def _packed(self) -> np.ndarray:
+        v = self.values
+        common = {"sign": -1.0 if v["maximize"] else 1.0, "clip_value": v["clip_value"],
+                  "weight_decay": v["weight_decay"], "decoupled": float(v["decoupled_weight_decay"])}
+        own = self.method.pack_fn(v)
+        if set(own) != set(self.method.params):
+            raise RuntimeError(f"{self.method.name}: pack_fn gives {sorted(own)}, params are "
+                               f"{sorted(self.method.params)}")
+        return np.array([common[k] for k in COMMON_PARAMS] + [float(own[k]) for k in self.method.params],
+                        dtype=np.float64)
+
+    @cached_property
+    def varies(self) -> bool:
+        """Whether h changes from step to step (schedules, bias correction, clip by norm)."""
+        v = self.values
+        return (callable(v["lr"]) or callable(v.get("gamma")) or v["clip_norm"] < math.inf
+                or (v["decoupled_weight_decay"] and v["weight_decay"] > 0 and callable(v["lr"]))
+                or bool(self.method.varies_fn(v)))
+
+
+def check_nesterov(v):
+    if v["nesterov"] and v["momentum"] == 0:
+        raise ValueError("nesterov=True needs momentum > 0")
