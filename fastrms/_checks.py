@@ -31,33 +31,42 @@ def real(name: str, value) -> float:
     return value
 
 
+class Range:
+    """A check ``(name, value) -> float`` for an interval, which also says what the interval is
+    (the drivers test scheduled values against it at every step)."""
+
+    def __init__(self, lo=-math.inf, hi=math.inf, lo_open=False, hi_open=False):
+        self.lo, self.hi, self.lo_open, self.hi_open = float(lo), float(hi), lo_open, hi_open
+
+    def contains(self, v: float) -> bool:
+        return ((v > self.lo) if self.lo_open else (v >= self.lo)) and \
+               ((v < self.hi) if self.hi_open else (v <= self.hi))
+
+    def describe(self) -> str:
+        return f"{'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+    def as_row(self) -> list:
+        """[lo, hi, lo_open, hi_open] as floats, for the compiled loop."""
+        return [self.lo, self.hi, float(self.lo_open), float(self.hi_open)]
+
+    def __call__(self, name: str, value) -> float:
+        v = real(name, value)
+        if not self.contains(v):
+            raise ValueError(f"{name} must be in {self.describe()}, got {v:g}")
+        return v
+
+
 def in_range(name: str, value, lo=None, hi=None, lo_open=False, hi_open=False) -> float:
-    v = real(name, value)
-    bad = (lo is not None and (v <= lo if lo_open else v < lo)) or \
-          (hi is not None and (v >= hi if hi_open else v > hi))
-    if bad:
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
-        lo_s = "-inf" if lo is None else f"{lo:g}"
-        hi_s = "inf" if hi is None else f"{hi:g}"
-        raise ValueError(f"{name} must be in {left}{lo_s}, {hi_s}{right}, got {v:g}")
-    return v
+    interval = Range(-math.inf if lo is None else lo, math.inf if hi is None else hi, lo_open, hi_open)
+    return interval(name, value)
 
 
-def positive(name, value):
-    return in_range(name, value, lo=0, lo_open=True)
-
-
-def nonneg(name, value):
-    return in_range(name, value, lo=0)
-
-
-def unit_closed(name, value):
-    return in_range(name, value, lo=0, hi=1)
-
-
-def unit_open(name, value):
-    return in_range(name, value, lo=0, hi=1, hi_open=True)
+positive = Range(0, lo_open=True)
+nonneg = Range(0)
+unit_closed = Range(0, 1)
+unit_open = Range(0, 1, hi_open=True)
+# what a scheduled η may take at a step: 0 is fine there (a cosine schedule ends at 0), inf is not
+SCHEDULED_LR = Range(0, math.inf, hi_open=True)
 
 
 def boolean(name, value) -> bool:
@@ -91,21 +100,13 @@ def seed(name, value):
     return int(value)
 
 
-# what a scheduled hyperparameter may take at any step (constants are checked when configured)
-SCHEDULE_RANGES = {
-    "lr": (lambda v: 0.0 <= v < math.inf, "must be >= 0 and finite"),
-    "gamma": (lambda v: 0.0 <= v <= 1.0, "must be in [0, 1]"),
-}
-
-
-def scheduled(name: str, value, t: int) -> float:
-    """The value of a schedule at step t, or a ValueError naming the option and the step."""
+def scheduled(name: str, value, t: int, rng: Range) -> float:
+    """The value of a schedule at step t, or an error naming the option and the step."""
     try:
         v = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"the {name} schedule must return a real number, "
                         f"got {value!r} at step t={t}") from None
-    ok, rule = SCHEDULE_RANGES.get(name, (lambda v: math.isfinite(v), "must be finite"))
-    if not ok(v):
-        raise ValueError(f"the {name} schedule gives {v!r} at step t={t}; {name} {rule}")
+    if not rng.contains(v):
+        raise ValueError(f"the {name} schedule gives {v!r} at step t={t}; {name} must be in {rng.describe()}")
     return v

@@ -40,7 +40,9 @@ class Engine:
     def value(self, name: str) -> float:
         """The value of a possibly scheduled hyperparameter at the coming step."""
         v = self.config.values.get(name, 0.0)
-        return ck.scheduled(name, v(self.t), self.t) if callable(v) else v
+        if not callable(v):
+            return v
+        return ck.scheduled(name, v(self.t), self.t, ck.SCHEDULED_LR if name == "lr" else ck.unit_closed)
 
     def coefficients(self, g: np.ndarray | None = None) -> np.ndarray:
         """h for step t + 1 (cast into self.h, in x's dtype)."""
@@ -50,6 +52,8 @@ class Engine:
         if self._clip_norm < math.inf and g is not None:
             norm = self.backend.norms(g)[1]
             gfactor = self._clip_norm / max(norm, self._clip_norm)
+        for i, name, schedule, interval in self.config.scheduled:
+            self.p[i] = ck.scheduled(name, schedule(self.t), self.t, interval)
         self.config.method.coefficients(self.p, self.t + 1, self.value("lr"), self.value("gamma"),
                                         gfactor, self.h)
         self._ready = True

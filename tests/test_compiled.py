@@ -209,3 +209,37 @@ def test_compiled_minibatches_equal_the_python_loop(opts):
         np.testing.assert_array_equal(r_c.history["epoch"], r_p.history["epoch"])
     if "epochs" in opts:
         assert r_c.success and r_c.message == "Completed the requested epochs."
+
+
+@pytest.mark.parametrize("method,opts", [
+    ("adam", {"beta1": schedules.exponential(0.9, 0.5, 50), "weight_decay": schedules.cosine(0.05, 80),
+              "decoupled_weight_decay": True}),
+    ("rmsprop", {"momentum": schedules.step(0.5, 1.3, 40, warmup=5), "nesterov": True}),
+    ("yogi", {"beta2": schedules.inverse_time(0.99, 0.1, 10)}),
+])
+def test_any_packed_hyperparameter_can_follow_a_schedule(method, opts):
+    c = np.linspace(-1, 1, 7)
+    same(*both(quad, dquad, np.zeros(7), args=(c, 0.5), method=method,
+               options={**opts, "maxiter": 120, "history": True}))
+
+
+def test_a_momentum_schedule_is_applied_step_by_step():
+    mu = schedules.exponential(0.9, 0.5, 10)
+    g = [np.array([1.0, -2.0, 0.5]) * (k + 1) for k in range(30)]
+    x = np.zeros(3)
+    opt = fastrms.Momentum(x, lr=0.01, momentum=mu)
+    ref, b = np.zeros(3), np.zeros(3)
+    for t, gt in enumerate(g):
+        opt.step(gt)
+        b = mu(t) * b + gt
+        ref = ref - 0.01 * b
+    np.testing.assert_allclose(x, ref, rtol=1e-13)
+
+
+@pytest.mark.parametrize("driver", ["python", "compiled"])
+def test_a_scheduled_momentum_leaving_its_interval_is_a_clear_error(driver):
+    with pytest.raises(ValueError, match=r"momentum schedule gives 1\.04 at step t=10; "
+                                         r"momentum must be in \[0, 1\)"):
+        fastrms.minimize(quad, dquad, np.zeros(3), args=(np.ones(3), 1.0), method="momentum",
+                         options={"momentum": schedules.step(0.8, 1.3, 10), "maxiter": 100, "gtol": 0,
+                                  "driver": driver})

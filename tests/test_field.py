@@ -324,7 +324,7 @@ def test_a_gamma_schedule_leaving_its_range_is_a_clear_error(driver):
 
 
 def test_a_python_lr_callable_going_negative_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"lr schedule gives -1\.0 at step t=3; lr must be >= 0"):
+    with pytest.raises(ValueError, match=r"lr schedule gives -1\.0 at step t=3; lr must be in \[0, inf\)"):
         fastrms.minimize(quad, dquad, np.zeros(3), args=(np.ones(3),),
                          options={"lr": lambda t: 2.0 - t, "maxiter": 10})
     with pytest.raises(TypeError, match="lr schedule must return a real number"):
@@ -451,10 +451,10 @@ def test_options_and_returns_are_checked():
 
 
 def test_compiled_caches_are_bounded(monkeypatch):
-    monkeypatch.setattr(compiled._signatures, "maxsize", 3)
-    for k in range(6):
+    monkeypatch.setattr(compiled._signatures, "maxsize", 2)
+    for k in range(4):
         f = njit(lambda x, c: float(np.sum((x - c) ** 2)) + k)
         df = njit(lambda x, c: 2.0 * (x - c))
         fastrms.minimize(f, df, np.zeros(2), args=(np.ones(2),), options={"maxiter": 3, "driver": "compiled"})
-        assert len(compiled._signatures) <= 3
+        assert len(compiled._signatures) <= 2
     assert len(compiled._drivers) <= compiled._drivers.maxsize

@@ -37,6 +37,7 @@ from .problem import END_REASONS, Outcome
 CONVERGED, MAXITER, DIVERGED, LOSS = (END_REASONS.index(r)
                                       for r in ("converged", "maxiter", "diverged", "loss"))
 BAD_SHAPE, USER_ERROR, BAD_LR, BAD_GAMMA, PAUSED = range(len(END_REASONS), len(END_REASONS) + 5)
+BAD_SCHEDULE = PAUSED + 1  # + the row of the scheduled hyperparameter that left its interval
 
 @register_jitable
 def _eval_separate(fun, jac, x, args, batch_args, want_f):
@@ -69,12 +70,14 @@ def _take_typed(args, rows, mask):
 
 def _loop(fun, jac, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, gamma_p, clip_norm,
           t0, k0, k_stop, maxiter, gtol, want_f, every, order, batch, per_epoch, losses, gnorms, steps,
-          xs, err):  # pragma: no cover - compiled
+          xs, sched, err):  # pragma: no cover - compiled
     """Same steps and stopping tests as drivers/python_loop.py, without leaving nopython mode.
 
     Runs iterations k0 … k_stop − 1 and returns PAUSED at k_stop, so the host can
     look at signals (Ctrl-C) and grow the history between calls; x is x_k there.
-    err[0] is set by the host's unraisable hook when F or dF raised.
+    err[0] is set by the host's unraisable hook when F or dF raised.  Each row of sched
+    is a scheduled packed hyperparameter: [index in p, schedule kind, lo, hi, lo open,
+    hi open, the schedule's 5 parameters]; its value goes into p every step.
     """
     k = k0
     nfev = 0
@@ -130,6 +133,19 @@ def _loop(fun, jac, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, g
         if not (gamma >= 0.0 and gamma <= 1.0):
             code = BAD_GAMMA
             f = gamma
+            break
+        bad = -1
+        for r in range(sched.shape[0]):
+            v = schedule_value(int(sched[r, 1]), sched[r, 6:], t0 + k)
+            above = v > sched[r, 2] if sched[r, 4] != 0.0 else v >= sched[r, 2]
+            below = v < sched[r, 3] if sched[r, 5] != 0.0 else v <= sched[r, 3]
+            if not (above and below):
+                bad = r
+                f = v
+                break
+            p[int(sched[r, 0])] = v
+        if bad >= 0:
+            code = BAD_SCHEDULE + bad
             break
         COEF(p, t0 + k + 1, lr, gamma, gfactor, h)  # noqa: F821
         n_big, n_bad = STEP(x, gf, S, h, gtol, spare)  # noqa: F821
@@ -191,8 +207,7 @@ def not_applicable(fun, jac, config, callback, backend) -> str | None:
         return "a callback needs the Python loop"
     if backend is not CPU:
         return "the compiled driver runs on the CPU backend"
-    for name in ("lr", "gamma"):
-        v = config.values.get(name, 0.0)
+    for name, v in config.values.items():
         if callable(v) and not isinstance(v, Schedule):
             return f"{name} is a Python callable; use a fastrms.schedules schedule to compile the loop"
     return None
@@ -318,7 +333,7 @@ def _build_driver(engine, sigs, combined: bool, parallel: bool, mask):
         at, types.Array(dt, 2, "C"), f64, flat, types.intp, f64, types.intp, f64, types.float64,
         types.intp, types.intp, types.intp, types.intp, dt, types.boolean, types.intp,
         types.Array(types.int64, 2, "C"), types.intp, types.intp, f64, f64, ints, types.Array(dt, 2, "C"),
-        ints)
+        types.Array(types.float64, 2, "C"), ints)
     method = engine.config.method
     step = engine.kernels.variant(checked=True, parallel=parallel)
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
@@ -422,6 +437,8 @@ def run(problem, engine, x, *, maxiter: int, gtol: float, callback=None, history
     cfg = engine.config
     lr_kind, lr_p = _schedule(cfg.values["lr"])
     gamma_kind, gamma_p = _schedule(cfg.values.get("gamma", 0.0))
+    sched = np.array([[i, s.code, *interval.as_row(), *s.params] for i, _, s, interval in cfg.scheduled],
+                     dtype=np.float64).reshape(-1, 11)
     order = (b.orders(maxiter) if b is not None else np.zeros((1, 1), np.int64)).astype(np.int64)
     gtol_x = x.dtype.type(gtol if gtol > 0 else -1.0)
     batch, per_epoch = (b.size, b.per_epoch) if b is not None else (0, 1)
@@ -440,7 +457,7 @@ def run(problem, engine, x, *, maxiter: int, gtol: float, callback=None, history
             code, k_end, f, x, g, nfev, njev, n_rec = drive(
                 sigs[4], sigs[5], x, spare, shape, problem.args, engine.S, engine.p, engine.h,
                 lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], engine.t, k, k_stop, maxiter,
-                gtol_x, history, every, order, batch, per_epoch, *rec, xs_k, catch.err)
+                gtol_x, history, every, order, batch, per_epoch, *rec, xs_k, sched, catch.err)
             took = time.perf_counter() - began
             problem.nfev += nfev
             problem.njev += njev
@@ -460,8 +477,12 @@ def run(problem, engine, x, *, maxiter: int, gtol: float, callback=None, history
         raise catch.error.with_traceback(catch.error.__traceback__)
     if code == BAD_SHAPE:
         raise ValueError(f"the gradient's shape differs from x's shape {shape}")
-    if code in (BAD_LR, BAD_GAMMA):
-        ck.scheduled("lr" if code == BAD_LR else "gamma", f, engine.t + k)  # raises, with the message
+    if code in (BAD_LR, BAD_GAMMA):  # raises, with the message
+        ck.scheduled("lr", f, engine.t + k, ck.SCHEDULED_LR) if code == BAD_LR else \
+            ck.scheduled("gamma", f, engine.t + k, ck.unit_closed)
+    if code >= BAD_SCHEDULE:
+        _, name, _, interval = cfg.scheduled[code - BAD_SCHEDULE]
+        ck.scheduled(name, f, engine.t + k, interval)
     engine.t += k
     out = Outcome(shape, history, trajectory)
     if history:

@@ -207,6 +207,14 @@ class Method:
         """Length of h: the common slots and the method's own."""
         return len(COMMON_SLOTS) + len(self.slots)
 
+    @cached_property
+    def schedulable(self) -> dict:
+        """name -> index in p of each hyperparameter that may follow a schedule (β1, β2, μ,
+        weight decay, ε ...: every packed parameter with an interval check), besides η and γ."""
+        slots = {"weight_decay": P_WD, **{n: len(COMMON_PARAMS) + j for j, n in enumerate(self.params)}}
+        return {n: i for n, i in slots.items()
+                if n in self.hypers and isinstance(self.hypers[n].check, ck.Range)}
+
     def configure(self, options: dict, defaults: dict | None = None, aliases: dict | None = None) -> Config:
         """Validate hyperparameters (under their canonical names or aliases) into a Config."""
         aliases = {**ALIASES, **(aliases or {})}
@@ -230,7 +238,10 @@ class Method:
         values = {}
         for name, hp in self.hypers.items():
             key, v = given.get(name, (name, (defaults or {}).get(name, hp.default)))
-            values[name] = hp.check(key, v)
+            if name in self.schedulable and (callable(v) or isinstance(v, dict)):
+                values[name] = as_schedule(key, v)  # checked against hp.check's interval at every step
+            else:
+                values[name] = hp.check(key, v)
         values.update(self.fixed)
         return Config(self, values)
 
@@ -248,20 +259,33 @@ class Config:
     # A config is never mutated (presets.configure hands out cached ones), so derived
     # values are computed once.
     @cached_property
+    def scheduled(self) -> tuple:
+        """(index in p, name, schedule, interval) of each scheduled packed hyperparameter; the
+        drivers write its value into p before computing each step's coefficients."""
+        return tuple((i, n, self.values[n], self.method.hypers[n].check)
+                     for n, i in self.method.schedulable.items() if callable(self.values[n]))
+
+    @cached_property
+    def _structure(self) -> dict:
+        """The values that decide the state rows, flags and packing: a scheduled one counts as
+        present (inf), so a scheduled μ has its buffer even where the schedule passes 0."""
+        return {**self.values, **{n: math.inf for _, n, _, _ in self.scheduled}}
+
+    @cached_property
     def flags(self) -> tuple:
-        return tuple(bool(f) for f in self.method.flags_fn(self.values))
+        return tuple(bool(f) for f in self.method.flags_fn(self._structure))
 
     @cached_property
     def rows(self) -> tuple:
         """(name, initial value) of each state row."""
-        return tuple(self.method.rows_fn(self.values))
+        return tuple(self.method.rows_fn(self._structure))
 
     def packed(self) -> np.ndarray:
         return self._packed.copy()
 
     @cached_property
     def _packed(self) -> np.ndarray:
-        v = self.values
+        v = self._structure
         common = {"sign": -1.0 if v["maximize"] else 1.0, "clip_value": v["clip_value"],
                   "weight_decay": v["weight_decay"], "decoupled": float(v["decoupled_weight_decay"])}
         own = self.method.pack_fn(v)
@@ -274,8 +298,9 @@ class Config:
     @cached_property
     def varies(self) -> bool:
         """Whether h changes from step to step (schedules, bias correction, clip by norm)."""
-        v = self.values
+        v = self._structure
         return (callable(v["lr"]) or callable(v.get("gamma")) or v["clip_norm"] < math.inf
+                or bool(self.scheduled)
                 or (v["decoupled_weight_decay"] and v["weight_decay"] > 0 and callable(v["lr"]))
                 or bool(self.method.varies_fn(v)))
 
