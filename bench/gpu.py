@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from bench.report import ratio, table
+
 STREAMS = {"rmsprop": 5, "rmsprop+momentum": 7}
 
 
@@ -120,8 +122,6 @@ def solve_ax(cupy, n=4096, steps=100):
 
 
 def markdown(res) -> str:
-    from bench.run import ratio, table
-
     if not res:
         return ""
     lines = ["### GPU update kernels (device time per step)", ""]

@@ -34,6 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import fastrms  # noqa: E402
+from bench.report import ratio, table  # noqa: E402
 from fastrms import experiments as ex  # noqa: E402
 from fastrms.engine import Engine  # noqa: E402
 from fastrms.presets import configure  # noqa: E402
@@ -263,17 +264,6 @@ def bench_overheads():
 
 
 # -- report ---------------------------------------------------------------------
-
-def table(header: str, align: str, rows) -> list[str]:
-    """A Markdown table: header cells split on '|', align one 'l' or 'r' per column."""
-    sep = "|" + "|".join("---" if a == "l" else "---:" for a in align) + "|"
-    return [f"| {header} |", sep] + [f"| {' | '.join(row)} |" for row in rows]
-
-
-def ratio(r: dict, key: str, base: str, digits: int = 1) -> str:
-    """r[key] / r[base] as 'N.Nx', or '-' when the run has no r[key] (an optional competitor)."""
-    return f"{r[key] / r[base]:.{digits}f}x" if key in r else "-"
-
 
 def markdown(results):
     lines = [f"fastrms benchmark, {results['date']}, {results['cores']} cores, numba {numba.__version__}, "

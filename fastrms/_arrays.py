@@ -7,7 +7,7 @@ import numpy as np
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _kind_error(what: str, dtype) -> TypeError:
+def kind_error(what: str, dtype) -> TypeError:
     return TypeError(f"{what} must hold real numbers (float32 or float64; integers are "
                      f"converted to float64), got dtype {dtype}")
 
@@ -26,7 +26,7 @@ def as_x0(x0, dtype=None) -> np.ndarray:
         if a.dtype.kind == "f":  # float16, longdouble: compute in float64
             a = a.astype(np.float64)
         else:
-            raise _kind_error("x0", a.dtype)
+            raise kind_error("x0", a.dtype)
     if dtype is not None:
         dtype = np.dtype(dtype)
         if dtype not in FLOATS:
@@ -39,33 +39,20 @@ def as_x0(x0, dtype=None) -> np.ndarray:
     return np.array(a, copy=True, order="C")
 
 
-def check_param_array(x):
-    """(backend, x shaped on that backend) for an array a stepper will update in place."""
+def check_param_array(x: np.ndarray) -> np.ndarray:
+    """x itself, checked for a stepper that updates it in place."""
     if not isinstance(x, np.ndarray):
-        from .kernels import on_device
-
-        if on_device(x):
-            from .kernels import cuda
-
-            dev = cuda.as_device(x)
-            if dev.dtype not in FLOATS:
-                raise _kind_error("x", dev.dtype)
-            if not dev.is_c_contiguous():
-                raise ValueError("x must be C-contiguous (the update runs over its flat memory)")
-            return cuda.backend(), dev
         raise TypeError(f"steppers update x in place, so x must be a NumPy (or CUDA) array of "
                         f"float32 or float64, got {type(x).__name__}")
     if x.dtype not in FLOATS:
-        raise _kind_error("x", x.dtype)
+        raise kind_error("x", x.dtype)
     if not x.flags.c_contiguous:
         raise ValueError("x must be C-contiguous (the update runs over its flat memory)")
     if not x.flags.writeable:
         raise ValueError("x is read-only; steppers update x in place")
     if x.size == 0:
         raise ValueError("x is empty: there is nothing to optimize")
-    from .kernels import CPU
-
-    return CPU, x
+    return x
 
 
 def as_gradient(g, x):
@@ -81,6 +68,6 @@ def as_gradient(g, x):
         raise ValueError(f"the gradient has shape {g.shape}, but x has shape {x.shape}")
     if g.dtype != x.dtype:
         if g.dtype.kind not in "fiu":
-            raise _kind_error("the gradient", g.dtype)
+            raise kind_error("the gradient", g.dtype)
         g = g.astype(x.dtype)
     return np.ascontiguousarray(g).reshape(-1)

@@ -14,8 +14,7 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 
 from . import _checks as ck
-from . import methods, presets
-from ._arrays import as_x0
+from . import kernels, methods, presets
 from .drivers import python_loop
 from .drivers.problem import NAN, Batches, Problem, wrap_callback
 from .engine import Engine
@@ -102,8 +101,8 @@ def _split(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
     driver["seed"] = ck.seed("seed", driver["seed"])
     if driver["driver"] not in ("auto", "python", "compiled"):
         raise ck.unknown("driver", str(driver["driver"]), ("auto", "python", "compiled"))
-    if driver["backend"] not in ("auto", "cpu", "cuda"):
-        raise ck.unknown("backend", str(driver["backend"]), ("auto", "cpu", "cuda"))
+    if driver["backend"] not in ("auto", *kernels.BACKENDS):
+        raise ck.unknown("backend", str(driver["backend"]), ("auto", *kernels.BACKENDS))
     return driver, hyper
 
 
@@ -157,22 +156,14 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
 
 def _start(x0, opts):
     """(flat copy of x0 on its backend, shape, backend, the kind of array x0 was)."""
-    from . import kernels
-
-    device = kernels.on_device(x0)
-    choice = opts["backend"]
-    if choice == "auto":
-        choice = "cuda" if device else "cpu"
-    if choice == "cpu":
-        if device:
-            raise ValueError("x0 is on the GPU: use backend='cuda' (or 'auto'), or pass a host array")
-        x = as_x0(x0, opts["dtype"])
-        return x.reshape(-1), x.shape, kernels.CPU, "numpy"
-    backend = kernels.get("cuda")  # a clear error where no GPU can be used
-    from .kernels import cuda
-
-    return (*cuda.device_x0(x0, opts["dtype"], backend), backend,
-            cuda.array_kind(x0) if device else "numpy")
+    where = kernels.owner(x0)
+    choice = where if opts["backend"] == "auto" else opts["backend"]
+    if choice == "cpu" and where != "cpu":
+        raise ValueError(f"x0 lives on the {where} backend: use backend={where!r} (or 'auto'), "
+                         "or pass a host array")
+    backend = kernels.get(choice)  # a clear error where it cannot run here
+    x, shape = backend.x0(x0, opts["dtype"])
+    return x, shape, backend, backend.array_kind(x0)
 
 
 def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
@@ -191,12 +182,7 @@ def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
     f = out.f if out.f is not None else problem.value(out.x)
     if not np.isfinite(f) and out.status != NAN:
         out.reason = "loss_at_end"  # every update was finite, but F is not: never a success
-    if backend.name == "cuda":
-        from .kernels.cuda import to_kind
-
-        x_end, g_end = to_kind(out.x.reshape(shape), kind), to_kind(out.g.reshape(shape), kind)
-    else:
-        x_end, g_end = out.x.reshape(shape), out.g.reshape(shape)
+    x_end, g_end = backend.result(out.x, shape, kind), backend.result(out.g, shape, kind)
     res = OptimizeResult(
         x=x_end, fun=f, jac=g_end, nit=out.nit,
         nfev=problem.nfev, njev=problem.njev, status=out.status,

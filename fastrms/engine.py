@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from . import _checks as ck
-from .kernels import CPU
+from .kernels.cpu import CPU
 from .methods import Config
 
 
@@ -89,9 +89,6 @@ class Engine:
             if not np.all(np.isfinite(a)):
                 raise ValueError(f"state {name!r} contains NaN or inf")
             host[j] = a.reshape(-1)
-        if self.backend is CPU:
-            self.S[...] = host  # keep the live views that opt.state handed out
-        else:
-            self.S.copy_to_device(host)
+        self.backend.load_state(self.S, host)
         self.t = t
         self._ready = False

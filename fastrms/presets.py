@@ -5,7 +5,7 @@
 (where ε sits, initial s, where η sits in the momentum buffer, coupled or
 decoupled weight decay) and the library's default hyperparameters; the user's
 own options still win.  The table in the README lists the differences; each
-entry below was read from the library's source (see ANCHORS.md).
+entry below was read from the library's source code.
 """
 
 from __future__ import annotations

@@ -14,16 +14,8 @@ import copy
 import sys
 from typing import Any, ClassVar
 
-from . import methods, presets
-from ._arrays import check_param_array
+from . import kernels, methods, presets
 from .engine import Engine
-from .kernels import CPU
-
-
-def cuda_kind(x) -> str:
-    from .kernels.cuda import array_kind
-
-    return array_kind(x)
 
 
 class Optimizer:
@@ -33,12 +25,13 @@ class Optimizer:
 
     def __init__(self, x: Any, *, preset: str | None = None, **hyperparameters: Any) -> None:
         self.x = x
-        self._backend, self._shaped = check_param_array(x)  # x itself, or its Numba device view
+        self._backend = kernels.get(kernels.owner(x))
+        self._shaped = self._backend.param_array(x)  # x itself, or its Numba device view
         self._options = (preset, dict(hyperparameters))  # what a copy or an unpickled stepper rebuilds from
         config = presets.configure(self.method, hyperparameters, preset)
         self._engine = Engine(config, self._shaped.size, self._shaped.dtype, self._backend)
         self._flat = self._shaped.reshape(self._shaped.size)
-        self._kind = "numpy" if self._backend is CPU else cuda_kind(x)
+        self._kind = self._backend.array_kind(x)
 
     def step(self, g: Any) -> None:
         """One update of x in place with gradient g (same shape as x; not modified)."""
@@ -82,7 +75,7 @@ class Optimizer:
         return new
 
     def __reduce__(self):
-        if self._backend is not CPU:
+        if not self._backend.host_memory:
             raise TypeError(f"a {type(self).__name__} over a GPU array cannot be pickled; save "
                             "opt.state_dict() and x (copied to the host) instead")
         preset, hyper = self._options

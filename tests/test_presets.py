@@ -15,7 +15,8 @@ def one_step(method="rmsprop", preset=None, **hyper):
     return float(x[0])
 
 
-# theta = 10, f = theta²/2, lr = 0.1 (ANCHORS.md; the Keras value is in its docstring)
+# theta = 10, f = theta²/2, lr = 0.1: one step of each library, computed with the library itself
+# (the Keras value is also in its docstring)
 @pytest.mark.parametrize("preset,hyper,expected", [
     ("keras", {}, 9.683772),
     ("torch", {}, 9.0),

@@ -17,7 +17,6 @@ import math
 import sys
 import threading
 import time
-import types as pytypes
 from collections import OrderedDict
 
 import numba
@@ -27,8 +26,8 @@ from numba.core.registry import CPUDispatcher
 from numba.extending import overload, register_jitable
 
 from .. import _checks as ck
-from ..kernels import CPU, cpu
-from ..kernels._jit import jit
+from ..kernels import cpu
+from ..kernels._jit import bind, flag_tag, jit
 from ..schedules import Schedule, schedule_value
 from .problem import END_REASONS, Outcome
 
@@ -205,7 +204,7 @@ def not_applicable(fun, jac, config, callback, backend) -> str | None:
         return "F and dF must be numba.njit functions"
     if callback is not None:
         return "a callback needs the Python loop"
-    if backend is not CPU:
+    if backend.name != "cpu":
         return "the compiled driver runs on the CPU backend"
     for name, v in config.values.items():
         if callable(v) and not isinstance(v, Schedule):
@@ -337,16 +336,13 @@ def _build_driver(engine, sigs, combined: bool, parallel: bool, mask):
     method = engine.config.method
     step = engine.kernels.variant(checked=True, parallel=parallel)
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
-    flag_tag = "".join("1" if f else "0" for f in engine.config.flags) or "x"
-    batch_tag = "b" + "".join("1" if m else "0" for m in mask) if mask else "full"
-    name = (f"drive_{method.rule.__name__}_{method.coefficients.__name__}_{flag_tag}_"
+    batch_tag = "b" + flag_tag(mask) if mask else "full"
+    name = (f"drive_{method.rule.__name__}_{method.coefficients.__name__}_{flag_tag(engine.config.flags)}_"
             f"{'fg' if combined else 'f_g'}_{'par' if parallel else 'ser'}_{'cast' if cast else 'g'}_"
-            f"{batch_tag}_{cpu._source_tag()}")
-    namespace = dict(_loop.__globals__, STEP=step, COEF=method.coefficients, CAST=cast,
-                     EVAL=_eval_combined if combined else _eval_separate,
-                     BATCHED=mask is not None, DATA=mask if mask is not None else ())
-    fn = pytypes.FunctionType(_loop.__code__, namespace, name)
-    fn.__qualname__ = name
+            f"{batch_tag}")
+    fn = bind(_loop, name, STEP=step, COEF=method.coefficients, CAST=cast,
+              EVAL=_eval_combined if combined else _eval_separate,
+              BATCHED=mask is not None, DATA=mask if mask is not None else ())
     return jit(fn, signature=sig, nogil=True)
 
 

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from ..kernels import CPU
+from ..kernels.cpu import CPU
 
 # scipy's status codes and messages (scipy.optimize._optimize._status_message).
 SUCCESS, MAXITER, NAN, CALLBACK = 0, 1, 3, 99
@@ -125,9 +125,8 @@ class Problem:
 
     def views(self, x):
         """(x as the user's functions see it, x shaped on its backend) for a flat buffer x."""
-        if self.backend is CPU:
-            xs = x.reshape(self.shape)
-            xs.flags.writeable = False
+        if self.backend.host_memory:
+            xs = self.backend.view(x, self.shape, self.kind)  # read-only
             return xs, xs
         v = self._views.get(id(x))
         if v is None or v[0] is not x:  # device buffers are few and long-lived: wrap each once
@@ -136,7 +135,7 @@ class Problem:
 
     def _call(self, fn, x, xu, args):
         """fn(xu, *args), noting whether fn kept xu (or a view of it) beyond the call."""
-        if self.backend is not CPU:
+        if not self.backend.host_memory:
             return fn(xu, *args)
         owner = x if x.base is None else x.base  # every view of x has this as its base
         before_x, before_u = sys.getrefcount(owner), sys.getrefcount(xu)

@@ -1,79 +1,71 @@
 """Backends: where the per-element rules of ``fastrms.methods`` run.
 
-``cpu.py`` compiles them with ``numba.njit`` (serial and parallel), ``cuda.py``
-with ``numba.cuda.jit``.  A backend object allocates the state, builds the
-kernels of a configured method and launches them; the engine and the drivers
-talk to nothing else.  A new backend is one more module whose backend object has
-the methods of ``CpuBackend``.
+A backend is one module in this package whose backend object follows
+``Backend`` below: it takes in the user's arrays, allocates the state, builds
+the kernels of a configured method and launches them.  The engine, the
+drivers, the steppers and the front talk to nothing else, and this module is
+the only place that knows which backends exist (``BACKENDS``).
+
+    cpu.py    numba.njit kernels, serial and parallel (prange)
+    cuda.py   numba.cuda.jit grid-stride kernels (needs numba-cuda)
+
+To add a backend: write ``kernels/NAME.py`` with ``owns(a)`` (cheap: does this
+array live there?) and ``backend()`` returning a ``Backend``, and add NAME to
+``BACKENDS``.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import importlib
+from typing import Any, Protocol
 
-from .._arrays import as_gradient as _as_gradient
-from . import cpu
-from .cpu import max_abs as _max_abs
+from .cpu import CPU
 
-
-class CpuBackend:
-    name = "cpu"
-
-    def state(self, host: np.ndarray):
-        return host
-
-    def empty_like(self, x):
-        return np.empty_like(x)
-
-    def to_host(self, a) -> np.ndarray:
-        return a
-
-    def copy(self, src, dst=None):
-        """dst ← src (a new array when dst is None)."""
-        if dst is None:
-            return src.copy()
-        np.copyto(dst, src)
-        return dst
-
-    def norms(self, g) -> tuple[float, float]:
-        """(max |g_i|, ‖g‖₂)."""
-        return _max_abs(g), cpu.norm2(g)
-
-    max_abs = staticmethod(_max_abs)
-
-    def view(self, x, shape, kind):
-        return x.reshape(shape)
-
-    as_gradient = staticmethod(_as_gradient)
-
-    def kernels(self, config):
-        return cpu.kernels_for(config.method.rule, config.flags, config.method.nh)
-
-    def step(self, engine, x, g, h):
-        engine.kernels.step(x.size, x.itemsize)(x, g, engine.S, h)
-
-    def checked_stepper(self, engine, n):
-        """step_checked with the kernel for n elements looked up once (the loop calls it every step)."""
-        kernel, S = engine.kernels.step_checked(n, engine.dtype.itemsize), engine.S
-        return lambda x, g, h, gtol, out: kernel(x, g, S, h, gtol, out)
+# claim order: an array belongs to the first backend (after the CPU) whose owns() says so
+BACKENDS = ("cpu", "cuda")
 
 
-CPU = CpuBackend()
+class Backend(Protocol):
+    """What the rest of fastrms asks of a backend.  Arrays here are the backend's own (NumPy
+    arrays on the CPU, Numba device arrays on CUDA); ``kind`` names the user's kind of array
+    ('numpy', 'cupy', 'torch', 'numba') so results go back as they came."""
+
+    name: str
+    host_memory: bool  # whether F and dF see host NumPy arrays (copy-on-retain applies)
+
+    # intake and output
+    def x0(self, x0: Any, dtype) -> tuple[Any, tuple]: ...          # a validated flat copy, shape
+    def array_kind(self, a: Any) -> str: ...
+    def param_array(self, x: Any) -> Any: ...                       # x, shaped, checked for in-place steps
+    def as_gradient(self, g: Any, x_shaped: Any) -> Any: ...       # flat, x's dtype, or a clear error
+    def view(self, x: Any, shape: tuple, kind: str) -> Any: ...    # x as F and dF see it
+    def result(self, a: Any, shape: tuple, kind: str) -> Any: ...  # a as minimize returns it
+    # buffers and state
+    def state(self, host) -> Any: ...
+    def load_state(self, S: Any, host) -> None: ...
+    def empty_like(self, x: Any) -> Any: ...
+    def copy(self, src: Any, dst: Any = None) -> Any: ...
+    def to_host(self, a: Any): ...
+    def norms(self, g: Any) -> tuple[float, float]: ...            # (max |g_i|, ‖g‖₂)
+    def max_abs(self, g: Any) -> float: ...
+    # kernels
+    def kernels(self, config) -> Any: ...
+    def step(self, engine, x: Any, g: Any, h) -> None: ...
+    def checked_stepper(self, engine, n: int): ...                  # (x, g, h, gtol, out) -> (n_big, n_bad)
 
 
-def on_device(x) -> bool:
-    """Whether x is a CUDA device array (without importing numba.cuda for host arrays)."""
-    if isinstance(x, np.ndarray):
-        return False
-    if hasattr(x, "__cuda_array_interface__") or type(x).__name__ == "FakeCUDAArray":
-        return True
-    return type(x).__module__.split(".")[0] == "torch" and bool(getattr(x, "is_cuda", False))
-
-
-def get(name: str):
-    """The backend called ``name`` ('cpu' or 'cuda')."""
+def get(name: str) -> Backend:
+    """The backend called ``name`` (a clear error where it cannot run here)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r} (known: {', '.join(BACKENDS)})")
     if name == "cpu":
         return CPU
-    from . import cuda
+    return importlib.import_module(f".{name}", __name__).backend()
 
-    return cuda.backend()
+
+def owner(a) -> str:
+    """The name of the backend an array lives on ('cpu' for anything host-side)."""
+    for name in BACKENDS[1:]:
+        if importlib.import_module(f".{name}", __name__).owns(a):
+            return name
+    return "cpu"

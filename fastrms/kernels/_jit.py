@@ -10,8 +10,12 @@ warning per process, and a corrupt index is emptied so the next save repairs it.
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import types
 import warnings
+from functools import cache
+from pathlib import Path
 
 from numba import njit
 
@@ -92,3 +96,36 @@ def _cached(fn, options):
                               "compiles again. Set NUMBA_CACHE_DIR to a writable directory to cache.")
         dispatcher = njit(cache=False, **options)(fn)
     return dispatcher
+
+
+# -- binding a loop template to a rule ------------------------------------------------
+
+@cache
+def source_tag() -> str:
+    """Hash of the package's source: Numba's cache checks only the file that defines a
+    function, not the rules, coefficients and schedules compiled into it."""
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha1()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def flag_tag(flags) -> str:
+    return "".join("1" if f else "0" for f in flags) or "x"
+
+
+def bind(template, name: str, **bound):
+    """A copy of the function ``template`` whose globals also hold ``bound`` (the rule, its flags,
+    ...), named ``name`` plus the source tag.
+
+    The one way every backend and driver specializes a loop: not a closure, because a closure
+    over a dispatcher carries its random UUID into Numba's cache key and misses the disk cache
+    in every new process; the name keys the cache file, and the source tag in it means an
+    edited rule never loads a stale kernel.
+    """
+    name = f"{name}_{source_tag()}"
+    fn = types.FunctionType(template.__code__, dict(template.__globals__, **bound), name)
+    fn.__qualname__ = name
+    fn.__doc__ = template.__doc__
+    return fn

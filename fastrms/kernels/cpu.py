@@ -6,33 +6,27 @@ serial one), like umap/pynndescent's serial and parallel variants of one
 Python function.  ``kernels_for`` picks the variant by array size at run time.
 
 The rule is bound as the global ``RULE`` of a copy of the template function
-(not a closure: a closure over a dispatcher would carry its random UUID into
-Numba's cache key and miss the cache in every new process).  The copy gets a
-qualified name of its own, which names its on-disk cache file, and that name
-carries a hash of the package's source so an edited rule never loads a stale
-kernel.
+(``_jit.bind``, the one place that does this for every backend and driver).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
-import types
 from functools import cache
-from pathlib import Path
 
 # See fastrms/__init__.py: a short OpenMP spin, unless the user chose one (repeated
 # here for code that imports this module directly).
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 import numba  # noqa: E402
+import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 from numba.np.unsafe.ndarray import to_fixed_tuple  # noqa: E402
 
 from . import _threads  # noqa: E402 - chooses the threading layer before any parallel kernel runs
-from ._jit import jit  # noqa: E402
+from ._jit import bind, flag_tag, jit  # noqa: E402
 
 # Below this many bytes of x the serial kernel wins: the parallel one pays a thread-pool
 # wake-up that a small update never earns back.  Measured on 2 cores (the benchmark's
@@ -70,24 +64,9 @@ def _step_checked(x, g, S, h, gtol, out):  # pragma: no cover - compiled
     return n_big, n_bad
 
 
-@cache
-def _source_tag() -> str:
-    """Hash of the package's source: Numba's cache checks only the file that defines a
-    function, not the rules, coefficients and schedules compiled into it."""
-    package = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha1()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:10]
-
-
 def _compile(template, rule, flags: tuple, nh: int, parallel: bool, cache: bool = True):
-    flag_tag = "".join("1" if f else "0" for f in flags) or "x"
-    name = f"{template.__name__}_{rule.__name__}_{flag_tag}_{'par' if parallel else 'ser'}_{_source_tag()}"
-    namespace = dict(template.__globals__, RULE=rule, FLAGS=flags, NH=nh)
-    fn = types.FunctionType(template.__code__, namespace, name)
-    fn.__qualname__ = name
-    fn.__doc__ = template.__doc__
+    name = f"{template.__name__}_{rule.__name__}_{flag_tag(flags)}_{'par' if parallel else 'ser'}"
+    fn = bind(template, name, RULE=rule, FLAGS=flags, NH=nh)
     return jit(fn, parallel=parallel, cache=cache, **_JIT_OPTIONS)
 
 
@@ -166,3 +145,86 @@ def parallel_lock():
 @cache
 def kernels_for(rule, flags: tuple, nh: int) -> CpuKernels:
     return CpuKernels(rule, flags, nh)
+
+
+class CpuBackend:
+    """The CPU backend (see ``kernels.Backend``): NumPy arrays, njit kernels."""
+
+    name = "cpu"
+    host_memory = True
+
+    def x0(self, x0, dtype):
+        from .._arrays import as_x0
+
+        x = as_x0(x0, dtype)
+        return x.reshape(-1), x.shape
+
+    def array_kind(self, a) -> str:
+        return "numpy"
+
+    def param_array(self, x):
+        from .._arrays import check_param_array
+
+        return check_param_array(x)
+
+    def as_gradient(self, g, x):
+        from .._arrays import as_gradient
+
+        return as_gradient(g, x)
+
+    def view(self, x, shape, kind):
+        """A read-only view: F and dF must not write into the driver's buffer."""
+        v = x.reshape(shape)
+        v.flags.writeable = False
+        return v
+
+    def result(self, a, shape, kind):
+        return a.reshape(shape)
+
+    def state(self, host: np.ndarray):
+        return host
+
+    def load_state(self, S, host) -> None:
+        S[...] = host  # in place: keep the live views that opt.state handed out
+
+    def empty_like(self, x):
+        return np.empty_like(x)
+
+    def copy(self, src, dst=None):
+        """dst ← src (a new array when dst is None)."""
+        if dst is None:
+            return src.copy()
+        np.copyto(dst, src)
+        return dst
+
+    def to_host(self, a) -> np.ndarray:
+        return a
+
+    def norms(self, g) -> tuple[float, float]:
+        """(max |g_i|, ‖g‖₂)."""
+        return max_abs(g), norm2(g)
+
+    def max_abs(self, g) -> float:
+        return max_abs(g)
+
+    def kernels(self, config):
+        return kernels_for(config.method.rule, config.flags, config.method.nh)
+
+    def step(self, engine, x, g, h):
+        engine.kernels.step(x.size, x.itemsize)(x, g, engine.S, h)
+
+    def checked_stepper(self, engine, n):
+        """step_checked with the kernel for n elements looked up once (the loop calls it every step)."""
+        kernel, S = engine.kernels.step_checked(n, engine.dtype.itemsize), engine.S
+        return lambda x, g, h, gtol, out: kernel(x, g, S, h, gtol, out)
+
+
+CPU = CpuBackend()
+
+
+def backend() -> CpuBackend:
+    return CPU
+
+
+def owns(a) -> bool:
+    return isinstance(a, np.ndarray)

@@ -24,7 +24,7 @@ from functools import cache
 
 import numpy as np
 
-from . import _jit, cpu
+from . import _jit
 
 THREADS_PER_BLOCK = 256  # at most 1024 on every CUDA device
 BLOCKS_PER_SM = 32
@@ -124,11 +124,8 @@ def _reduce(g, out):  # pragma: no cover - compiled
 
 def _compile(template, rule, flags: tuple, device_cache: bool = True):
     cuda = _cuda()
-    flag_tag = "".join("1" if f else "0" for f in flags) or "x"
-    name = f"cuda{template.__name__}_{getattr(rule, '__name__', 'reduce')}_{flag_tag}_{cpu._source_tag()}"
-    namespace = dict(template.__globals__, cuda=cuda, RULE=rule, FLAGS=flags)
-    fn = types.FunctionType(template.__code__, namespace, name)
-    fn.__qualname__ = name
+    name = f"cuda{template.__name__}_{getattr(rule, '__name__', 'reduce')}_{_jit.flag_tag(flags)}"
+    fn = _jit.bind(template, name, cuda=cuda, RULE=rule, FLAGS=flags)
     if _simulator():
         return cuda.jit(fn)
     try:
@@ -148,8 +145,7 @@ def ptx(template_name: str, rule, flags: tuple, nh: int, dtype, cc=(9, 0)) -> st
 
     cuda = _cuda()
     template = {"step": _step, "step_checked": _step_checked}[template_name]
-    namespace = dict(template.__globals__, cuda=cuda, RULE=rule, FLAGS=tuple(flags))
-    fn = types.FunctionType(template.__code__, namespace, f"ptx_{template_name}")
+    fn = _jit.bind(template, f"ptx_{template_name}", cuda=cuda, RULE=rule, FLAGS=tuple(flags))
     dt = numba.from_dtype(np.dtype(dtype))
     vec, mat = nt.Array(dt, 1, "C"), nt.Array(dt, 2, "C")
     args = [vec, vec, mat, nt.UniTuple(dt, nh)]
@@ -270,10 +266,20 @@ def device_x0(x0, dtype, backend: CudaBackend):
     return x, tuple(dev.shape)
 
 
+def owns(a) -> bool:
+    """Whether a is a CUDA device array (cheap: numba.cuda is not imported for host arrays)."""
+    if isinstance(a, np.ndarray):
+        return False
+    if hasattr(a, "__cuda_array_interface__") or type(a).__name__ == "FakeCUDAArray":
+        return True
+    return type(a).__module__.split(".")[0] == "torch" and bool(getattr(a, "is_cuda", False))
+
+
 class CudaBackend:
-    """The engine's and drivers' view of the GPU (the CPU's twin is kernels.CpuBackend)."""
+    """The CUDA backend (see ``kernels.Backend``; the CPU's twin is ``cpu.CpuBackend``)."""
 
     name = "cuda"
+    host_memory = False
 
     def __init__(self):
         cuda = _cuda()
@@ -283,9 +289,33 @@ class CudaBackend:
         self.cuda = cuda
         self._local = threading.local()  # reduction buffers: one set per thread, never shared
 
+    # intake and output
+    def x0(self, x0, dtype):
+        return device_x0(x0, dtype, self)
+
+    def array_kind(self, a) -> str:
+        return array_kind(a) or "numpy"
+
+    def param_array(self, x):
+        """x's Numba device view, checked for in-place updates."""
+        from .._arrays import FLOATS, kind_error
+
+        dev = as_device(x)
+        if dev.dtype not in FLOATS:
+            raise kind_error("x", dev.dtype)
+        if not dev.is_c_contiguous():
+            raise ValueError("x must be C-contiguous (the update runs over its flat memory)")
+        return dev
+
+    def result(self, a, shape, kind):
+        return to_kind(a.reshape(shape), kind)
+
     # state and buffers
     def state(self, host: np.ndarray):
         return self.cuda.to_device(host)
+
+    def load_state(self, S, host) -> None:
+        S.copy_to_device(host)
 
     def empty_like(self, x):
         return self.cuda.device_array(x.shape, dtype=x.dtype)
