@@ -72,7 +72,10 @@ def reference_run(method, x0, grads, **o):
             v = b2 * v + (1 - b2) * g * g
             vmax = np.maximum(vmax, v)
             vv = vmax if o.get("amsgrad") else v
-            x = x - lr * (m / (1 - b1 ** t)) / (np.sqrt(vv / (1 - b2 ** t)) + eps)
+            if o.get("epsilon_hat"):  # Keras, TF1: ε is not bias-corrected
+                x = x - lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (np.sqrt(vv) + eps)
+            else:
+                x = x - lr * (m / (1 - b1 ** t)) / (np.sqrt(vv / (1 - b2 ** t)) + eps)
         elif method == "yogi":
             b1, b2 = o.get("beta1", 0.9), o.get("beta2", 0.999)
             m = b1 * m + (1 - b1) * g

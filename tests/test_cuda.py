@@ -49,7 +49,13 @@ def test_device_stepper_matches_cpu(method, opts, dtype, rng):
     saved = dev_opt.state_dict()
     np.testing.assert_allclose(saved[cpu_opt._engine.names[0]],
                                cpu_opt.state_dict()[cpu_opt._engine.names[0]], rtol=tol, atol=tol)
-    dev_opt.load_state_dict(cpu_opt.state_dict())
+    dev_opt.load_state_dict(cpu_opt.state_dict())  # and the next steps agree from that state
+    x_dev.copy_to_device(x_cpu)
+    for g in grads[:2]:
+        cpu_opt.step(g)
+        dev_opt.step(cuda.to_device(g))
+    np.testing.assert_allclose(x_dev.copy_to_host(), x_cpu, rtol=tol, atol=tol)
+    assert dev_opt.t == cpu_opt.t == 5
 
 
 def _F(x):
@@ -105,10 +111,15 @@ def test_device_errors():
         fastrms.RMSProp(cuda.to_device(np.zeros(3, np.int64)))
 
 
-def test_launch_config_limits():
+def test_launch_config():
     if SIM:
         assert fcuda.launch_config(10_000) == fcuda.SIMULATOR_GRID
-    assert fcuda.THREADS_PER_BLOCK <= 1024
+    t = fcuda.THREADS_PER_BLOCK
+    assert fcuda.grid(1, 132) == (1, t)  # an H100 has 132 multiprocessors
+    assert fcuda.grid(1000, 132) == (-(-1000 // t), t)
+    assert fcuda.grid(10**9, 132) == (fcuda.BLOCKS_PER_SM * 132, t)  # grid-stride beyond this
+    blocks, threads = fcuda.grid(10**6, 132)
+    assert blocks * threads >= 10**6 // 4 and threads <= 1024
 
 
 def _no_sim(code):

@@ -156,7 +156,7 @@ def test_scipy_accepts_fastrms_methods():
         stops.append(intermediate_result.nit)
         raise StopIteration
 
-    res = scipy.optimize.minimize(quad, np.zeros(3), jac=True and dquad, method=fastrms.adam, callback=cb)
+    res = scipy.optimize.minimize(quad, np.zeros(3), jac=dquad, method=fastrms.adam, callback=cb)
     assert res.status == 99 and stops == [1]
     res = scipy.optimize.minimize(lambda x: (quad(x), dquad(x)), np.zeros(3), jac=True,
                                   method=fastrms.gd, options={"lr": 0.1})

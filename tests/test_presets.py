@@ -97,3 +97,21 @@ def test_schedules_values():
     assert res.nit == 30
     with pytest.raises(ValueError, match="schedule"):
         fastrms.minimize(lambda x: 0.0, lambda x: x, np.ones(2), options={"lr": {"schedule": "linear"}})
+
+
+@pytest.mark.parametrize("preset", ["keras", "tf1"])
+def test_adam_under_keras_and_tf1_uses_epsilon_hat(preset, rng):
+    from reference import reference_run
+
+    x0 = rng.normal(size=6)
+    grads = [rng.normal(size=6) for _ in range(5)]
+    x = x0.copy()
+    opt = fastrms.Adam(x, preset=preset, learning_rate=0.01)
+    assert opt.hyperparameters["epsilon_hat"]
+    for g in grads:
+        opt.step(g)
+    eps = {"keras": 1e-7, "tf1": 1e-8}[preset]
+    np.testing.assert_allclose(x, reference_run("adam", x0, grads, lr=0.01, eps=eps, epsilon_hat=True),
+                               rtol=1e-13)
+    plain = reference_run("adam", x0, grads, lr=0.01, eps=eps)
+    assert not np.allclose(x, plain, rtol=1e-13, atol=0)  # the test can tell the two forms apart

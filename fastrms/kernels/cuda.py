@@ -167,7 +167,12 @@ def ptx(template_name: str, rule, flags: tuple, nh: int, dtype, cc=(9, 0)) -> st
 def launch_config(n: int) -> tuple[int, int]:
     if _simulator():
         return SIMULATOR_GRID
-    sms = _cuda().get_current_device().MULTIPROCESSOR_COUNT
+    return grid(n, _cuda().get_current_device().MULTIPROCESSOR_COUNT)
+
+
+def grid(n: int, sms: int) -> tuple[int, int]:
+    """(blocks, threads) for n elements on sms multiprocessors: one thread per element up to
+    BLOCKS_PER_SM blocks per multiprocessor, beyond that the grid-stride loop takes over."""
     blocks = min(-(-n // THREADS_PER_BLOCK), BLOCKS_PER_SM * sms)
     return max(blocks, 1), THREADS_PER_BLOCK
 
