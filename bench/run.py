@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE.parent))
 import fastrms  # noqa: E402
 from bench.report import ratio, table  # noqa: E402
 from fastrms import experiments as ex  # noqa: E402
-from fastrms.engine import Engine  # noqa: E402
+from fastrms.method_state import MethodState  # noqa: E402
 from fastrms.presets import configure  # noqa: E402
 
 try:
@@ -124,7 +124,7 @@ def bench_threshold(reps):
     for n in (1_000, 4_000, 16_000, 64_000, 128_000, 256_000, 1_000_000):
         x = np.ones(n)
         g = np.full(n, 0.1)
-        e = Engine(config, n, x.dtype)
+        e = MethodState(config, n, x.dtype)
         h = e.coefficients()
         out = {"n": n}
         for parallel in (False, True):
@@ -135,18 +135,6 @@ def bench_threshold(reps):
 
 
 # -- whole solves ---------------------------------------------------------------
-
-def seed_rmsprop(F, dF, x, steps=100, lr=0.001, decay=.9, eps=1e-8):
-    """The notebook seed's rmsprop, as written there."""
-    loss = []
-    dx_mean_sqr = np.zeros(x.shape, dtype=float)
-    for _ in range(steps):
-        dx = dF(x)
-        dx_mean_sqr = decay * dx_mean_sqr + (1 - decay) * dx ** 2
-        x -= lr * dx / (np.sqrt(dx_mean_sqr) + eps)
-        loss.append(F(x))
-    return x, loss
-
 
 @njit(cache=True)
 def jit_residual(X, A):
@@ -204,7 +192,7 @@ def bench_solves(reps):
             return 2 * A.T @ (A @ X - eye)
 
         opts = {"lr": 1e-3, "gamma": 0.9, "eps": 1e-8, "eps_in_sqrt": False, "maxiter": 300, "gtol": 0}
-        t_seed, _ = best(lambda: seed_rmsprop(F, dF, np.zeros((n, n)), steps=300), reps_n)
+        t_seed, _ = best(lambda: ex.seed_loop(F, dF, np.zeros((n, n)), steps=300), reps_n)
         t_py_hist, _ = best(lambda: fastrms.minimize(F, dF, np.zeros((n, n)),
                                                      options={**opts, "history": True}), reps_n)
         t_py, _ = best(lambda: fastrms.minimize(F, dF, np.zeros((n, n)), options=opts), reps_n)

@@ -1,7 +1,7 @@
 """The public front: ``minimize``, its options, and scipy-pluggable method functions.
 
 A call flows front → driver → kernel: this module validates everything and
-builds a ``Problem`` and an ``Engine``; ``drivers/`` iterate; ``kernels/`` update.
+builds a ``Problem`` and an ``MethodState``; ``drivers/`` iterate; ``kernels/`` update.
 """
 
 from __future__ import annotations
@@ -16,8 +16,11 @@ from scipy.optimize import OptimizeResult
 from . import _checks as ck
 from . import kernels, methods, presets
 from .drivers import python_loop
-from .drivers.problem import NAN, Batches, Problem, wrap_callback
-from .engine import Engine
+from .drivers.batches import Batches
+from .drivers.callback import wrap_callback
+from .drivers.outcome import NAN
+from .drivers.problem import Problem
+from .method_state import MethodState
 
 # Options of the driver (the method's hyperparameters come on top of these).
 DRIVER_OPTIONS = {
@@ -168,15 +171,15 @@ def _start(x0, opts):
 
 def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
     x, shape, backend, kind = _start(x0, opts)
-    engine = Engine(config, x.size, x.dtype, backend)
+    mstate = MethodState(config, x.size, x.dtype, backend)
     batches = None
     if opts["batch_size"] is not None:
         batches = Batches(args, opts["batch_size"], opts["shuffle"], opts["seed"], opts["drop_last"])
     problem = Problem(fun, jac, args, shape, x.dtype, batches, backend, kind)
     maxiter = _maxiter(opts, problem)
     end = "epochs" if opts["epochs"] is not None else "maxiter"
-    driver = _choose_driver(problem, x, engine, opts, callback)
-    out = driver.run(problem, engine, x, maxiter=maxiter, gtol=opts["gtol"], callback=callback,
+    driver = _choose_driver(problem, x, mstate, opts, callback)
+    out = driver.run(problem, mstate, x, maxiter=maxiter, gtol=opts["gtol"], callback=callback,
                      history=opts["history"], trajectory=opts["trajectory"], every=opts["history_every"],
                      end=end, check_every=opts["check_every"])
     f = out.f if out.f is not None else problem.value(out.x)
@@ -211,17 +214,17 @@ def _maxiter(opts: dict, problem: Problem) -> int:
     return n
 
 
-def _choose_driver(problem: Problem, x, engine: Engine, opts: dict, callback):
+def _choose_driver(problem: Problem, x, mstate: MethodState, opts: dict, callback):
     """The compiled loop for jitted F and dF (unless something needs Python), else the Python loop."""
     choice = opts["driver"]
     if choice == "python":
         return python_loop
     from .drivers import compiled
 
-    why = compiled.not_applicable(problem.fun, problem.jac, engine.config, callback, engine.backend)
+    why = compiled.not_applicable(problem.fun, problem.jac, mstate.config, callback, mstate.backend)
     if why is None:
         try:
-            problem.compiled = compiled.prepare(problem, engine, x, _maxiter(opts, problem))
+            problem.compiled = compiled.prepare(problem, mstate, x, _maxiter(opts, problem))
         except TypeError as e:
             why = str(e)
     if why is None:

@@ -84,6 +84,25 @@ def decay_weights(gammas=(0.95, 0.9, 0.8, 0.7), steps: int = 40) -> dict:
     return {g: (1 - g) * g ** t for g in gammas}
 
 
+def seed_loop(F, dF, x, steps, lr=0.001, decay=0.9, eps=1e-8, mu=None):
+    """The notebook seed's own NumPy loops, rmsprop (mu None) and rmsprop_momentum, transcribed:
+    the baseline that the tests check fastrms against step by step and the benchmark times.
+    Updates x in place; returns (x, the loss after each step)."""
+    loss = []
+    s = np.zeros(x.shape)
+    b = np.zeros(x.shape)
+    for _ in range(steps):
+        dx = dF(x)
+        s = decay * s + (1 - decay) * dx ** 2
+        if mu is None:
+            x -= lr * dx / (np.sqrt(s) + eps)
+        else:
+            b = mu * b + lr * dx / (np.sqrt(s) + eps)
+            x -= b
+        loss.append(F(x))
+    return x, loss
+
+
 # -- linear regression on the airfoil data (d2l's train_ch11) ---------------------
 
 def linreg_loss(x, X, y, scale=1.0):

@@ -15,7 +15,7 @@ import sys
 from typing import Any, ClassVar
 
 from . import kernels, methods, presets
-from .engine import Engine
+from .method_state import MethodState
 
 
 class Optimizer:
@@ -29,13 +29,13 @@ class Optimizer:
         self._shaped = self._backend.param_array(x)  # x itself, or its Numba device view
         self._options = (preset, dict(hyperparameters))  # what a copy or an unpickled stepper rebuilds from
         config = presets.configure(self.method, hyperparameters, preset)
-        self._engine = Engine(config, self._shaped.size, self._shaped.dtype, self._backend)
+        self._mstate = MethodState(config, self._shaped.size, self._shaped.dtype, self._backend)
         self._flat = self._shaped.reshape(self._shaped.size)
         self._kind = self._backend.array_kind(x)
 
     def step(self, g: Any) -> None:
         """One update of x in place with gradient g (same shape as x; not modified)."""
-        e = self._engine
+        e = self._mstate
         gf = self._backend.as_gradient(g, self._shaped)
         h = e.coefficients(gf)
         self._backend.step(e, self._flat, gf, h)
@@ -44,26 +44,26 @@ class Optimizer:
     @property
     def t(self) -> int:
         """The number of steps taken."""
-        return self._engine.t
+        return self._mstate.t
 
     @property
     def hyperparameters(self) -> dict:
-        return dict(self._engine.config.values)
+        return dict(self._mstate.config.values)
 
     @property
     def state(self) -> dict:
         """Live views of the state arrays (in x's shape) and the step count t."""
-        e = self._engine
+        e = self._mstate
         shape = tuple(self._shaped.shape)
         return {"t": e.t, **{name: self._backend.view(e.S[j], shape, self._kind)
                              for j, name in enumerate(e.names)}}
 
     def state_dict(self) -> dict:
         """A copy of the state: restore it with ``load_state_dict`` to continue bit for bit."""
-        return self._engine.state_dict()
+        return self._mstate.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self._engine.load_state_dict(state)
+        self._mstate.load_state_dict(state)
 
     # A stepper is x plus its state; a copy gets its own x (deepcopy) and state.
     def __deepcopy__(self, memo):
@@ -82,7 +82,7 @@ class Optimizer:
         return _restore, (type(self), self.x, preset, hyper, self.state_dict())
 
     def __repr__(self) -> str:
-        hp = ", ".join(f"{k}={v!r}" for k, v in self._engine.config.values.items())
+        hp = ", ".join(f"{k}={v!r}" for k, v in self._mstate.config.values.items())
         return (f"{type(self).__name__}(<{self._shaped.dtype} array {tuple(self._shaped.shape)}>, "
                 f"t={self.t}, {hp})")
 

@@ -47,8 +47,8 @@ def test_device_stepper_matches_cpu(method, opts, dtype, rng):
     np.testing.assert_allclose(x_dev.copy_to_host(), x_cpu, rtol=tol, atol=tol)
     assert dev_opt.t == 3 and set(dev_opt.state) == set(cpu_opt.state)
     saved = dev_opt.state_dict()
-    np.testing.assert_allclose(saved[cpu_opt._engine.names[0]],
-                               cpu_opt.state_dict()[cpu_opt._engine.names[0]], rtol=tol, atol=tol)
+    np.testing.assert_allclose(saved[cpu_opt._mstate.names[0]],
+                               cpu_opt.state_dict()[cpu_opt._mstate.names[0]], rtol=tol, atol=tol)
     dev_opt.load_state_dict(cpu_opt.state_dict())  # and the next steps agree from that state
     x_dev.copy_to_device(x_cpu)
     for g in grads[:2]:

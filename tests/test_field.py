@@ -204,7 +204,7 @@ def test_read_only_install_compiles_without_a_cache(tmp_path):
         p.chmod(0o555 if p.is_dir() else 0o444)
     env = {"HOME": nowhere, "XDG_CACHE_HOME": nowhere, "NUMBA_CACHE_DIR": nowhere,
            "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), *sys.path])}
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(CACHE_SCRIPT)], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(CACHE_SCRIPT), "python"], capture_output=True,
                          text=True, timeout=300, env={**os.environ, **env}, cwd=tmp_path)
     for p in (tmp_path / "site").rglob("*"):
         p.chmod(0o755)
@@ -212,6 +212,23 @@ def test_read_only_install_compiles_without_a_cache(tmp_path):
     where, warnings_, _ = out.stdout.splitlines()[-3:]
     assert where.startswith(str(tmp_path / "site"))  # the read-only copy ran
     assert int(warnings_) == 1  # one warning, not one per kernel
+
+
+def test_no_cache_location_still_compiles_an_explicit_signature():
+    """The compiled loop's path (jit with a signature) where Numba has nowhere to cache: a function
+    defined by exec has no source file, so Numba has no cache locator for it."""
+    from numba import types
+
+    from fastrms.kernels import _jit
+
+    namespace = {}
+    exec("def twice(x):\n    return 2.0 * x\n", namespace)  # noqa: S102
+    _jit._warned.discard("locator")
+    with pytest.warns(_jit.CacheWarning, match="no writable location"):
+        f = _jit.jit(namespace["twice"], signature=types.float64(types.float64))
+    assert f(1.5) == 3.0 and len(f.signatures) == 1
+    with pytest.raises(TypeError):
+        f("not a float")  # compiled for its signature and nothing else
 
 
 def run_cache_script(env):  # the Python loop: the compiled loop's cache is guarded the same way

@@ -29,7 +29,7 @@ from .. import _checks as ck
 from ..kernels import cpu
 from ..kernels._jit import bind, flag_tag, jit
 from ..schedules import Schedule, schedule_value
-from .problem import END_REASONS, Outcome
+from .outcome import END_REASONS, Outcome
 
 # How a call of the loop ended: an index into END_REASONS (the drivers' one vocabulary),
 # or one of the codes after it that the host turns into an exception or a resumed call.
@@ -303,15 +303,15 @@ def _signature(fun, jac, xt, at, bt):
     return fsig, jsig, xt, at, _first_class(fun, fsig), _first_class(jac if jac is not True else fun, jsig)
 
 
-def _driver(engine, sigs, combined: bool, parallel: bool, mask):
-    method = engine.config.method
+def _driver(mstate, sigs, combined: bool, parallel: bool, mask):
+    method = mstate.config.method
     fsig, jsig, xt, at = sigs[:4]
-    key = (method.name, engine.config.flags, combined, parallel, engine.dtype, fsig, jsig, xt, at, mask)
+    key = (method.name, mstate.config.flags, combined, parallel, mstate.dtype, fsig, jsig, xt, at, mask)
     with _cache_lock:
         drive = _drivers.get(key)
     if drive is None:
         try:
-            drive = _build_driver(engine, sigs, combined, parallel, mask)
+            drive = _build_driver(mstate, sigs, combined, parallel, mask)
         except numba.core.errors.NumbaError as e:  # never a Numba traceback for the user
             raise TypeError(f"the compiled loop cannot be built for these functions and args: "
                             f"{str(e).splitlines()[0]}") from None
@@ -320,9 +320,9 @@ def _driver(engine, sigs, combined: bool, parallel: bool, mask):
     return drive
 
 
-def _build_driver(engine, sigs, combined: bool, parallel: bool, mask):
+def _build_driver(mstate, sigs, combined: bool, parallel: bool, mask):
     fsig, jsig, xt, at = sigs[:4]
-    dt = numba.from_dtype(engine.dtype)
+    dt = numba.from_dtype(mstate.dtype)
     flat = types.Array(dt, 1, "C")
     f64 = types.Array(types.float64, 1, "C")
     ints = types.Array(types.int64, 1, "C")
@@ -333,11 +333,11 @@ def _build_driver(engine, sigs, combined: bool, parallel: bool, mask):
         types.intp, types.intp, types.intp, types.intp, dt, types.boolean, types.intp,
         types.Array(types.int64, 2, "C"), types.intp, types.intp, f64, f64, ints, types.Array(dt, 2, "C"),
         types.Array(types.float64, 2, "C"), ints)
-    method = engine.config.method
-    step = engine.kernels.variant(checked=True, parallel=parallel)
+    method = mstate.config.method
+    step = mstate.kernels.variant(checked=True, parallel=parallel)
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
     batch_tag = "b" + flag_tag(mask) if mask else "full"
-    name = (f"drive_{method.rule.__name__}_{method.coefficients.__name__}_{flag_tag(engine.config.flags)}_"
+    name = (f"drive_{method.rule.__name__}_{method.coefficients.__name__}_{flag_tag(mstate.config.flags)}_"
             f"{'fg' if combined else 'f_g'}_{'par' if parallel else 'ser'}_{'cast' if cast else 'g'}_"
             f"{batch_tag}")
     fn = bind(_loop, name, STEP=step, COEF=method.coefficients, CAST=cast,
@@ -349,7 +349,7 @@ def _build_driver(engine, sigs, combined: bool, parallel: bool, mask):
 MAX_ORDER_BYTES = 256 * 2 ** 20  # the row orders of all epochs are handed to the loop at once
 
 
-def prepare(problem, engine, x, maxiter: int):
+def prepare(problem, mstate, x, maxiter: int):
     """(driver, signatures) for this problem, or a TypeError saying why not."""
     b = problem.batches
     sample = None
@@ -360,7 +360,7 @@ def prepare(problem, engine, x, maxiter: int):
     sigs = signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample)
     mask = b.mask if b is not None else None
     parallel = cpu.use_parallel(x.size, x.itemsize)
-    return _driver(engine, sigs, problem.jac is True, parallel, mask), sigs, parallel
+    return _driver(mstate, sigs, problem.jac is True, parallel, mask), sigs, parallel
 
 
 # -- exceptions raised inside F and dF ----------------------------------------------
@@ -419,7 +419,7 @@ def _first_chunk(x, args) -> int:
     return max(1, min(MAX_FIRST_CHUNK, FIRST_CHUNK_WORK // max(work, 1)))
 
 
-def run(problem, engine, x, *, maxiter: int, gtol: float, callback=None, history: bool = False,
+def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history: bool = False,
         trajectory: bool = False, every: int = 1, end: str = "maxiter", check_every: int = 1) -> Outcome:
     """The compiled twin of python_loop.run (same arguments, same Outcome).
 
@@ -429,8 +429,8 @@ def run(problem, engine, x, *, maxiter: int, gtol: float, callback=None, history
     may be huge) and Ctrl-C stops the run between chunks.
     """
     shape, b = problem.shape, problem.batches
-    drive, sigs, parallel = problem.compiled or prepare(problem, engine, x, maxiter)
-    cfg = engine.config
+    drive, sigs, parallel = problem.compiled or prepare(problem, mstate, x, maxiter)
+    cfg = mstate.config
     lr_kind, lr_p = _schedule(cfg.values["lr"])
     gamma_kind, gamma_p = _schedule(cfg.values.get("gamma", 0.0))
     sched = np.array([[i, s.code, *interval.as_row(), *s.params] for i, _, s, interval in cfg.scheduled],
@@ -451,8 +451,8 @@ def run(problem, engine, x, *, maxiter: int, gtol: float, callback=None, history
             spare = buffers[1] if buffers[0].ctypes.data == x.ctypes.data else buffers[0]
             began = time.perf_counter()
             code, k_end, f, x, g, nfev, njev, n_rec = drive(
-                sigs[4], sigs[5], x, spare, shape, problem.args, engine.S, engine.p, engine.h,
-                lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], engine.t, k, k_stop, maxiter,
+                sigs[4], sigs[5], x, spare, shape, problem.args, mstate.S, mstate.p, mstate.h,
+                lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], mstate.t, k, k_stop, maxiter,
                 gtol_x, history, every, order, batch, per_epoch, *rec, xs_k, sched, catch.err)
             took = time.perf_counter() - began
             problem.nfev += nfev
@@ -474,12 +474,12 @@ def run(problem, engine, x, *, maxiter: int, gtol: float, callback=None, history
     if code == BAD_SHAPE:
         raise ValueError(f"the gradient's shape differs from x's shape {shape}")
     if code in (BAD_LR, BAD_GAMMA):  # raises, with the message
-        ck.scheduled("lr", f, engine.t + k, ck.SCHEDULED_LR) if code == BAD_LR else \
-            ck.scheduled("gamma", f, engine.t + k, ck.unit_closed)
+        ck.scheduled("lr", f, mstate.t + k, ck.SCHEDULED_LR) if code == BAD_LR else \
+            ck.scheduled("gamma", f, mstate.t + k, ck.unit_closed)
     if code >= BAD_SCHEDULE:
         _, name, _, interval = cfg.scheduled[code - BAD_SCHEDULE]
-        ck.scheduled(name, f, engine.t + k, interval)
-    engine.t += k
+        ck.scheduled(name, f, mstate.t + k, interval)
+    mstate.t += k
     out = Outcome(shape, history, trajectory)
     if history:
         out.losses = list(np.concatenate(losses))

@@ -12,11 +12,12 @@ import math
 import numpy as np
 from scipy.optimize import OptimizeResult
 
-from ..engine import Engine
-from .problem import Outcome, Problem
+from ..method_state import MethodState
+from .outcome import Outcome
+from .problem import Problem
 
 
-def run(problem: Problem, engine: Engine, x: np.ndarray, *, maxiter: int, gtol: float,
+def run(problem: Problem, mstate: MethodState, x: np.ndarray, *, maxiter: int, gtol: float,
         callback=None, history: bool = False, trajectory: bool = False, every: int = 1,
         end: str = "maxiter", check_every: int = 1) -> Outcome:
     """Iterate from the flat array x (owned by the driver) until a stopping test fires.
@@ -29,9 +30,9 @@ def run(problem: Problem, engine: Engine, x: np.ndarray, *, maxiter: int, gtol: 
     diverges between two tests.
     """
     gtol_k = x.dtype.type(gtol if gtol > 0 else -1.0)
-    backend = engine.backend
+    backend = mstate.backend
     spare = backend.empty_like(x)
-    step_checked = backend.checked_stepper(engine, x.size)
+    step_checked = backend.checked_stepper(mstate, x.size)
     want_f = history or callback is not None
     out = Outcome(problem.shape, history, trajectory, backend)
     kept, k_kept = (backend.empty_like(x), 0) if check_every > 1 else (None, 0)
@@ -61,10 +62,10 @@ def run(problem: Problem, engine: Engine, x: np.ndarray, *, maxiter: int, gtol: 
                 return finish(k, x, f, g, "callback")
         if k == maxiter:
             return finish(k, x, f, g, end, gtol)
-        h = engine.coefficients(g)
+        h = mstate.coefficients(g)
         if kept is not None and k % check_every:
-            backend.step(engine, x, g, h)
-            engine.t += 1
+            backend.step(mstate, x, g, h)
+            mstate.t += 1
             k += 1
             continue
         n_big, n_bad = step_checked(x, g, h, gtol_k, spare)
@@ -72,7 +73,7 @@ def run(problem: Problem, engine: Engine, x: np.ndarray, *, maxiter: int, gtol: 
             return finish(k, x, f, g, "diverged")
         if n_big == 0:
             return finish(k, x, f, g, "converged")
-        engine.t += 1
+        mstate.t += 1
         k += 1
         x, spare = spare, x
         if kept is not None:

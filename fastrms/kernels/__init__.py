@@ -2,7 +2,7 @@
 
 A backend is one module in this package whose backend object follows
 ``Backend`` below: it takes in the user's arrays, allocates the state, builds
-the kernels of a configured method and launches them.  The engine, the
+the kernels of a configured method and launches them.  The method state, the
 drivers, the steppers and the front talk to nothing else, and this module is
 the only place that knows which backends exist (``BACKENDS``).
 
@@ -50,8 +50,8 @@ class Backend(Protocol):
     def max_abs(self, g: Any) -> float: ...
     # kernels
     def kernels(self, config) -> Any: ...
-    def step(self, engine, x: Any, g: Any, h) -> None: ...
-    def checked_stepper(self, engine, n: int): ...                  # (x, g, h, gtol, out) -> (n_big, n_bad)
+    def step(self, mstate, x: Any, g: Any, h) -> None: ...
+    def checked_stepper(self, mstate, n: int): ...                  # (x, g, h, gtol, out) -> (n_big, n_bad)
 
 
 def get(name: str) -> Backend:

@@ -210,12 +210,12 @@ class CpuBackend:
     def kernels(self, config):
         return kernels_for(config.method.rule, config.flags, config.method.nh)
 
-    def step(self, engine, x, g, h):
-        engine.kernels.step(x.size, x.itemsize)(x, g, engine.S, h)
+    def step(self, mstate, x, g, h):
+        mstate.kernels.step(x.size, x.itemsize)(x, g, mstate.S, h)
 
-    def checked_stepper(self, engine, n):
+    def checked_stepper(self, mstate, n):
         """step_checked with the kernel for n elements looked up once (the loop calls it every step)."""
-        kernel, S = engine.kernels.step_checked(n, engine.dtype.itemsize), engine.S
+        kernel, S = mstate.kernels.step_checked(n, mstate.dtype.itemsize), mstate.S
         return lambda x, g, h, gtol, out: kernel(x, g, S, h, gtol, out)
 
 

@@ -339,13 +339,13 @@ class CudaBackend:
         return kernels_for(config.method.rule, config.flags)
 
     # launches
-    def step(self, engine, x, g, h):
+    def step(self, mstate, x, g, h):
         blocks, threads = launch_config(x.size)
-        engine.kernels.get(_step)[blocks, threads](x, g, engine.S, tuple(h))
+        mstate.kernels.get(_step)[blocks, threads](x, g, mstate.S, tuple(h))
 
-    def checked_stepper(self, engine, n):
+    def checked_stepper(self, mstate, n):
         """``(x, g, h, gtol, out) -> (any |g_i| > gtol, any out_i non-finite)`` for n elements."""
-        kernel = engine.kernels.get(_step_checked)[launch_config(n)]
+        kernel = mstate.kernels.get(_step_checked)[launch_config(n)]
         # the stop flags and stamps belong to this run: concurrent runs never see each other's
         stop = self.cuda.to_device(np.zeros(2, np.int64))
         stamp = 0
@@ -353,7 +353,7 @@ class CudaBackend:
         def step_checked(x, g, h, gtol, out):
             nonlocal stamp
             stamp += 1
-            kernel(x, g, engine.S, tuple(h), gtol, out, stop, stamp)
+            kernel(x, g, mstate.S, tuple(h), gtol, out, stop, stamp)
             flags = stop.copy_to_host()  # the one host round trip a checked step needs
             return int(flags[0] == stamp), int(flags[1] == stamp)
 

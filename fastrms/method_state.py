@@ -1,4 +1,4 @@
-"""The engine: a configured method's state and per-step coefficients over n elements.
+"""MethodState: a configured method's state and per-step coefficients over n elements.
 
 Shared by the stepper objects (which update the user's array in place) and the
 minimize drivers (which step flat buffers); holds no parameter array itself.
@@ -15,7 +15,7 @@ from .kernels.cpu import CPU
 from .methods import Config
 
 
-class Engine:
+class MethodState:
     """State rows S (k × n), step counter t and the coefficient vector h of one method."""
 
     def __init__(self, config: Config, n: int, dtype, backend=CPU):
