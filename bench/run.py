@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE.parent))
 import fastrms  # noqa: E402
 from bench.report import ratio, table  # noqa: E402
 from fastrms import experiments as ex  # noqa: E402
+from fastrms.kernels import cpu  # noqa: E402
 from fastrms.method_state import MethodState  # noqa: E402
 from fastrms.presets import configure  # noqa: E402
 
@@ -119,18 +120,20 @@ def bench_kernels(sizes, reps):
 
 
 def bench_threshold(reps):
+    """Serial vs parallel kernel around the threshold, and which one fastrms picks (this layer)."""
     rows = []
     config = configure("rmsprop", {})
-    for n in (1_000, 4_000, 16_000, 64_000, 128_000, 256_000, 1_000_000):
-        x = np.ones(n)
-        g = np.full(n, 0.1)
-        e = MethodState(config, n, x.dtype)
-        h = e.coefficients()
-        out = {"n": n}
-        for parallel in (False, True):
-            k = e.kernels.variant(checked=False, parallel=parallel)
-            out["parallel_s" if parallel else "serial_s"], _ = best(lambda: k(x, g, e.S, h), reps * 4)
-        rows.append(out)
+    for dtype in (np.float64, np.float32):
+        for n in (1_000, 4_000, 8_192, 16_000, 24_576, 32_000, 49_152, 64_000, 256_000, 1_000_000):
+            x = np.ones(n, dtype)
+            g = np.full(n, 0.1, dtype)
+            e = MethodState(config, n, x.dtype)
+            h = e.coefficients()
+            out = {"dtype": np.dtype(dtype).name, "n": n, "picks_parallel": cpu.use_parallel(n, x.itemsize)}
+            for parallel in (False, True):
+                k = e.kernels.variant(checked=False, parallel=parallel)
+                out["parallel_s" if parallel else "serial_s"], _ = best(lambda: k(x, g, e.S, h), reps * 4)
+            rows.append(out)
     return rows
 
 
@@ -253,6 +256,16 @@ def bench_overheads():
 
 # -- report ---------------------------------------------------------------------
 
+def threshold_table(results) -> list[str]:
+    lines = [f"### Serial vs parallel kernel (µs per step, rmsprop; threading layer "
+             f"{results.get('layer', '?')})", ""]
+    return lines + table("dtype | n | serial | parallel | parallel ÷ serial | fastrms picks", "lrrrrl",
+                         ([r.get("dtype", "float64"), f"{r['n']:,}", f"{r['serial_s'] * 1e6:.1f}",
+                           f"{r['parallel_s'] * 1e6:.1f}", f"{r['parallel_s'] / r['serial_s']:.2f}",
+                           ("parallel" if r["picks_parallel"] else "serial") if "picks_parallel" in r else "-"]
+                          for r in results["threshold"]))
+
+
 def markdown(results):
     lines = [f"fastrms benchmark, {results['date']}, {results['cores']} cores, numba {numba.__version__}, "
              f"{results['threads']} threads" + (f", torch {torch.__version__}" if torch else ", no torch"), ""]
@@ -275,10 +288,7 @@ def markdown(results):
                    "second process, Python loop | second process, compiled", "rrrrr",
                    [[f"{o[k]:.3f}" for k in ("import_s", "python_loop_first_process_s", "compiled_first_process_s",
                                             "python_loop_second_process_s", "compiled_second_process_s")]])
-    lines += ["", "### Serial vs parallel kernel (µs per step, float64 rmsprop)", ""]
-    lines += table("n | serial | parallel", "rrr",
-                   ([f"{r['n']:,}", f"{r['serial_s'] * 1e6:.1f}", f"{r['parallel_s'] * 1e6:.1f}"]
-                    for r in results["threshold"]))
+    lines += ["", *threshold_table(results)]
     return "\n".join(lines)
 
 
@@ -323,6 +333,7 @@ def main(argv=None):
     results["kernels"] = bench_kernels(sizes, reps)
     print("serial/parallel threshold ...")
     results["threshold"] = bench_threshold(reps)
+    results["layer"] = numba.threading_layer()
     print("whole solves ...")
     results["solves"] = bench_solves(reps)
     print("overheads ...")

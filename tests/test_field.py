@@ -91,7 +91,7 @@ def test_threading_layer_is_tbb():
 
 
 FORK_SCRIPT = """
-    import multiprocessing as mp, numpy as np, numba, fastrms
+    import sys, multiprocessing as mp, numpy as np, numba, fastrms
     from fastrms.kernels import cpu
 
     def work(v):
@@ -104,20 +104,21 @@ FORK_SCRIPT = """
     if __name__ == "__main__":
         assert numba.get_num_threads() < 2 or cpu.use_parallel(100_000)
         print("parent", work(1.0), flush=True)   # the parent has run a parallel kernel
-        with mp.get_context("fork").Pool(2) as pool:
+        with mp.get_context(sys.argv[1]).Pool(2) as pool:
             print("children", pool.map(work, [1.0, 2.0]), flush=True)
         print("layer", numba.threading_layer())
 """
 
 
-@pytest.mark.parametrize("layer", [None, "omp"])
-def test_fork_after_the_parallel_kernels(layer, tmp_path):
+@pytest.mark.parametrize("layer,start", [(None, "fork"), ("omp", "fork"), (None, "spawn")])
+def test_workers_after_the_parallel_kernels(layer, start, tmp_path):
     script = tmp_path / "forks.py"
     script.write_text(textwrap.dedent(FORK_SCRIPT))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
     if layer:
         env["NUMBA_THREADING_LAYER"] = layer
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180, env=env)
+    out = subprocess.run([sys.executable, str(script), start], capture_output=True, text=True, timeout=180,
+                         env=env)
     assert out.returncode == 0, out.stderr
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
     parent = float(lines["parent"])
@@ -465,6 +466,32 @@ def test_options_and_returns_are_checked():
         fastrms.minimize(lambda x: 0.0, lambda x: "grad", np.zeros(3))
     with pytest.raises(TypeError, match="dF returned None"):
         fastrms.minimize(lambda x: (0.0, None), np.zeros(3), jac=True)
+
+
+def test_new_hyperparameters_and_schedules_are_checked():
+    x = np.zeros(3)
+    for cls, kw, err, match in [
+            (fastrms.Yogi, {"beta1": 1.0}, ValueError, r"beta1 must be in \[0, 1\)"),
+            (fastrms.Yogi, {"eps_root": -1e-8}, ValueError, "eps_root must be in"),
+            (fastrms.Yogi, {"initial_scale": "1e-6"}, TypeError, "initial_scale must be a real number"),
+            (fastrms.Lion, {"beta2": -0.1}, ValueError, r"beta2 must be in \[0, 1\]"),
+            (fastrms.Lion, {"decoupled_weight_decay": False}, ValueError, "unknown option"),
+            (fastrms.Adam, {"beta1": {"schedule": "linear", "value": 0.9}}, ValueError,
+             "beta1: a schedule dict"),
+            (fastrms.Adam, {"beta2": {"schedule": "step", "value": 0.99, "every": 5}}, TypeError,
+             "beta2: bad arguments for the step schedule"),
+            (fastrms.RMSProp, {"nesterov": True, "momentum": 0.0}, ValueError,
+             "nesterov=True needs momentum")]:
+        with pytest.raises(err, match=match):
+            cls(x, **kw)
+    opt = fastrms.Momentum(x, momentum=lambda t: "high")
+    with pytest.raises(TypeError, match="momentum schedule must return a real number"):
+        opt.step(np.ones(3))
+    assert x.tolist() == [0.0, 0.0, 0.0]  # nothing was written
+    opt = fastrms.Adam(x, weight_decay=lambda t: -0.1 * t)
+    opt.step(np.ones(3))  # t = 0: weight decay 0 is fine
+    with pytest.raises(ValueError, match=r"weight_decay schedule gives -0\.1 at step t=1"):
+        opt.step(np.ones(3))
 
 
 def test_compiled_caches_are_bounded(monkeypatch):

@@ -29,11 +29,12 @@ from . import _threads  # noqa: E402 - chooses the threading layer before any pa
 from ._jit import bind, flag_tag, jit  # noqa: E402
 
 # Below this many bytes of x the serial kernel wins: the parallel one pays a thread-pool
-# wake-up that a small update never earns back.  Measured on 2 cores (the benchmark's
-# serial/parallel table, bench/RESULTS.md): with OpenMP the two meet near 8,000 float64
-# elements; TBB wakes its workers about 10 µs later and meets near 20,000, then wins by more.
-# Bytes, not elements: a float32 element costs half as much, so its crossover is twice as far.
-PARALLEL_MIN_BYTES = {"tbb": 192 * 1024, "omp": 64 * 1024, "workqueue": 192 * 1024}
+# wake-up that a small update never earns back.  Measured on 2 cores by the benchmark's
+# serial/parallel table (bench/RESULTS.md): under TBB, float64 breaks even near 8,000
+# elements (64 KiB) and wins by 1.25x at 16,000; float32, whose serial loop is more than
+# twice as fast per element, breaks even between 24,000 and 49,000 (96 to 192 KiB).  128 KiB
+# serves both.  OpenMP wakes its threads about 10 µs sooner: 64 KiB (8,192 float64 elements).
+PARALLEL_MIN_BYTES = {"tbb": 128 * 1024, "omp": 64 * 1024, "workqueue": 128 * 1024}
 
 _JIT_OPTIONS = dict(error_model="numpy", nogil=True)
 
