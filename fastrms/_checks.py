@@ -65,8 +65,9 @@ positive = Range(0, lo_open=True)
 nonneg = Range(0)
 unit_closed = Range(0, 1)
 unit_open = Range(0, 1, hi_open=True)
-# what a scheduled η may take at a step: 0 is fine there (a cosine schedule ends at 0), inf is not
-SCHEDULED_LR = Range(0, math.inf, hi_open=True)
+# what a scheduled η and γ may take at a step (η may be 0 there: a cosine schedule ends at 0);
+# the other hyperparameters are checked against their own Range (Method.schedulable)
+SCHEDULED = {"lr": Range(0, math.inf, hi_open=True), "gamma": unit_closed}
 
 
 def boolean(name, value) -> bool:

@@ -1,7 +1,7 @@
 """The public front: ``minimize``, its options, and scipy-pluggable method functions.
 
 A call flows front → driver → kernel: this module validates everything and
-builds a ``Problem`` and an ``MethodState``; ``drivers/`` iterate; ``kernels/`` update.
+builds a ``Problem`` and a ``MethodState``; ``drivers/`` iterate; ``kernels/`` update.
 """
 
 from __future__ import annotations

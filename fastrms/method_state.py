@@ -42,7 +42,7 @@ class MethodState:
         v = self.config.values.get(name, 0.0)
         if not callable(v):
             return v
-        return ck.scheduled(name, v(self.t), self.t, ck.SCHEDULED_LR if name == "lr" else ck.unit_closed)
+        return ck.scheduled(name, v(self.t), self.t, ck.SCHEDULED[name])
 
     def coefficients(self, g: np.ndarray | None = None) -> np.ndarray:
         """h for step t + 1 (cast into self.h, in x's dtype)."""

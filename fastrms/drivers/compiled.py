@@ -13,6 +13,7 @@ through ``args``, never through module globals.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import threading
@@ -37,6 +38,7 @@ CONVERGED, MAXITER, DIVERGED, LOSS = (END_REASONS.index(r)
                                       for r in ("converged", "maxiter", "diverged", "loss"))
 BAD_SHAPE, USER_ERROR, BAD_LR, BAD_GAMMA, PAUSED = range(len(END_REASONS), len(END_REASONS) + 5)
 BAD_SCHEDULE = PAUSED + 1  # + the row of the scheduled hyperparameter that left its interval
+
 
 @register_jitable
 def _eval_separate(fun, jac, x, args, batch_args, want_f):
@@ -441,7 +443,7 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
     losses, gnorms, steps, xs = [], [], [], []
     buffers = (x, np.empty_like(x))
     k, chunk = 0, _first_chunk(x, problem.args)
-    lock = cpu.parallel_lock() if parallel else _NO_LOCK
+    lock = cpu.parallel_lock() if parallel else contextlib.nullcontext()
     with _CatchUserErrors() as catch, lock:
         while True:
             k_stop = min(maxiter, k + chunk)
@@ -474,8 +476,8 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
     if code == BAD_SHAPE:
         raise ValueError(f"the gradient's shape differs from x's shape {shape}")
     if code in (BAD_LR, BAD_GAMMA):  # raises, with the message
-        ck.scheduled("lr", f, mstate.t + k, ck.SCHEDULED_LR) if code == BAD_LR else \
-            ck.scheduled("gamma", f, mstate.t + k, ck.unit_closed)
+        name = "lr" if code == BAD_LR else "gamma"
+        ck.scheduled(name, f, mstate.t + k, ck.SCHEDULED[name])
     if code >= BAD_SCHEDULE:
         _, name, _, interval = cfg.scheduled[code - BAD_SCHEDULE]
         ck.scheduled(name, f, mstate.t + k, interval)
@@ -492,13 +494,4 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
     return out.finish(k, x, f_end, g, reason, gtol)
 
 
-class _NoLock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-_NO_LOCK = _NoLock()
 _NO_HISTORY = (np.empty(0), np.empty(0), np.empty(0, np.int64))

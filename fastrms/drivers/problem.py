@@ -60,12 +60,12 @@ class Problem:
 
     def views(self, x):
         """(x as the user's functions see it, x shaped on its backend) for a flat buffer x."""
-        if self.backend.host_memory:
-            xs = self.backend.view(x, self.shape, self.kind)  # read-only
-            return xs, xs
         v = self._views.get(id(x))
-        if v is None or v[0] is not x:  # device buffers are few and long-lived: wrap each once
-            v = self._views[id(x)] = (x, self.backend.view(x, self.shape, self.kind), x.reshape(self.shape))
+        if v is None or v[0] is not x:  # a run has two buffers (more only when F keeps x): wrap each once
+            if len(self._views) >= 4:
+                self._views.clear()
+            xu = self.backend.view(x, self.shape, self.kind)  # read-only on the CPU
+            v = self._views[id(x)] = (x, xu, xu if self.backend.host_memory else x.reshape(self.shape))
         return v[1], v[2]
 
     def _call(self, fn, x, xu, args):

@@ -69,14 +69,19 @@ def _choose_layer() -> None:
         numba.config.THREADING_LAYER_PRIORITY = list(_LAYERS)
 
 
+_layer: str | None = None
+
+
 def layer() -> str | None:
-    """The threading layer in use, or None before the first parallel kernel has run."""
-    if not _parallel._is_initialized:
-        return None
-    try:
-        return numba.threading_layer()
-    except ValueError:
-        return None
+    """The threading layer in use, or None before Numba has launched its threads (once it has,
+    the layer is fixed for the life of the process, so it is looked up once)."""
+    global _layer
+    if _layer is None and _parallel._is_initialized:
+        try:
+            _layer = numba.threading_layer()
+        except ValueError:
+            return None
+    return _layer
 
 
 def _after_fork_in_child() -> None:

@@ -25,13 +25,14 @@ import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
 from numba.np.unsafe.ndarray import to_fixed_tuple  # noqa: E402
 
+from .. import _arrays  # noqa: E402
 from . import _threads  # noqa: E402 - chooses the threading layer before any parallel kernel runs
 from ._jit import bind, flag_tag, jit  # noqa: E402
 
 # Below this many bytes of x the serial kernel wins: the parallel one pays a thread-pool
 # wake-up that a small update never earns back.  Measured on 2 cores by the benchmark's
-# serial/parallel table (bench/RESULTS.md): under TBB, float64 breaks even near 8,000
-# elements (64 KiB) and wins by 1.25x at 16,000; float32, whose serial loop is more than
+# serial/parallel table (bench/RESULTS.md): under TBB, float64 breaks even between 8,000
+# and 16,000 elements (64 to 128 KiB, with the machine's load); float32, whose serial loop is more than
 # twice as fast per element, breaks even between 24,000 and 49,000 (96 to 192 KiB).  128 KiB
 # serves both.  OpenMP wakes its threads about 10 µs sooner: 64 KiB (8,192 float64 elements).
 PARALLEL_MIN_BYTES = {"tbb": 128 * 1024, "omp": 64 * 1024, "workqueue": 128 * 1024}
@@ -130,11 +131,18 @@ def norm2(a):  # pragma: no cover - compiled
     return math.sqrt(s)
 
 
+_SMALLEST_PARALLEL = min(PARALLEL_MIN_BYTES.values())
+
+
 def use_parallel(n: int, itemsize: int = 8) -> bool:
-    """Whether n elements of itemsize bytes are updated by the parallel kernel."""
-    if numba.get_num_threads() < 2 or not _threads.parallel_allowed():  # (launches the thread pool)
+    """Whether n elements of itemsize bytes are updated by the parallel kernel (called every
+    step of a stepper: the size test comes first, before Numba's thread-count lookup)."""
+    nbytes = n * itemsize
+    if nbytes < _SMALLEST_PARALLEL or not _threads.parallel_allowed():
         return False
-    return n * itemsize >= PARALLEL_MIN_BYTES.get(_threads.layer(), max(PARALLEL_MIN_BYTES.values()))
+    if numba.get_num_threads() < 2:  # (this also launches the thread pool, fixing the layer)
+        return False
+    return nbytes >= PARALLEL_MIN_BYTES.get(_threads.layer(), max(PARALLEL_MIN_BYTES.values()))
 
 
 def parallel_lock():
@@ -155,23 +163,14 @@ class CpuBackend:
     host_memory = True
 
     def x0(self, x0, dtype):
-        from .._arrays import as_x0
-
-        x = as_x0(x0, dtype)
+        x = _arrays.as_x0(x0, dtype)
         return x.reshape(-1), x.shape
 
     def array_kind(self, a) -> str:
         return "numpy"
 
-    def param_array(self, x):
-        from .._arrays import check_param_array
-
-        return check_param_array(x)
-
-    def as_gradient(self, g, x):
-        from .._arrays import as_gradient
-
-        return as_gradient(g, x)
+    param_array = staticmethod(_arrays.check_param_array)
+    as_gradient = staticmethod(_arrays.as_gradient)  # every step: no wrapper
 
     def view(self, x, shape, kind):
         """A read-only view: F and dF must not write into the driver's buffer."""
