@@ -33,6 +33,7 @@ _KERAS = {
     "adadelta": dict(lr=0.001, gamma=0.95, eps=1e-7, decoupled_weight_decay=True),
     "momentum": dict(lr=0.01, momentum=0.0, lr_in_momentum=True, decoupled_weight_decay=True),
     "gd": dict(lr=0.01, decoupled_weight_decay=True),
+    "lion": dict(lr=0.001),
 }
 PRESETS: dict[str, dict] = {
     "d2l": {"rmsprop": dict(lr=0.01, gamma=0.9, eps=1e-6, eps_in_sqrt=True),
@@ -44,11 +45,18 @@ PRESETS: dict[str, dict] = {
             "momentum": dict(momentum=0.9),
             "adagrad": dict(initial_scale=0.1, eps=0.0),
             "adam": dict(lr=0.001, eps=1e-8, epsilon_hat=True)},
+    # Optax's bias-corrected form throughout Adam (v̂ = v/(1 − β2ᵗ) under the root, the AMSGrad
+    # maximum over v̂); sgd is trace then scale, so η sits outside its buffer, while rmsprop
+    # scales by η before its trace (inside).  sgd, rmsprop: momentum=None is no momentum.
     "optax": {"rmsprop": dict(gamma=0.9, eps=1e-8, eps_in_sqrt=True, lr_in_momentum=True),
-              "adam": dict(eps=1e-8),
-              "adamw": dict(eps=1e-8, weight_decay=1e-4),
+              "adam": dict(eps=1e-8, v_hat=True),
+              "adamw": dict(eps=1e-8, weight_decay=1e-4, v_hat=True),
               "adagrad": dict(initial_scale=0.1, eps=1e-7, eps_in_sqrt=True),  # rsqrt(Σg² + ε)
-              "momentum": dict(lr_in_momentum=True)},
+              "adadelta": dict(gamma=0.9, eps=1e-6),
+              "momentum": dict(momentum=0.0),
+              "gd": {},
+              "yogi": {},
+              "lion": dict(weight_decay=1e-3)},
     "mxnet": {"rmsprop": dict(lr=0.001, gamma=0.9, eps=1e-8, eps_in_sqrt=True, lr_in_momentum=True),
               "adam": dict(lr=0.001, eps=1e-8),
               "adagrad": dict(lr=0.01, eps=1e-7, eps_in_sqrt=True),
@@ -59,8 +67,9 @@ PRESETS: dict[str, dict] = {
 # Names a library uses that are not fastrms aliases everywhere.
 PRESET_ALIASES = {
     "torch": {"alpha": "gamma", "initial_accumulator_value": "initial_scale"},
-    "keras": {"rho": "gamma", "clipnorm": "clip_norm", "clipvalue": "clip_value",
-              "initial_accumulator_value": "initial_scale"},
+    # one flat x: global_clipnorm (over all variables) and clipnorm (per variable) coincide
+    "keras": {"rho": "gamma", "clipnorm": "clip_norm", "global_clipnorm": "clip_norm",
+              "clipvalue": "clip_value", "initial_accumulator_value": "initial_scale"},
     "tf1": {"decay": "gamma", "initial_accumulator_value": "initial_scale"},
     "optax": {"decay": "gamma", "b1": "beta1", "b2": "beta2"},
     "mxnet": {"gamma1": "gamma", "gamma2": "momentum", "wd": "weight_decay",
@@ -109,4 +118,20 @@ def _configure(method: str, options: dict, preset: str | None) -> methods.Config
             defaults["momentum"] = 0.9
         else:
             options.pop("gamma2", None)
+    if preset in ("keras", "optax") and "momentum" in m.hypers:
+        options = _momentum_as_in(preset, options, defaults, PRESET_ALIASES[preset])
     return m.configure(options, defaults=defaults, aliases=PRESET_ALIASES[preset])
+
+
+def _momentum_as_in(preset: str, options: dict, defaults: dict, aliases: dict) -> dict:
+    """Keras builds a momentum buffer only for momentum ≠ 0, Optax only for momentum not None, and
+    both then ignore ``nesterov``; fastrms itself refuses nesterov without momentum."""
+    names = {**methods.ALIASES, **aliases}
+    key = next((k for k in options if names.get(k, k) == "momentum"), None)
+    mu = options[key] if key is not None else defaults.get("momentum", 0.0)
+    if mu is None and preset == "optax":
+        mu = options[key] = 0.0
+    if not callable(mu) and not isinstance(mu, dict) and mu == 0:
+        for k in [k for k in options if names.get(k, k) == "nesterov"]:
+            ck.boolean(k, options.pop(k))  # still a bool, as there
+    return options

@@ -17,6 +17,7 @@ runs from t − w.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -109,10 +110,40 @@ def cosine(value: float, steps: int, *, final: float = 0.0, warmup: int = 0) -> 
     return _make("cosine", value, warmup, final, steps)
 
 
+@dataclass(frozen=True)
+class NoArgs:
+    """A callable of no arguments as a schedule (Keras calls a plain ``learning_rate`` callable with
+    none, e.g. one that reads a value the script changes); it is called once per step."""
+
+    fn: object
+
+    def __call__(self, t: int) -> float:
+        return self.fn()
+
+
+def _takes_no_step(fn) -> bool:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: assume f(t)
+        return False
+    try:
+        sig.bind(0)
+        return False
+    except TypeError:
+        pass
+    try:
+        sig.bind()
+    except TypeError:
+        return False
+    return True
+
+
 def as_schedule(name: str, value):
-    """Validate a hyperparameter that may be scheduled: float, Schedule or callable."""
-    if isinstance(value, Schedule) or callable(value):
+    """Validate a hyperparameter that may be scheduled: float, Schedule, f(t) or f()."""
+    if isinstance(value, Schedule):
         return value
+    if callable(value):
+        return NoArgs(value) if _takes_no_step(value) else value
     if isinstance(value, dict):
         spec = dict(value)
         kind = spec.pop("schedule", None)

@@ -74,12 +74,24 @@ def reference_run(method, x0, grads, **o):
             b1, b2 = o.get("beta1", 0.9), o.get("beta2", 0.999)
             m = b1 * m + (1 - b1) * g
             v = b2 * v + (1 - b2) * g * g
+            bc1 = 1 - b1 ** t if o.get("bias_correction_mu", True) else 1.0
+            bc2 = 1 - b2 ** t if o.get("bias_correction_nu", True) else 1.0
+            if o.get("nesterov"):  # NAdam as in Optax (Dozat 2016)
+                mhat = b1 * m / (1 - b1 ** (t + 1) if o.get("bias_correction_mu", True) else 1.0) \
+                    + (1 - b1) * g / bc1
+            else:
+                mhat = m / bc1
+            if o.get("v_hat"):  # Optax: AMSGrad's maximum over v̂ = v/(1 − β2ᵗ); ε_root under the root
+                vmax = np.maximum(vmax, v / bc2)
+                vv = vmax if o.get("amsgrad") else v / bc2
+                x = x - lr * mhat / (np.sqrt(vv + o.get("eps_root", 0.0)) + eps)
+                continue
             vmax = np.maximum(vmax, v)
             vv = vmax if o.get("amsgrad") else v
             if o.get("epsilon_hat"):  # Keras, TF1: ε is not bias-corrected
-                x = x - lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t) * m / (np.sqrt(vv) + eps)
+                x = x - lr * np.sqrt(bc2) * mhat / (np.sqrt(vv) + eps)
             else:
-                x = x - lr * (m / (1 - b1 ** t)) / (np.sqrt(vv / (1 - b2 ** t)) + eps)
+                x = x - lr * mhat / (np.sqrt(vv / bc2) + eps)
         elif method == "yogi":
             b1, b2 = o.get("beta1", 0.9), o.get("beta2", 0.999)
             m = b1 * m + (1 - b1) * g

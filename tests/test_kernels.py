@@ -27,6 +27,7 @@ CASES = [
     ("rmsprop", {"centered": True, "momentum": 0.5, "nesterov": True}),
     ("rmsprop", {"momentum": 0.9, "lr_in_momentum": True}),
     ("rmsprop", {"initial_scale": 1.0, "bias_correction": True, "gamma": 0.8}),
+    ("rmsprop", {"initial_scale": 0.1, "bias_correction": True, "centered": True}),
     ("rmsprop", {"weight_decay": 0.05, "decoupled_weight_decay": True, "clip_norm": 1.0}),
     ("rmsprop", {"gamma": 0.0}),
     ("adagrad", {}),
@@ -35,6 +36,9 @@ CASES = [
     ("adam", {"amsgrad": True, "weight_decay": 0.01}),
     ("adamw", {}),
     ("adam", {"epsilon_hat": True, "eps": 1e-3, "amsgrad": True}),
+    ("adam", {"v_hat": True, "amsgrad": True, "eps_root": 1e-8, "beta2": 0.9}),  # Optax's AMSGrad
+    ("adamw", {"nesterov": True, "v_hat": True, "amsgrad": True, "bias_correction_nu": False}),
+    ("adam", {"nesterov": True, "beta1": 0.8, "bias_correction_mu": False}),
     ("adadelta", {"lr": 1.0}),
     ("yogi", {}),
     ("yogi", {"eps": 1e-6, "eps_root": 1e-8, "beta2": 0.9, "initial_scale": 0.0}),
@@ -72,7 +76,7 @@ def test_matches_reference(method, opts, n, rng):
     np.testing.assert_allclose(x32, ref, rtol=2e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("method,opts", [CASES[1], CASES[6], CASES[9], CASES[17], CASES[19]])
+@pytest.mark.parametrize("method,opts", [CASES[1], CASES[6], CASES[9], CASES[18], CASES[20]])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_serial_and_parallel_are_bitwise_identical(method, opts, dtype, rng):
     n = 4099

@@ -115,3 +115,86 @@ def test_adam_under_keras_and_tf1_uses_epsilon_hat(preset, rng):
                                rtol=1e-13)
     plain = reference_run("adam", x0, grads, lr=0.01, eps=eps)
     assert not np.allclose(x, plain, rtol=1e-13, atol=0)  # the test can tell the two forms apart
+
+
+def _steps(cls, grads, x0, **options):
+    x = x0.copy()
+    opt = cls(x, **options)
+    for g in grads:
+        opt.step(g)
+    return x
+
+
+def test_optax_sgd_keeps_lr_outside_its_buffer(rng):
+    # optax.sgd is trace then scale: b ← μb + g; x ← x − η_t b, PyTorch's form, unlike Keras's
+    grads, x0 = [rng.normal(size=6) for _ in range(8)], rng.normal(size=6)
+    lr = schedules.step(0.1, 0.5, 3)
+    ours = {p: _steps(fastrms.Momentum, grads, x0, preset=p, lr=lr, momentum=0.9) for p in ("optax", "torch",
+                                                                                          "keras")}
+    np.testing.assert_array_equal(ours["optax"], ours["torch"])
+    assert np.max(np.abs(ours["optax"] - ours["keras"])) > 1e-3
+    # and, like optax.sgd, no momentum unless asked for (momentum=None is Optax's "none")
+    assert fastrms.Momentum(np.zeros(2), preset="optax").hyperparameters["momentum"] == 0.0
+    np.testing.assert_array_equal(_steps(fastrms.Momentum, grads, x0, preset="optax", lr=0.1, momentum=None),
+                                  _steps(fastrms.GradientDescent, grads, x0, preset="optax", lr=0.1))
+
+
+@pytest.mark.parametrize("preset", ["keras", "optax"])
+def test_nesterov_without_momentum_is_ignored_where_the_library_ignores_it(preset, rng):
+    grads, x0 = [rng.normal(size=5) for _ in range(4)], rng.normal(size=5)
+    x = _steps(fastrms.Momentum, grads, x0, preset=preset, lr=0.1, nesterov=True)
+    np.testing.assert_array_equal(x, _steps(fastrms.GradientDescent, grads, x0, preset=preset, lr=0.1))
+    with pytest.raises(TypeError, match="nesterov"):
+        fastrms.Momentum(np.zeros(2), preset=preset, nesterov="yes")
+    # with momentum it is Nesterov's step
+    y = _steps(fastrms.Momentum, grads, x0, preset=preset, lr=0.1, momentum=0.9, nesterov=True)
+    assert not np.allclose(y, _steps(fastrms.Momentum, grads, x0, preset=preset, lr=0.1, momentum=0.9))
+
+
+def test_nesterov_without_momentum_is_still_refused_elsewhere():
+    for preset in (None, "torch"):
+        with pytest.raises(ValueError, match="nesterov=True needs momentum > 0"):
+            fastrms.Momentum(np.zeros(2), preset=preset, momentum=0.0, nesterov=True)
+    with pytest.raises(TypeError):
+        fastrms.Momentum(np.zeros(2), preset="torch", momentum=None)
+
+
+def test_keras_global_clipnorm_is_clipnorm_on_one_array(rng):
+    grads, x0 = [5 * rng.normal(size=5) for _ in range(4)], rng.normal(size=5)
+    a = _steps(fastrms.RMSProp, grads, x0, preset="keras", global_clipnorm=0.5)
+    np.testing.assert_array_equal(a, _steps(fastrms.RMSProp, grads, x0, preset="keras", clipnorm=0.5))
+    assert not np.allclose(a, _steps(fastrms.RMSProp, grads, x0, preset="keras"))
+
+
+def test_learning_rate_callables_of_no_arguments(rng):
+    # Keras calls a plain learning_rate callable with no arguments, once per step
+    grads, x0 = [rng.normal(size=5) for _ in range(6)], rng.normal(size=5)
+    calls = []
+
+    def lr():
+        calls.append(1)
+        return 0.1 if len(calls) <= 3 else 0.01
+
+    x = _steps(fastrms.RMSProp, grads, x0, lr=lr)
+    assert len(calls) == 6
+    np.testing.assert_array_equal(x, _steps(fastrms.RMSProp, grads, x0, lr=lambda t: 0.1 if t < 3 else 0.01))
+    res = fastrms.minimize(lambda x: float(x @ x), lambda x: 2 * x, np.ones(3), options={"lr": lambda: 0.05,
+                                                                                          "maxiter": 5})
+    assert res.nit == 5 and np.all(res.x < 1)
+    with pytest.raises(ValueError, match="0.1 .*lr"):  # checked like a constant at every step
+        _steps(fastrms.RMSProp, grads, x0, lr=lambda: -0.1)
+
+
+def test_optax_adam_forms_and_their_errors(rng):
+    from reference import reference_run
+
+    grads, x0 = [rng.normal(size=6) * s for s in (1, 5, 0.1, 0.1, 3, 0.2)], rng.normal(size=6)
+    opts = {"lr": 0.01, "eps": 1e-8, "amsgrad": True, "beta2": 0.9}
+    x = _steps(fastrms.Adam, grads, x0, preset="optax", **{k: v for k, v in opts.items()})
+    np.testing.assert_allclose(x, reference_run("adam", x0, grads, v_hat=True, **opts), rtol=1e-13)
+    # the maximum over v̂ (Optax) and over v (PyTorch, Keras) are different methods
+    assert not np.allclose(x, reference_run("adam", x0, grads, **opts), rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="eps_root .* needs v_hat=True"):
+        fastrms.Adam(np.zeros(2), eps_root=1e-8)
+    with pytest.raises(ValueError, match="choose one"):
+        fastrms.Adam(np.zeros(2), preset="keras", v_hat=True)

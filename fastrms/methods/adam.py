@@ -5,6 +5,11 @@ r"""Adam (Kingma & Ba 2015): RMSProp plus momentum, both bias-corrected.
 
 amsgrad (Reddi et al. 2018): v̂ ← max(v̂, v) is used in place of v.
 epsilon_hat (Keras, TF1): x ← x − η√(1 − β2ᵗ)/(1 − β1ᵗ) · m / (√v + ε).
+v_hat (Optax): the rule works with v̂ = v/(1 − β2ᵗ) itself: d = √(v̂ + ε_root) + ε, and AMSGrad's
+    maximum is taken over v̂ (v̂_max ← max(v̂_max, v̂)) rather than over v.
+nesterov (Optax's NAdam, Dozat 2016): m is replaced by β1 m/(1 − β1ᵗ⁺¹) + (1 − β1) g/(1 − β1ᵗ),
+    with η no longer divided by 1 − β1ᵗ.
+bias_correction_mu / bias_correction_nu = False: 1 − β1ᵗ / 1 − β2ᵗ replaced by 1 (the AMSGrad paper).
 AdamW (adamw.py) is this rule with decoupled weight decay.
 """
 
@@ -31,46 +36,62 @@ from .base import (
     slots,
 )
 
-# LR holds η/(1 − β1ᵗ), PyTorch's step size; c2 = √(1 − β2ᵗ)
-SLOTS = ("beta1", "w1", "beta2", "w2", "eps", "c2")
-BETA1, W1, BETA2, W2, EPS, C2 = slots(SLOTS)
-PARAMS = ("beta1", "beta2", "eps", "epsilon_hat")
-P_BETA1, P_BETA2, P_EPS, P_EPSILON_HAT = params(PARAMS)
+# LR holds η/(1 − β1ᵗ), PyTorch's step size; c2 = √(1 − β2ᵗ), bc2 = 1 − β2ᵗ; n1, n2 Nesterov's weights
+SLOTS = ("beta1", "w1", "beta2", "w2", "eps", "c2", "bc2", "eps_root", "n1", "n2")
+BETA1, W1, BETA2, W2, EPS, C2, BC2, EPS_ROOT, N1, N2 = slots(SLOTS)
+PARAMS = ("beta1", "beta2", "eps", "epsilon_hat", "eps_root", "nesterov", "bias_correction_mu",
+          "bias_correction_nu")
+P_BETA1, P_BETA2, P_EPS, P_EPSILON_HAT, P_EPS_ROOT, P_NESTEROV, P_BC_MU, P_BC_NU = params(PARAMS)
 
 
-# flags: (amsgrad, eps_zero); state rows: m, v, then vmax if amsgrad
+# flags: (amsgrad, eps_zero, v_hat, nesterov); state rows: m, v, then vmax if amsgrad
 @rule
 def adam(x, g, S, i, h, flags):
     """One element of Adam (see the module docstring)."""
-    amsgrad, eps_zero = flags
+    amsgrad, eps_zero, v_hat, nesterov = flags
     g = gradient(x, g, h)
     m = h[BETA1] * S[0, i] + h[W1] * g
     v = h[BETA2] * S[1, i] + h[W2] * (g * g)
     S[0, i] = m
     S[1, i] = v
+    if v_hat:
+        v = v / h[BC2]
     if amsgrad:
         if S[2, i] > v:
             v = S[2, i]
         S[2, i] = v
-    d = math.sqrt(v) / h[C2] + h[EPS]
+    if v_hat:
+        d = math.sqrt(v + h[EPS_ROOT]) + h[EPS]
+    else:
+        d = math.sqrt(v) / h[C2] + h[EPS]
+    if nesterov:
+        m = h[N1] * m + h[N2] * g
     return h[KEEP] * x - h[LR] * overflow_check(ratio(m, d) if eps_zero else m / d, v)
 
 
 @register_jitable
 def adam_coefficients(p, t, lr, gamma, gfactor, out):
     common_coefficients(p, lr, gfactor, out)
-    c2 = math.sqrt(1.0 - math.pow(p[P_BETA2], float(t)))
+    b1 = p[P_BETA1]
+    bc1 = 1.0 - math.pow(b1, float(t)) if p[P_BC_MU] != 0.0 else 1.0
+    bc2 = 1.0 - math.pow(p[P_BETA2], float(t)) if p[P_BC_NU] != 0.0 else 1.0
+    c2 = math.sqrt(bc2)
+    nesterov = p[P_NESTEROV] != 0.0
     if p[P_EPSILON_HAT] != 0.0:
-        out[LR] = lr * c2 / (1.0 - math.pow(p[P_BETA1], float(t)))
+        out[LR] = lr * c2 if nesterov else lr * c2 / bc1
         c2 = 1.0
     else:
-        out[LR] = lr / (1.0 - math.pow(p[P_BETA1], float(t)))
-    out[BETA1] = p[P_BETA1]
-    out[W1] = 1.0 - p[P_BETA1]
+        out[LR] = lr if nesterov else lr / bc1
+    out[BETA1] = b1
+    out[W1] = 1.0 - b1
     out[BETA2] = p[P_BETA2]
     out[W2] = 1.0 - p[P_BETA2]
     out[EPS] = p[P_EPS]
     out[C2] = c2
+    out[BC2] = bc2
+    out[EPS_ROOT] = p[P_EPS_ROOT]
+    out[N1] = b1 / (1.0 - math.pow(b1, float(t + 1)) if p[P_BC_MU] != 0.0 else 1.0)
+    out[N2] = (1.0 - b1) / bc1
 
 
 HYPERS = {
@@ -80,20 +101,31 @@ HYPERS = {
     "eps": Hyper(1e-8, ck.nonneg, "ε, outside the root"),
     "amsgrad": Hyper(False, ck.boolean, "use the running maximum of v (Reddi et al. 2018)"),
     "epsilon_hat": Hyper(False, ck.boolean, "x ← x − η√(1 − β2^t)/(1 − β1^t)·m/(√v + ε) (Keras, TF1)"),
+    "v_hat": Hyper(False, ck.boolean, "work with v̂ = v/(1 − β2^t): d = √(v̂ + ε_root) + ε, the AMSGrad "
+                                      "maximum over v̂ (Optax)"),
+    "eps_root": Hyper(0.0, ck.nonneg, "ε_root, inside the root (Optax; needs v_hat)"),
+    "nesterov": Hyper(False, ck.boolean, "Nesterov momentum in Adam: NAdam as in Optax (Dozat 2016)"),
+    "bias_correction_mu": Hyper(True, ck.boolean, "divide m by 1 − β1^t"),
+    "bias_correction_nu": Hyper(True, ck.boolean, "divide v by 1 − β2^t"),
 }
 
 
 def pack(v):
-    return {"beta1": v["beta1"], "beta2": v["beta2"], "eps": v["eps"], "epsilon_hat": v["epsilon_hat"]}
+    if v["eps_root"] > 0 and not v["v_hat"]:
+        raise ValueError("eps_root is added to v̂ = v/(1 − β2^t) under the root, Optax's form: it needs "
+                         "v_hat=True (preset='optax' sets it)")
+    if v["epsilon_hat"] and v["v_hat"]:
+        raise ValueError("epsilon_hat (Keras, TF1: ε not bias-corrected) and v_hat (Optax: ε added to "
+                         "v̂'s root) are two forms of the denominator; choose one")
+    return {k: v[k] for k in PARAMS}
 
 
 def flags(v):
-    return (v["amsgrad"], v["eps"] == 0)
+    return (v["amsgrad"], v["eps"] == 0 and v["eps_root"] == 0, v["v_hat"], v["nesterov"])
 
 
 def rows(v):
     return [("m", 0.0), ("v", 0.0)] + ([("vmax", 0.0)] if v["amsgrad"] else [])
-
 
 METHOD = Method(
     "adam", "Adam", adam, adam_coefficients, HYPERS, pack, SLOTS, PARAMS, flags_fn=flags, rows_fn=rows,

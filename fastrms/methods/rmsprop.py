@@ -38,28 +38,30 @@ from .base import (
     slots,
 )
 
-# w is g²'s weight (1 − γ, or 1 for Adagrad); c the bias correction 1/(1 − γᵗ), else 1;
+# w is g²'s weight (1 − γ, or 1 for Adagrad); bc the bias correction 1 − γᵗ (a divisor, as in Optax);
 # then momentum on u = g/d with (μ, a, c_u, c_b) as in momentum.py
-SLOTS = ("gamma", "w", "eps_in", "eps_out", "c", *MOMENTUM_SLOTS)
-GAMMA, W, EPS_IN, EPS_OUT, C, MU, A, C_U, C_B = slots(SLOTS)
+SLOTS = ("gamma", "w", "eps_in", "eps_out", "bc", *MOMENTUM_SLOTS)
+GAMMA, W, EPS_IN, EPS_OUT, BC, MU, A, C_U, C_B = slots(SLOTS)
 PARAMS = ("adagrad", "eps", "eps_in_sqrt", "bias_correction", "momentum", "nesterov", "lr_in_momentum",
           "lr_decay")
 P_ADAGRAD, P_EPS, P_EPS_IN_SQRT, P_BIAS, P_MU, P_NESTEROV, P_LR_INSIDE, P_LR_DECAY = params(PARAMS)
 
 
-# flags: (centered, momentum, eps_zero); state rows: s, then m if centered, then b if momentum
+# flags: (centered, momentum, eps_zero, bias_correction);
+# state rows: s, then m if centered, then b if momentum
 @rule
 def rmsprop(x, g, S, i, h, flags):
     """One element of RMSProp (see the module docstring)."""
-    centered, with_momentum, eps_zero = flags
+    centered, with_momentum, eps_zero, bias_correction = flags
     g = gradient(x, g, h)
     s = h[GAMMA] * S[0, i] + h[W] * (g * g)
     S[0, i] = s
-    v = h[C] * s
+    v = s / h[BC] if bias_correction else s
     if centered:
         m = h[GAMMA] * S[1, i] + h[W] * g
         S[1, i] = m
-        m = h[C] * m
+        if bias_correction:
+            m = m / h[BC]
         v = v - m * m
         v = v if v >= 0 else v - v  # s − m² ≥ 0 in exact arithmetic; rounding can dip below
     d = math.sqrt(v + h[EPS_IN]) + h[EPS_OUT]
@@ -84,7 +86,7 @@ def rmsprop_coefficients(p, t, lr, gamma, gfactor, out):
     out[GAMMA] = gamma
     out[EPS_IN] = p[P_EPS] if p[P_EPS_IN_SQRT] != 0.0 else 0.0
     out[EPS_OUT] = 0.0 if p[P_EPS_IN_SQRT] != 0.0 else p[P_EPS]
-    out[C] = 1.0 / (1.0 - math.pow(gamma, float(t))) if p[P_BIAS] != 0.0 else 1.0
+    out[BC] = 1.0 - math.pow(gamma, float(t)) if p[P_BIAS] != 0.0 else 1.0
     # without a buffer (μ = 0) there is nothing for η to sit inside of
     momentum_terms(p[P_MU], p[P_NESTEROV], p[P_LR_INSIDE] if p[P_MU] > 0.0 else 0.0, lr, out, MU)
 
@@ -122,6 +124,7 @@ def _rows(v):
 
 METHOD = Method(
     "rmsprop", "RMSProp", rmsprop, rmsprop_coefficients, rms_hypers(), _pack, SLOTS, PARAMS,
-    flags_fn=lambda v: (v["centered"], v["momentum"] > 0, v["eps"] == 0), rows_fn=_rows,
+    flags_fn=lambda v: (v["centered"], v["momentum"] > 0, v["eps"] == 0, v["bias_correction"]),
+    rows_fn=_rows,
     varies_fn=lambda v: v["bias_correction"],
     doc="s ← γ s + (1 − γ) g²;  x ← x − η g / √(s + ε)")

@@ -1,0 +1,112 @@
+"""Step-by-step parity with Optax under preset='optax' (skipped without optax).
+
+Each case passes the same keyword arguments to the Optax alias and to the fastrms stepper: the
+preset's names and defaults must make them the same optimizer.  float64 throughout (jax x64).
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import fastrms
+
+optax = pytest.importorskip("optax", reason="optax parity tests need optax (pip install optax)")
+jax = pytest.importorskip("jax")
+jax.config.update("jax_enable_x64", True)
+jnp = jax.numpy
+
+
+def _grid(**axes):
+    keys = list(axes)
+    return [{k: v for k, v in zip(keys, vals, strict=True) if v is not _OMIT}
+            for vals in itertools.product(*axes.values())]
+
+
+_OMIT = object()  # leave the argument out: both libraries' defaults apply
+
+
+def _lr_decay(t):  # a float64 schedule (Optax's built-in schedules compute in float32)
+    return 0.05 / (1.0 + 0.3 * t)
+
+
+# (optax alias, fastrms stepper, {optax keyword: value})
+CASES = (
+    [("sgd", "Momentum", h) for h in _grid(momentum=(_OMIT, None, 0.0, 0.9), nesterov=(_OMIT, True))]
+    + [("sgd", "GradientDescent", {})]
+    + [("rmsprop", "RMSProp", h) for h in _grid(
+        decay=(_OMIT, 0.5), eps=(_OMIT, 1e-3), initial_scale=(_OMIT, 0.1), eps_in_sqrt=(True, False),
+        centered=(False, True), momentum=(None, 0.9), nesterov=(False, True), bias_correction=(False, True))
+       if not (h.get("decay") == 0.5 and h.get("initial_scale") == 0.1)
+       # centered and bias-corrected from s₀ = 0, the first variance s − m² is 0 in exact arithmetic and
+       # both libraries divide by their rounding noise (see test_centered_bias_corrected_first_step)
+       and not (h["centered"] and h["bias_correction"] and "initial_scale" not in h)]
+    + [("adam", "Adam", h) for h in _grid(b1=(_OMIT, 0.5), b2=(_OMIT, 0.9), eps=(_OMIT, 1e-3),
+                                          eps_root=(_OMIT, 1e-6), nesterov=(_OMIT, True))]
+    + [("adamw", "AdamW", h) for h in _grid(weight_decay=(_OMIT, 0.1), eps_root=(_OMIT, 1e-6),
+                                            nesterov=(_OMIT, True))]
+    + [("amsgrad", "Adam", h) for h in _grid(b2=(_OMIT, 0.9), eps_root=(_OMIT, 1e-6),
+                                             bias_correction_mu=(_OMIT, False),
+                                             bias_correction_nu=(_OMIT, False))]
+    + [("adagrad", "Adagrad", h) for h in _grid(initial_accumulator_value=(_OMIT, 0.5), eps=(_OMIT, 1e-3))]
+    + [("adadelta", "Adadelta", h) for h in _grid(rho=(_OMIT, 0.5), eps=(_OMIT, 1e-3),
+                                                  weight_decay=(_OMIT, 0.1))]
+    + [("yogi", "Yogi", h) for h in _grid(b1=(_OMIT, 0.5), b2=(_OMIT, 0.9), eps=(_OMIT, 1e-6))]
+    + [("lion", "Lion", h) for h in _grid(b1=(_OMIT, 0.5), b2=(_OMIT, 0.9), weight_decay=(_OMIT, 0.0, 0.1))]
+)
+
+
+def _id(case):
+    alias, cls, h = case
+    return f"{alias}-{cls}-" + ("-".join(f"{k}{v}" for k, v in h.items()) or "defaults")
+
+
+def _run_both(alias, cls, hyper, lr, rng, steps=15, n=6):
+    W = rng.normal(size=(n, n))
+    x0 = rng.normal(size=n)
+    opt = getattr(optax, alias)(learning_rate=lr, **hyper)
+    params = jnp.asarray(x0)
+    state = opt.init(params)
+    ours = dict(hyper)
+    if alias == "amsgrad":
+        ours["amsgrad"] = True
+    x = x0.copy()
+    mine = getattr(fastrms, cls)(x, preset="optax", learning_rate=lr, **ours)
+    for k in range(steps):
+        updates, state = opt.update(jnp.tanh(W @ params), state, params)
+        params = optax.apply_updates(params, updates)
+        mine.step(np.tanh(W @ x))
+        np.testing.assert_allclose(x, np.asarray(params), rtol=1e-12, atol=1e-13, err_msg=f"step {k + 1}")
+
+
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_matches_optax_step_by_step(case, rng):
+    alias, cls, hyper = case
+    _run_both(alias, cls, hyper, 1.0 if alias == "adadelta" else 0.05, rng)
+
+
+SCHEDULED = [("sgd", "Momentum", {"momentum": 0.9}), ("sgd", "Momentum", {"momentum": 0.9, "nesterov": True}),
+             ("rmsprop", "RMSProp", {"momentum": 0.9, "centered": True}),
+             ("adam", "Adam", {"nesterov": True}),
+             ("adamw", "AdamW", {}), ("amsgrad", "Adam", {}), ("adagrad", "Adagrad", {}),
+             ("adadelta", "Adadelta", {}), ("yogi", "Yogi", {}), ("lion", "Lion", {})]
+
+
+@pytest.mark.parametrize("case", SCHEDULED, ids=_id)
+def test_matches_optax_under_a_learning_rate_schedule(case, rng):
+    # where η sits (inside or outside a buffer) shows only when η changes
+    alias, cls, hyper = case
+    _run_both(alias, cls, hyper, _lr_decay, rng)
+
+
+def test_centered_bias_corrected_first_step(rng):
+    # From s₀ = 0 the first bias-corrected variance ŝ − m̂² = g² − g² is 0 in exact arithmetic: each
+    # library divides by √(its rounding noise + ε).  With ε inside the root the noise (~1e-16 g²) is
+    # far below ε, so the first steps still agree to ~1e-16/ε; the step-by-step grid leaves these out.
+    W, x0 = rng.normal(size=(6, 6)), rng.normal(size=6)
+    opt = optax.rmsprop(0.05, centered=True, bias_correction=True)
+    params = jnp.asarray(x0)
+    updates, _ = opt.update(jnp.tanh(W @ params), opt.init(params), params)
+    x = x0.copy()
+    fastrms.RMSProp(x, preset="optax", lr=0.05, centered=True, bias_correction=True).step(np.tanh(W @ x0))
+    np.testing.assert_allclose(x, np.asarray(optax.apply_updates(params, updates)), rtol=1e-7)
