@@ -8,7 +8,8 @@ absolute times on a shared machine mean little:
    torch.optim.RMSprop(foreach=True) when torch is installed;
 2. whole solves: AX=I 5x5 (300 steps) and n = 100, 500, against the numpy seed's loop;
 3. overheads: import time, first-call compilation, second-process load;
-4. the serial/parallel crossover that sets kernels.cpu.PARALLEL_MIN_BYTES.
+4. the serial/parallel crossover that sets kernels.cpu.PARALLEL_MIN_BYTES;
+5. batched solves (bench/batched.py; ``--batched`` runs only these).
 
 Writes results/bench.json and results/bandwidth.png (matplotlib optional).
 """
@@ -289,6 +290,10 @@ def markdown(results):
                    [[f"{o[k]:.3f}" for k in ("import_s", "python_loop_first_process_s", "compiled_first_process_s",
                                             "python_loop_second_process_s", "compiled_second_process_s")]])
     lines += ["", *threshold_table(results)]
+    if results.get("batched"):
+        from bench import batched
+
+        lines += ["", batched.markdown(results["batched"])]
     return "\n".join(lines)
 
 
@@ -323,7 +328,14 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke test)")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--gpu", action="store_true", help="also the GPU benchmark (bench/gpu.py)")
+    ap.add_argument("--batched", action="store_true", help="only the batched-solve benchmark (bench/batched.py)")
     args = ap.parse_args(argv)
+    if args.batched:
+        from bench import batched
+
+        print("batched solves ...")
+        print(batched.markdown(batched.run()))
+        return
     sizes = [1_000, 100_000, 1_000_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000,
                                                              10_000_000, 50_000_000]
     reps = 3 if args.quick else 7
@@ -338,6 +350,10 @@ def main(argv=None):
     results["solves"] = bench_solves(reps)
     print("overheads ...")
     results["overheads"] = bench_overheads()
+    print("batched solves ...")
+    from bench import batched
+
+    results["batched"] = batched.run(3 if args.quick else 5)
     if args.gpu:
         from bench import gpu
 

@@ -15,12 +15,12 @@ from scipy.optimize import OptimizeResult
 
 from . import _checks as ck
 from . import kernels, methods, presets
-from .drivers import python_loop
+from .drivers import batched_loop, python_loop
 from .drivers.batches import Batches
 from .drivers.callback import wrap_callback
 from .drivers.outcome import NAN
 from .drivers.problem import Problem
-from .method_state import MethodState
+from .method_state import BatchedState, MethodState
 
 # Options of the driver (the method's hyperparameters come on top of these).
 DRIVER_OPTIONS = {
@@ -41,6 +41,8 @@ DRIVER_OPTIONS = {
     "seed": None,           # seed of the shuffle, for reproducible runs
     "drop_last": False,     # drop the last, smaller batch of an epoch
     "history_every": 1,     # record the (full-data) loss every that many steps
+    # B independent problems in one call: x0 has shape (B, ...), F returns B losses, dF (B, ...)
+    "batched": False,
 }
 
 
@@ -99,7 +101,7 @@ def _split(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
         driver[flag] = ck.boolean(flag, driver[flag])
     driver["maxiter"] = ck.count("maxiter", driver["maxiter"], hi=MAX_ITER)
     driver["gtol"] = ck.nonneg("gtol", driver["gtol"])
-    for flag in ("disp", "history", "trajectory"):
+    for flag in ("disp", "history", "trajectory", "batched"):
         driver[flag] = ck.boolean(flag, driver[flag])
     driver["seed"] = ck.seed("seed", driver["seed"])
     if driver["driver"] not in ("auto", "python", "compiled"):
@@ -153,6 +155,8 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
         raise TypeError(f"jac must be callable or True, got {jac!r}")
     if not isinstance(args, tuple):
         args = (args,)
+    if opts["batched"]:
+        return _solve_batched(fun, jac, x0, args, m, hyper, opts, wrap_callback(callback))
     config = presets.configure(m.name, hyper, opts["preset"])
     return _solve(fun, jac, x0, args, config, opts, wrap_callback(callback))
 
@@ -204,6 +208,45 @@ def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
     return res
 
 
+def _solve_batched(fun, jac, x0, args, method, hyper, opts, callback) -> OptimizeResult:
+    """B problems in one call; the result holds arrays of length B (scipy.optimize.elementwise's
+    convention): x (B, ...), fun, nit, status, success, message, and jac (B, ...)."""
+    for name in ("history", "trajectory"):
+        if opts[name]:
+            raise ValueError(f"{name} is not recorded for batched problems")
+    if callback is not None:
+        raise ValueError("a callback is not supported with batched problems")
+    if opts["check_every"] != 1:
+        raise ValueError("check_every is not supported with batched problems: every step is checked")
+    x, shape, backend, kind = _start(x0, opts)
+    if len(shape) < 1:
+        raise ValueError("batched problems need x0 of shape (B, ...): one row per problem")
+    B = shape[0]
+    config, per_problem = presets.configure_batch(method.name, hyper, opts["preset"], B)
+    if not hasattr(backend, "rows_checked_stepper"):
+        raise ValueError(f"batched problems do not run on the {backend.name} backend yet")
+    bstate = BatchedState(config, per_problem, B, x.size // B, x.dtype, backend)
+    batches = None
+    if opts["batch_size"] is not None:
+        batches = Batches(args, opts["batch_size"], opts["shuffle"], opts["seed"], opts["drop_last"],
+                          problems=B)
+    problem = Problem(fun, jac, args, shape, x.dtype, batches, backend, kind, batch=B)
+    maxiter = _maxiter(opts, problem)
+    driver = _choose_driver(problem, x, bstate, opts, callback)
+    out = driver.run(problem, bstate, x, maxiter=maxiter, gtol=opts["gtol"],
+                     end="epochs" if opts["epochs"] is not None else "maxiter")
+    f = problem.value(out.x)
+    out.reasons[~np.isfinite(f) & (out.status() != NAN)] = "loss_at_end"
+    status = out.status()
+    res = OptimizeResult(x=backend.result(out.x, shape, kind), fun=f, jac=backend.result(out.g, shape, kind),
+                         nit=out.nit, nfev=problem.nfev, njev=problem.njev, status=status,
+                         success=status == 0, message=out.messages())
+    if opts["disp"]:
+        print(f"{B} problems: {int(np.sum(status == 0))} succeeded; "
+              + ", ".join(f"status {s}: {int(np.sum(status == s))}" for s in np.unique(status)))
+    return res
+
+
 def _maxiter(opts: dict, problem: Problem) -> int:
     """maxiter, or epochs × (batches per epoch)."""
     if opts["epochs"] is None:
@@ -217,21 +260,23 @@ def _maxiter(opts: dict, problem: Problem) -> int:
 def _choose_driver(problem: Problem, x, mstate: MethodState, opts: dict, callback):
     """The compiled loop for jitted F and dF (unless something needs Python), else the Python loop."""
     choice = opts["driver"]
+    batched = problem.batch is not None
     if choice == "python":
-        return python_loop
-    from .drivers import compiled
+        return batched_loop if batched else python_loop
+    from .drivers import compiled, compiled_batched
 
     why = compiled.not_applicable(problem.fun, problem.jac, mstate.config, callback, mstate.backend)
+    loop = compiled_batched if batched else compiled
     if why is None:
         try:
-            problem.compiled = compiled.prepare(problem, mstate, x, _maxiter(opts, problem))
+            problem.compiled = loop.prepare(problem, mstate, x, _maxiter(opts, problem))
         except TypeError as e:
             why = str(e)
     if why is None:
-        return compiled
+        return loop
     if choice == "compiled":
         raise ValueError(f"driver='compiled' cannot run this problem: {why}")
-    return python_loop
+    return batched_loop if batched else python_loop
 
 
 def _method_function(name: str):

@@ -78,7 +78,9 @@ def demo(args) -> int:
     rows.append(("5b. rotated quadratic", "f after 20 steps, aligned / rotated",
                  f"{rot['f_aligned']:.2e} / {rot['f_rotated']:.3f}", "slower when rotated"))
     grid = (5, 5)
-    sens = ex.sensitivity(progress=Progress("5c. sensitivity sweep", grid[0] * grid[1], show_progress))
+    # the 25 runs are one batched call
+    sens = ex.sensitivity(progress=Progress(f"5c. sensitivity sweep ({grid[0]} × {grid[1]}, one batched "
+                                            "call)", 1, show_progress))
     i, j = np.unravel_index(np.argmin(sens["loss"]), sens["loss"].shape)
     rows.append(("5c. η × γ sweep, airfoil", "best final loss (η, γ)",
                  f"{sens['loss'][i, j]:.4f} ({sens['lrs'][j]:g}, {sens['gammas'][i]:g})", "—"))

@@ -141,14 +141,19 @@ def airfoil(preset=None, hyper=None, scale=1.0, lr=0.01, batch_size=10, epochs=2
     from .datasets import airfoil as load
 
     X, y = load()
-    rng = np.random.default_rng(seed)
-    x0 = np.concatenate([rng.normal(0.0, 0.01, X.shape[1]), [0.0]]).astype(np.float32)
+    x0 = _airfoil_x0(X.shape[1], seed)
     res = minimize(linreg_loss, linreg_grad, x0, args=(X, y, scale), method=method,
                    options={"lr": lr, "preset": preset, **(hyper if hyper is not None else {"gamma": 0.9}),
                             "batch_size": batch_size, "epochs": epochs, "seed": seed,
                             "history": True, "history_every": max(1, 200 // batch_size)})
     return {"epoch": res.history["epoch"], "loss": res.history["loss"], "final": res.fun, "x": res.x,
             "result": res}
+
+
+def _airfoil_x0(d: int, seed: int) -> np.ndarray:
+    """w ~ N(0, 0.01²), b = 0, float32, as d2l initializes it."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.normal(0.0, 0.01, d), [0.0]]).astype(np.float32)
 
 
 def airfoil_runs(seed: int = 0) -> dict:
@@ -188,16 +193,41 @@ def rotated(steps: int = 20) -> dict:
             "f_aligned": f_2d(aligned["x"]), "f_rotated": f_rotated(rot["x"])}
 
 
+def linreg_loss_rows(W, X, y, scale=1.0):
+    """linreg_loss of B problems at once: W (B, d + 1), X (B, rows, d), y (B, rows)."""
+    r = (X @ W[:, :-1, None])[..., 0] + W[:, -1:] - y
+    return np.sum(r * r, axis=1) / (2 * y.shape[1])
+
+
+def linreg_grad_rows(W, X, y, scale=1.0):
+    r = (X @ W[:, :-1, None])[..., 0] + W[:, -1:] - y
+    G = np.empty_like(W)
+    G[:, :-1] = (np.swapaxes(X, 1, 2) @ r[..., None])[..., 0]
+    G[:, -1] = r.sum(axis=1)
+    return G * (scale / y.shape[1])
+
+
 def sensitivity(lrs=(0.001, 0.003, 0.01, 0.03, 0.1), gammas=(0.5, 0.8, 0.9, 0.95, 0.99), epochs=2,
-                progress=None) -> dict:
-    """Final airfoil loss over a grid of η × γ (how sensitive is RMSProp to γ?)."""
-    losses = np.empty((len(gammas), len(lrs)))
-    for i, gamma in enumerate(gammas):
-        for j, lr in enumerate(lrs):
-            losses[i, j] = airfoil(hyper={"gamma": gamma}, lr=lr, epochs=epochs)["final"]
-            if progress is not None:
-                progress()
-    return {"lrs": np.asarray(lrs), "gammas": np.asarray(gammas), "loss": losses}
+                progress=None, batch_size=10, seed=0) -> dict:
+    """Final airfoil loss over a grid of η × γ (how sensitive is RMSProp to γ?).
+
+    The whole grid is one batched call: B = len(gammas)·len(lrs) copies of airfoil()'s problem
+    (same start, same mini-batches), each with its own η and γ.
+    """
+    from .datasets import airfoil as load
+
+    X, y = load()
+    G, L = np.meshgrid(np.asarray(gammas, float), np.asarray(lrs, float), indexing="ij")
+    B = G.size
+    x0 = np.tile(_airfoil_x0(X.shape[1], seed), (B, 1))
+    data = (np.broadcast_to(X, (B, *X.shape)), np.broadcast_to(y, (B, *y.shape)))
+    res = minimize(linreg_loss_rows, linreg_grad_rows, x0, args=data,
+                   options={"lr": L.ravel(), "gamma": G.ravel(), "batch_size": batch_size, "epochs": epochs,
+                            "seed": seed, "batched": True})
+    if progress is not None:
+        progress()
+    return {"lrs": np.asarray(lrs), "gammas": np.asarray(gammas), "loss": res.fun.reshape(G.shape),
+            "result": res}
 
 
 def softmax_loss(W, X, Y):

@@ -7,10 +7,12 @@ minimize drivers (which step flat buffers); holds no parameter array itself.
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import numpy as np
 
 from . import _checks as ck
+from .kernels._jit import bind, jit
 from .kernels.cpu import CPU
 from .methods import Config
 
@@ -92,3 +94,54 @@ class MethodState:
         self.backend.load_state(self.S, host)
         self.t = t
         self._ready = False
+
+
+def _fill_rows(P, t, LR, GAMMA, GF, H, active):  # pragma: no cover - compiled
+    """H[b] ← the coefficients of problem b at step t, for the active rows."""
+    for b in range(P.shape[0]):
+        if active[b]:
+            COEF(P[b], t, LR[b], GAMMA[b], GF[b], H[b])  # noqa: F821 - bound per method
+
+
+@cache
+def _row_filler(coefficients):
+    return jit(bind(_fill_rows, f"fill_rows_{coefficients.__name__}", COEF=coefficients), nogil=True)
+
+
+class BatchedState(MethodState):
+    """MethodState for B problems of n elements each (x is their rows, one after the other): the
+    state rows span all B·n elements; each problem has its own packed parameters P[b], η and γ,
+    and coefficients H[b] (per-problem hyperparameters, see presets.configure_batch)."""
+
+    def __init__(self, config: Config, per_problem: dict, B: int, n: int, dtype, backend=CPU):
+        super().__init__(config, B * n, dtype, backend)
+        self.B = B
+        self.P = np.tile(self.p, (B, 1))
+        for name, i in config.method.schedulable.items():
+            if name in per_problem:
+                self.P[:, i] = per_problem[name]
+        self.per_problem = per_problem
+        self.LR, self.GAMMA, self.GF = np.zeros(B), np.zeros(B), np.ones(B)
+        self.H = np.zeros((B, config.method.nh), dtype=self.dtype)
+        self._fill = _row_filler(config.method.coefficients)
+
+    def _column(self, name: str, out: np.ndarray) -> None:
+        if name in self.per_problem:
+            out[:] = self.per_problem[name]
+        else:
+            out[:] = self.value(name)
+
+    def row_coefficients(self, g, active: np.ndarray) -> np.ndarray:
+        """H for step t + 1 of the active problems (g: their flat gradients, for clip_norm)."""
+        if self._ready and not self._varies:
+            return self.H
+        if self._clip_norm < math.inf:
+            norms = self.backend.row_norms(g, self.B)[:, 1]
+            self.GF[:] = self._clip_norm / np.maximum(norms, self._clip_norm)
+        self._column("lr", self.LR)
+        self._column("gamma", self.GAMMA)
+        for i, name, schedule, interval in self.config.scheduled:
+            self.P[:, i] = ck.scheduled(name, schedule(self.t), self.t, interval)
+        self._fill(self.P, self.t + 1, self.LR, self.GAMMA, self.GF, self.H, active)
+        self._ready = True
+        return self.H

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
+
 from . import _checks as ck
 from . import methods
 
@@ -135,3 +137,54 @@ def _momentum_as_in(preset: str, options: dict, defaults: dict, aliases: dict) -
         for k in [k for k in options if names.get(k, k) == "nesterov"]:
             ck.boolean(k, options.pop(k))  # still a bool, as there
     return options
+
+
+def configure_batch(method: str, options: dict, preset: str | None, B: int) -> tuple[methods.Config, dict]:
+    """``configure`` for B problems at once: a hyperparameter may also be a 1-D NumPy array of
+    length B, one value per problem (lr, gamma, and every packed numeric one: momentum, eps,
+    β1, weight decay ...).  Returns (the config the kernels are built from, {name: array}).
+
+    Every distinct value is validated as a constant would be.  Values that change the kernel's
+    compile-time structure (μ > 0 gives a momentum buffer, ε = 0 a guarded division) are
+    combined: the batch runs the kernel that every problem's values need, which computes the
+    same numbers for the others (μ = 0 in a momentum kernel is the plain step, bit for bit).
+    """
+    m = methods.get(method)
+    names = {**methods.ALIASES, **(PRESET_ALIASES.get(preset.lower(), {}) if isinstance(preset, str) else {})}
+    allowed = {"lr", "gamma", *m.schedulable} & set(m.hypers)
+    arrays: dict[str, tuple[str, np.ndarray]] = {}
+    scalars = {}
+    for key, v in options.items():
+        if not isinstance(v, np.ndarray) or v.ndim == 0:
+            scalars[key] = v
+            continue
+        name = names.get(key, key)
+        if name not in allowed:
+            raise ValueError(f"{key} must be one value for the whole batch; per-problem arrays are accepted "
+                             f"for {', '.join(sorted(allowed))}")
+        if v.shape != (B,):
+            raise ValueError(f"{key} has shape {v.shape}: a per-problem hyperparameter needs one value per "
+                             f"problem, shape ({B},)")
+        if v.dtype.kind not in "fiu":
+            raise TypeError(f"{key} must hold real numbers, got dtype {v.dtype}")
+        arrays[name] = (key, v.astype(np.float64))
+    lr = arrays.pop("lr", None)
+    if lr is not None:
+        check = m.hypers["lr"].check
+        for value in np.unique(lr[1]):
+            check(lr[0], float(value))
+        scalars[lr[0]] = float(lr[1][0])
+    keys = [key for key, _ in arrays.values()]
+    combos = np.unique(np.stack([a for _, a in arrays.values()], axis=1), axis=0) if arrays else [()]
+    configs = [configure(m.name, {**scalars, **{k: float(v) for k, v in zip(keys, row, strict=True)}}, preset)
+               for row in combos]
+    flags = tuple(any(col) for col in zip(*(c.flags for c in configs), strict=True))
+    chosen = next((c for c in configs if c.flags == flags), None)
+    if chosen is None:
+        raise ValueError("these per-problem values need kernels of different structure for different "
+                         "problems (no one problem has them all, e.g. momentum > 0 together with eps = 0); "
+                         "split the batch")
+    per_problem = {name: a for name, (_, a) in arrays.items()}
+    if lr is not None:
+        per_problem["lr"] = lr[1]
+    return chosen, per_problem

@@ -14,8 +14,10 @@ import copy
 import sys
 from typing import Any, ClassVar
 
+import numpy as np
+
 from . import kernels, methods, presets
-from .method_state import MethodState
+from .method_state import BatchedState, MethodState
 
 
 class Optimizer:
@@ -23,13 +25,26 @@ class Optimizer:
 
     method: ClassVar[str]
 
-    def __init__(self, x: Any, *, preset: str | None = None, **hyperparameters: Any) -> None:
+    def __init__(self, x: Any, *, preset: str | None = None, batched: bool = False,
+                 **hyperparameters: Any) -> None:
         self.x = x
         self._backend = kernels.get(kernels.owner(x))
         self._shaped = self._backend.param_array(x)  # x itself, or its Numba device view
-        self._options = (preset, dict(hyperparameters))  # what a copy or an unpickled stepper rebuilds from
-        config = presets.configure(self.method, hyperparameters, preset)
-        self._mstate = MethodState(config, self._shaped.size, self._shaped.dtype, self._backend)
+        # what a copy or an unpickled stepper rebuilds from
+        self._options = (preset, dict(hyperparameters, **({"batched": True} if batched else {})))
+        # batched: each row x[b] is its own problem (per-row hyperparameters: 1-D arrays of length B)
+        self._batched = batched or any(isinstance(v, np.ndarray) and v.ndim for v in hyperparameters.values())
+        n, dtype = self._shaped.size, self._shaped.dtype
+        if self._batched:
+            if not hasattr(self._backend, "rows_step") or len(self._shaped.shape) < 1:
+                raise ValueError("a batched stepper needs x of shape (B, ...): one row per problem")
+            B = self._shaped.shape[0]
+            config, per_problem = presets.configure_batch(self.method, hyperparameters, preset, B)
+            self._mstate = BatchedState(config, per_problem, B, n // B, dtype, self._backend)
+            self._active = np.ones(B, dtype=np.bool_)
+        else:
+            config = presets.configure(self.method, hyperparameters, preset)
+            self._mstate = MethodState(config, n, dtype, self._backend)
         self._flat = self._shaped.reshape(self._shaped.size)
         self._kind = self._backend.array_kind(x)
 
@@ -37,8 +52,10 @@ class Optimizer:
         """One update of x in place with gradient g (same shape as x; not modified)."""
         e = self._mstate
         gf = self._backend.as_gradient(g, self._shaped)
-        h = e.coefficients(gf)
-        self._backend.step(e, self._flat, gf, h)
+        if self._batched:
+            self._backend.rows_step(e, self._flat, gf, e.row_coefficients(gf, self._active), self._active)
+        else:
+            self._backend.step(e, self._flat, gf, e.coefficients(gf))
         e.t += 1
 
     @property
@@ -48,7 +65,8 @@ class Optimizer:
 
     @property
     def hyperparameters(self) -> dict:
-        return dict(self._mstate.config.values)
+        """The validated hyperparameters (a batched stepper's per-row ones as arrays)."""
+        return {**self._mstate.config.values, **getattr(self._mstate, "per_problem", {})}
 
     @property
     def state(self) -> dict:
@@ -69,7 +87,7 @@ class Optimizer:
     def __deepcopy__(self, memo):
         x = copy.deepcopy(self.x, memo)
         preset, hyper = self._options
-        new = type(self)(x, preset=preset, **copy.deepcopy(hyper, memo))
+        new = type(self)(x, preset=preset, **copy.deepcopy(hyper, memo))  # (batched travels in hyper)
         new.load_state_dict(self.state_dict())
         memo[id(self)] = new
         return new
@@ -82,7 +100,7 @@ class Optimizer:
         return _restore, (type(self), self.x, preset, hyper, self.state_dict())
 
     def __repr__(self) -> str:
-        hp = ", ".join(f"{k}={v!r}" for k, v in self._mstate.config.values.items())
+        hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())
         return (f"{type(self).__name__}(<{self._shaped.dtype} array {tuple(self._shaped.shape)}>, "
                 f"t={self.t}, {hp})")
 

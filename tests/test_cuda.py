@@ -216,3 +216,54 @@ def test_concurrent_device_runs_do_not_stop_each_other(monkeypatch):
     for a, b in zip(together, alone, strict=True):
         assert a.nit == b.nit and a.status == b.status == 0
         np.testing.assert_array_equal(a.x, b.x)
+
+
+# -- batched problems on the device: a 2-D launch of the same rules ---------------------------------
+
+def _rows_F(X):
+    return 0.5 * np.sum((np.asarray(X) - 3.0) ** 2, axis=1)
+
+
+def _rows_dF(X):
+    host = X.copy_to_host() if hasattr(X, "copy_to_host") else np.asarray(X)
+    return cuda.to_device(2.0 * (host - 3.0) * np.arange(1, host.shape[0] + 1)[:, None])
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_batched_minimize_on_the_device_matches_the_cpu():
+    B = 5
+    lr = np.array([0.01, 0.05, 0.1, 0.2, 1e3])  # the last diverges under gd
+    opts = {"lr": lr, "maxiter": 60, "gtol": 1e-3, "batched": True}
+    host = fastrms.minimize(lambda X: _rows_F(X), lambda X: _rows_dF(X).copy_to_host(), np.zeros((B, 3)),
+                            method="gd", options=opts)
+    dev = fastrms.minimize(_rows_F, _rows_dF, np.zeros((B, 3)), method="gd",
+                           options={**opts, "backend": "cuda"})
+    assert set(host.status) >= {0, 1, 3}
+    np.testing.assert_array_equal(dev.status, host.status)
+    np.testing.assert_array_equal(dev.nit, host.nit)
+    np.testing.assert_allclose(dev.x, host.x, rtol=1e-12)
+
+
+def test_batched_stepper_on_the_device_matches_the_cpu(rng):
+    X = rng.normal(size=(3, 4)).astype(np.float32)
+    grads = [rng.normal(size=(3, 4)).astype(np.float32) for _ in range(4)]
+    beta1 = np.array([0.5, 0.8, 0.9])
+    host = X.copy()
+    cpu_opt = fastrms.Adam(host, beta1=beta1, lr=0.1)
+    dev = cuda.to_device(X)
+    dev_opt = fastrms.Adam(dev, beta1=beta1, lr=0.1)
+    for g in grads:
+        cpu_opt.step(g)
+        dev_opt.step(cuda.to_device(g))
+    np.testing.assert_allclose(dev.copy_to_host(), host, rtol=2e-6)
+
+
+def test_rows_launch_config():
+    if SIM:
+        assert fcuda.rows_launch_config(8, 10_000) == fcuda.SIMULATOR_ROWS_GRID
+    (bx, by), (tx, ty) = fcuda.rows_grid(8, 10_000, 132)  # tiny problems: many per block
+    assert tx == 32 and tx * ty == fcuda.THREADS_PER_BLOCK and bx == 1 and by * ty >= 10_000
+    (bx, by), (tx, ty) = fcuda.rows_grid(10**6, 4, 132)  # few large ones: each fills the GPU in turn
+    assert tx == fcuda.THREADS_PER_BLOCK and ty == 1 and by == 1 and bx == -(-10**6 // tx)
+    (bx, by), _ = fcuda.rows_grid(1000, 10**6, 132)
+    assert by <= 65535 and bx * by <= fcuda.BLOCKS_PER_SM * 132 * 4

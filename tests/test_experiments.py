@@ -95,6 +95,10 @@ def test_sensitivity_grid_is_a_real_sweep():
     s = ex.sensitivity(lrs=(0.001, 0.01), gammas=(0.5, 0.9), epochs=1)
     assert s["loss"].shape == (2, 2) and np.all(np.isfinite(s["loss"]))
     assert s["loss"][:, 1].max() < s["loss"][:, 0].min()  # after one epoch, η = 0.01 beats 0.001
+    # the one batched call is the grid of separate d2l runs (up to float32 rounding in F and dF)
+    separate = ex.airfoil(hyper={"gamma": 0.5}, lr=0.01, epochs=1)
+    assert s["loss"][0, 1] == pytest.approx(separate["final"], rel=1e-4)
+    assert np.all(s["result"].nit == 150)
 
 
 def test_digits_softmax_regression():

@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -43,3 +44,18 @@ def test_readme_names_every_registered_method():
         functions = methods_section.split("scipy method functions:", 1)[1].split("\n", 1)[0]
         assert re.search(rf"`(fastrms\.)?{name}`", functions), f"the scipy function list lacks {name}"
         assert getattr(fastrms, name).__name__ == name and getattr(fastrms, method.class_name).method == name
+
+
+@pytest.mark.skipif(not README.exists(), reason="tests run outside the source tree")
+def test_batched_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    block = next(b for b in blocks if "'batched': True" in b)
+    namespace: dict = {}
+    exec(compile(block, "README batched example", "exec"), namespace)  # noqa: S102
+    res = namespace["res"]
+    assert res.x.shape == (9, 5) and res.status.shape == (9,)
+    # the same problem 9 times: the best η, γ reach its least-squares minimum
+    A, y = namespace["A"], namespace["y"]
+    w = np.linalg.lstsq(A, y, rcond=None)[0]
+    assert abs(res.fun.min() - 0.5 * np.mean((A @ w - y) ** 2)) < 1e-4
+    assert np.ptp(res.fun) > 1e-3  # and the grid is a real sweep

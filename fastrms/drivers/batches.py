@@ -14,12 +14,20 @@ class Batches:
     epoch k // (batches per epoch); shuffling comes from ``seed``.
     """
 
-    def __init__(self, args: tuple, batch_size: int, shuffle: bool, seed, drop_last: bool):
-        arrays = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.ndim >= 1]
+    def __init__(self, args: tuple, batch_size: int, shuffle: bool, seed, drop_last: bool,
+                 problems: int | None = None):
+        # B batched problems: each data array has a leading axis of length B, rows are axis 1,
+        # and every problem takes the same rows at each step (as B separate runs with one seed)
+        self.axis = 0 if problems is None else 1
+        arrays = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.ndim > self.axis
+                  and (problems is None or a.shape[0] == problems)]
         if not arrays:
-            raise ValueError("batch_size needs data: pass the data arrays in args (split along axis 0)")
-        self.N = len(args[arrays[0]])
-        self.data = [i for i in arrays if len(args[i]) == self.N]
+            raise ValueError("batch_size needs data: pass the data arrays in args (split along axis 0)"
+                             if problems is None else
+                             f"batch_size with {problems} batched problems needs data arrays in args of "
+                             f"shape ({problems}, rows, ...): each problem's own data, split along axis 1")
+        self.N = args[arrays[0]].shape[self.axis]
+        self.data = [i for i in arrays if args[i].shape[self.axis] == self.N]
         if batch_size > self.N:
             raise ValueError(f"batch_size {batch_size} is larger than the data ({self.N} rows)")
         self.args, self.size, self.shuffle = args, batch_size, shuffle
@@ -48,4 +56,6 @@ class Batches:
     def __call__(self, k: int) -> tuple:
         epoch, j = divmod(k, self.per_epoch)
         rows = self.order(epoch)[j * self.size:(j + 1) * self.size]
+        if self.axis:
+            return tuple(a[:, rows] if i in self.data else a for i, a in enumerate(self.args))
         return tuple(a[rows] if i in self.data else a for i, a in enumerate(self.args))

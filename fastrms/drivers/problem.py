@@ -28,6 +28,21 @@ def as_scalar(f) -> float:
                     f"{'of shape ' + str(a.shape) if a.ndim else repr(f)}")
 
 
+def as_losses(f, B: int) -> np.ndarray:
+    """The user's F(X) for B problems as B floats, or a clear error."""
+    try:
+        a = np.asarray(f)
+    except (TypeError, ValueError):
+        a = None
+    if a is None or a.dtype.kind not in "fiu":
+        raise TypeError(f"with batched problems the objective must return an array of {B} real losses, "
+                        f"got {type(f).__name__}")
+    if a.shape != (B,):
+        raise ValueError(f"with batched problems the objective must return one loss per problem, shape "
+                         f"({B},); it returned shape {a.shape}")
+    return a.astype(np.float64)
+
+
 def _gradient_error(g):
     if g is None:
         return TypeError("dF returned None; it must return the gradient, an array of x's shape "
@@ -47,8 +62,11 @@ class Problem:
     """
 
     def __init__(self, fun, jac, args: tuple, shape: tuple, dtype, batches: Batches | None = None,
-                 backend=CPU, kind: str = "numpy"):
+                 backend=CPU, kind: str = "numpy", batch: int | None = None):
         self.fun, self.jac, self.args = fun, jac, args
+        # B problems at once (shape is (B, ...)): F returns B losses
+        self.batch = batch
+        self._loss = as_scalar if batch is None else (lambda f: as_losses(f, batch))
         self.combined = jac is True
         self.shape, self.dtype = shape, np.dtype(dtype)
         self.nfev = self.njev = 0
@@ -88,8 +106,8 @@ class Problem:
         if self.combined:
             self.njev += 1
             f, _ = self._pair(self._call(self.fun, x, xu, self.args))
-            return as_scalar(f)
-        return as_scalar(self._call(self.fun, x, xu, self.args))
+            return self._loss(f)
+        return self._loss(self._call(self.fun, x, xu, self.args))
 
     def evaluate(self, x: np.ndarray, want_f: bool, k: int = 0):
         """(f or None, flat g) at x; f comes free when fun returns (f, g).
@@ -108,7 +126,7 @@ class Problem:
         if self.combined:
             self.nfev += 1
             f, g = self._pair(self._call(self.fun, x, xu, self.args))
-            return as_scalar(f), self._gradient(g, xs)
+            return self._loss(f), self._gradient(g, xs)
         g = self._gradient(self._call(self.jac, x, xu, self.args), xs)
         return (self.value(x) if want_f else None), g
 

@@ -23,6 +23,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
+from numba.extending import overload  # noqa: E402
 from numba.np.unsafe.ndarray import to_fixed_tuple  # noqa: E402
 
 from .. import _arrays  # noqa: E402
@@ -66,6 +67,54 @@ def _step_checked(x, g, S, h, gtol, out):  # pragma: no cover - compiled
     return n_big, n_bad
 
 
+def row_tuple(H, b, nh):
+    """(H[b, 0], …, H[b, nh − 1]) as a tuple; compiled only, see _row_tuple_typed."""
+
+
+@overload(row_tuple, prefer_literal=True)
+def _row_tuple_typed(H, b, nh):
+    # direct loads: to_fixed_tuple(H[b], nh) makes a view per row, 8x slower on rows of 8 elements
+    items = "".join(f"H[b, {k}], " for k in range(nh.literal_value))
+    namespace: dict = {}
+    exec(f"def row(H, b, nh):\n    return ({items})\n", namespace)  # noqa: S102
+    return namespace["row"]
+
+
+# Batched problems: x is B problems' flat parameters, one after the other (row b is
+# x[b*n:(b+1)*n]), each with its own coefficients H[b]; rows with active[b] False have
+# finished and are left alone.  Parallel over problems, each row a vectorized loop.
+
+def _step_rows(x, g, S, H, active):  # pragma: no cover - compiled
+    """x ← rule(x, g) in place, row b with coefficients H[b], for the active rows."""
+    n = x.size // H.shape[0]
+    for b in prange(H.shape[0]):
+        if active[b]:
+            hh = row_tuple(H, b, NH)  # noqa: F821
+            for j in range(n):  # (a range from b·n does not vectorize: 4x slower)
+                i = b * n + j
+                x[i] = RULE(x[i], g[i], S, i, hh, FLAGS)  # noqa: F821
+
+
+def _step_rows_checked(x, g, S, H, active, gtol, out, big, bad):  # pragma: no cover - compiled
+    """_step_checked row by row: out ← rule(x, g) for the active rows, x untouched; big[b] and
+    bad[b] count row b's |g_i| > gtol and its non-finite out_i (each problem's stopping tests)."""
+    n = x.size // H.shape[0]
+    for b in prange(H.shape[0]):
+        if active[b]:
+            hh = row_tuple(H, b, NH)  # noqa: F821
+            n_big = 0
+            n_bad = 0
+            for j in range(n):
+                i = b * n + j
+                gi = g[i]
+                xi = RULE(x[i], gi, S, i, hh, FLAGS)  # noqa: F821
+                out[i] = xi
+                n_big += abs(gi) > gtol
+                n_bad += not (xi - xi == 0)
+            big[b] = n_big
+            bad[b] = n_bad
+
+
 def _compile(template, rule, flags: tuple, nh: int, parallel: bool, cache: bool = True):
     name = f"{template.__name__}_{rule.__name__}_{flag_tag(flags)}_{'par' if parallel else 'ser'}"
     fn = bind(template, name, RULE=rule, FLAGS=flags, NH=nh)
@@ -103,9 +152,23 @@ class CpuKernels:
         """Checked kernel ``(x, g, S, h, gtol, out) -> (n_big, n_bad)``."""
         return self._callable(_step_checked, n, itemsize)
 
-    def variant(self, checked: bool, parallel: bool):
+    # The batched kernels run serially: on this machine their prange variant (over problems) ran
+    # 1.2 to 2x slower than the serial one at every size measured, 8 to 10,000 elements per
+    # problem and 80,000 to 1,600,000 in all (see bench/RESULTS.md), where the one-problem
+    # kernels gain from their prange over elements.
+    def rows(self, n: int, itemsize: int = 8):
+        """Batched in-place kernel ``(x, g, S, H, active) -> None`` for n elements in all."""
+        return self._get(_step_rows, False)
+
+    def rows_checked(self, n: int, itemsize: int = 8):
+        """Batched checked kernel ``(x, g, S, H, active, gtol, out, big, bad) -> None``."""
+        return self._get(_step_rows_checked, False)
+
+    def variant(self, checked: bool, parallel: bool, batched: bool = False):
         """A specific variant as a Numba dispatcher (the compiled driver and the benchmarks name it;
         a caller from Python that picks a parallel one holds ``parallel_lock()``)."""
+        if batched:
+            return self._get(_step_rows_checked if checked else _step_rows, parallel)
         return self._get(_step_checked if checked else _step, parallel)
 
 
@@ -129,6 +192,14 @@ def norm2(a):  # pragma: no cover - compiled
     for v in a:
         s += float(v) * float(v)
     return math.sqrt(s)
+
+
+@jit(nogil=True)
+def row_norms(a, out):  # pragma: no cover - compiled
+    """out[b] ← (max |a_b,i|, ‖a_b‖₂) for each row b of a (B, n), as max_abs and norm2 per row."""
+    for b in range(a.shape[0]):
+        out[b, 0] = max_abs(a[b])
+        out[b, 1] = norm2(a[b])
 
 
 _SMALLEST_PARALLEL = min(PARALLEL_MIN_BYTES.values())
@@ -212,6 +283,24 @@ class CpuBackend:
 
     def step(self, mstate, x, g, h):
         mstate.kernels.step(x.size, x.itemsize)(x, g, mstate.S, h)
+
+    def row_norms(self, g, B: int) -> np.ndarray:
+        """(B, 2): each problem's (max |g_i|, ‖g‖₂), for a flat g of B problems."""
+        out = np.empty((B, 2))
+        row_norms(g.reshape(B, -1), out)
+        return out
+
+    def rows_checked_stepper(self, mstate, n):
+        """The batched checked kernel for n elements in all, looked up once."""
+        kernel, S = mstate.kernels.rows_checked(n, mstate.dtype.itemsize), mstate.S
+        return lambda x, g, H, active, gtol, out, big, bad: kernel(x, g, S, H, active, gtol, out, big, bad)
+
+    def copy_rows(self, src, dst, rows, B: int) -> None:
+        """dst's problems ``rows`` ← src's (flat arrays of B problems)."""
+        dst.reshape(B, -1)[rows] = src.reshape(B, -1)[rows]
+
+    def rows_step(self, mstate, x, g, H, active):
+        mstate.kernels.rows(x.size, x.itemsize)(x, g, mstate.S, H, active)
 
     def checked_stepper(self, mstate, n):
         """step_checked with the kernel for n elements looked up once (the loop calls it every step)."""

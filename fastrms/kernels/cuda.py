@@ -103,6 +103,43 @@ def _step_checked(x, g, S, h, gtol, out, stop, stamp):  # pragma: no cover - com
         stop[1] = stamp
 
 
+# Batched problems (see cpu.py): a 2-D grid, x along the first axis of the grid and problems
+# along the second; row b reads its own coefficients H[b].
+
+def _step_rows(x, g, S, H, active):  # pragma: no cover - compiled for the device
+    j0, b0 = cuda.grid(2)  # noqa: F821
+    sj, sb = cuda.gridsize(2)  # noqa: F821
+    n = x.size // H.shape[0]
+    for b in range(b0, H.shape[0], sb):
+        if active[b]:
+            hb = H[b]
+            for i in range(b * n + j0, (b + 1) * n, sj):
+                x[i] = RULE(x[i], g[i], S, i, hb, FLAGS)  # noqa: F821
+
+
+def _step_rows_checked(x, g, S, H, active, gtol, out, big, bad, stamp):  # pragma: no cover - compiled
+    """_step_checked per problem: big[b] = stamp if some |g_i| > gtol in row b, bad[b] = stamp if some
+    out_i there is not finite."""
+    j0, b0 = cuda.grid(2)  # noqa: F821
+    sj, sb = cuda.gridsize(2)  # noqa: F821
+    n = x.size // H.shape[0]
+    for b in range(b0, H.shape[0], sb):
+        if active[b]:
+            hb = H[b]
+            any_big = False
+            any_bad = False
+            for i in range(b * n + j0, (b + 1) * n, sj):
+                gi = g[i]
+                xi = RULE(x[i], gi, S, i, hb, FLAGS)  # noqa: F821
+                out[i] = xi
+                any_big = any_big or abs(gi) > gtol
+                any_bad = any_bad or not (xi - xi == 0)
+            if any_big:
+                big[b] = stamp
+            if any_bad:
+                bad[b] = stamp
+
+
 def _reduce(g, out):  # pragma: no cover - compiled
     """out[0] ← max |g_i| and out[1] ← Σ g_i² (atomics, out zeroed first), out[2] = 1 if a g_i is NaN."""
     start = cuda.grid(1)  # noqa: F821
@@ -175,6 +212,26 @@ def grid(n: int, sms: int) -> tuple[int, int]:
     BLOCKS_PER_SM blocks per multiprocessor, beyond that the grid-stride loop takes over."""
     blocks = min(-(-n // THREADS_PER_BLOCK), BLOCKS_PER_SM * sms)
     return max(blocks, 1), THREADS_PER_BLOCK
+
+
+SIMULATOR_ROWS_GRID = ((1, 2), (8, 2))
+
+
+def rows_launch_config(n: int, B: int):
+    if _simulator():
+        return SIMULATOR_ROWS_GRID
+    return rows_grid(n, B, _cuda().get_current_device().MULTIPROCESSOR_COUNT)
+
+
+def rows_grid(n: int, B: int, sms: int):
+    """((blocks x, blocks y), (threads x, threads y)) for B problems of n elements: a block's
+    THREADS_PER_BLOCK threads cover one problem's elements (32 at least, a warp) and as many
+    problems as fit beside them; grid-stride loops take over beyond BLOCKS_PER_SM·sms blocks."""
+    tx = min(THREADS_PER_BLOCK, max(32, 1 << max(n - 1, 0).bit_length()))
+    ty = THREADS_PER_BLOCK // tx
+    bx = min(-(-n // tx), BLOCKS_PER_SM * sms)
+    by = min(-(-B // ty), max(1, BLOCKS_PER_SM * sms // bx), 65535)
+    return (bx, by), (tx, ty)
 
 
 class CudaKernels:
@@ -358,6 +415,49 @@ class CudaBackend:
             return int(flags[0] == stamp), int(flags[1] == stamp)
 
         return step_checked
+
+    # batched problems
+    def rows_checked_stepper(self, mstate, n):
+        """The batched checked launch for n elements in all: ``(x, g, H, active, gtol, out, big, bad)``
+        with host H, active, big and bad (big[b], bad[b] set to 0 or 1 for the active problems)."""
+        B = mstate.B
+        kernel = mstate.kernels.get(_step_rows_checked)[rows_launch_config(n // B, B)]
+        flags = self.cuda.to_device(np.zeros((2, B), np.int64))
+        H_dev = self.cuda.device_array(mstate.H.shape, dtype=mstate.H.dtype)
+        act_dev = self.cuda.device_array(B, dtype=np.uint8)
+        sent = {"H": None, "active": None}
+        stamp = 0
+
+        def step(x, g, H, active, gtol, out, big, bad):
+            nonlocal stamp
+            stamp += 1
+            if sent["H"] is None or mstate._varies:  # constant coefficients travel once
+                H_dev.copy_to_device(H)
+                sent["H"] = True
+            if sent["active"] is None or not np.array_equal(sent["active"], active):
+                act_dev.copy_to_device(active.astype(np.uint8))
+                sent["active"] = active.copy()
+            kernel(x, g, mstate.S, H_dev, act_dev, gtol, out, flags[0], flags[1], stamp)
+            f = flags.copy_to_host()  # the one host round trip a checked step needs
+            big[:] = f[0] == stamp
+            bad[:] = f[1] == stamp
+
+        return step
+
+    def rows_step(self, mstate, x, g, H, active):
+        B = mstate.B
+        kernel = mstate.kernels.get(_step_rows)[rows_launch_config(x.size // B, B)]
+        kernel(x, g, mstate.S, self.cuda.to_device(H), self.cuda.to_device(active.astype(np.uint8)))
+
+    def row_norms(self, g, B: int) -> np.ndarray:
+        from .cpu import CPU
+
+        return CPU.row_norms(g.copy_to_host(), B)
+
+    def copy_rows(self, src, dst, rows, B: int) -> None:
+        n = src.size // B
+        for b in rows:
+            dst[b * n:(b + 1) * n].copy_to_device(src[b * n:(b + 1) * n])
 
     def norms(self, g) -> tuple[float, float]:
         """(max |g_i|, ‖g‖₂) by one device reduction; NaN if g holds a NaN."""

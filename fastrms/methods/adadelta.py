@@ -15,13 +15,13 @@ from numba.extending import register_jitable
 from .. import _checks as ck
 from .base import (
     COMMON,
-    KEEP,
     LR,
     Hyper,
     Method,
     common_coefficients,
     gamma_check,
     gradient,
+    keep,
     lr_check,
     overflow_check,
     params,
@@ -40,14 +40,14 @@ PARAMS = ("eps",)
 @rule
 def adadelta(x, g, S, i, h, flags):
     """One element of Adadelta (see the module docstring)."""
-    (eps_zero,) = flags
-    g = gradient(x, g, h)
+    eps_zero, general = flags
+    g = gradient(x, g, h, general)
     s = h[RHO] * S[0, i] + h[W] * (g * g)
     S[0, i] = s
     a, d = math.sqrt(S[1, i] + h[EPS]), math.sqrt(s + h[EPS])
     delta = overflow_check((ratio(a, d) if eps_zero else a / d) * g, s)
     S[1, i] = h[RHO] * S[1, i] + h[W] * (delta * delta)
-    return h[KEEP] * x - h[LR] * delta
+    return keep(x, h, general) - h[LR] * delta
 
 
 @register_jitable

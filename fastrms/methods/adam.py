@@ -22,12 +22,12 @@ from numba.extending import register_jitable
 from .. import _checks as ck
 from .base import (
     COMMON,
-    KEEP,
     LR,
     Hyper,
     Method,
     common_coefficients,
     gradient,
+    keep,
     lr_check,
     overflow_check,
     params,
@@ -48,8 +48,8 @@ P_BETA1, P_BETA2, P_EPS, P_EPSILON_HAT, P_EPS_ROOT, P_NESTEROV, P_BC_MU, P_BC_NU
 @rule
 def adam(x, g, S, i, h, flags):
     """One element of Adam (see the module docstring)."""
-    amsgrad, eps_zero, v_hat, nesterov = flags
-    g = gradient(x, g, h)
+    amsgrad, eps_zero, v_hat, nesterov, general = flags
+    g = gradient(x, g, h, general)
     m = h[BETA1] * S[0, i] + h[W1] * g
     v = h[BETA2] * S[1, i] + h[W2] * (g * g)
     S[0, i] = m
@@ -66,7 +66,7 @@ def adam(x, g, S, i, h, flags):
         d = math.sqrt(v) / h[C2] + h[EPS]
     if nesterov:
         m = h[N1] * m + h[N2] * g
-    return h[KEEP] * x - h[LR] * overflow_check(ratio(m, d) if eps_zero else m / d, v)
+    return keep(x, h, general) - h[LR] * overflow_check(ratio(m, d) if eps_zero else m / d, v)
 
 
 @register_jitable

@@ -65,15 +65,28 @@ def rule(fn):
     return fn
 
 
-@register_jitable
-def gradient(x, g, h):
-    """g ← clip(GSCALE·g, ±CLIP) + WD·x  (NaN passes through the clip)."""
+# The last compile-time flag of every rule, ``general``: False when the common slots are all
+# off (no maximize, clip or weight decay: GSCALE = 1, CLIP = inf, WD = 0, KEEP = 1), so the
+# common configurations pay nothing for them.  True is the general form, which is also
+# right for those values (a batch mixing both runs it).
+
+@rule
+def gradient(x, g, h, general):
+    """g ← clip(GSCALE·g, ±CLIP) + WD·x  (NaN passes through the clip); g itself unless general."""
+    if not general:
+        return g
     g = h[GSCALE] * g
     if g > h[CLIP]:
         g = h[CLIP]
     elif g < -h[CLIP]:
         g = -h[CLIP]
     return g + h[WD] * x
+
+
+@rule
+def keep(x, h, general):
+    """KEEP·x (decoupled weight decay); x itself unless general."""
+    return h[KEEP] * x if general else x
 
 
 @register_jitable
@@ -273,7 +286,11 @@ class Config:
 
     @cached_property
     def flags(self) -> tuple:
-        return tuple(bool(f) for f in self.method.flags_fn(self._structure))
+        """The rule's compile-time flags: the method's own, then ``general`` (see gradient())."""
+        v = self._structure
+        general = (v["maximize"] or v["clip_value"] < math.inf or v["clip_norm"] < math.inf
+                   or v["weight_decay"] != 0)
+        return tuple(bool(f) for f in self.method.flags_fn(v)) + (bool(general),)
 
     @cached_property
     def rows(self) -> tuple:

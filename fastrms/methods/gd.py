@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from numba.extending import register_jitable
 
-from .base import COMMON, KEEP, LR, Method, common_coefficients, gradient, rule
+from .base import COMMON, LR, Method, common_coefficients, gradient, keep, rule
 
 
 @rule
 def gd(x, g, S, i, h, flags):
     """x ← x − η g."""
-    g = gradient(x, g, h)
-    return h[KEEP] * x - h[LR] * g
+    (general,) = flags
+    g = gradient(x, g, h, general)
+    return keep(x, h, general) - h[LR] * g
 
 
 @register_jitable

@@ -15,12 +15,12 @@ from numba.extending import register_jitable
 from .. import _checks as ck
 from .base import (
     COMMON,
-    KEEP,
     LR,
     Hyper,
     Method,
     common_coefficients,
     gradient,
+    keep,
     lr_check,
     params,
     rule,
@@ -37,13 +37,14 @@ P_BETA1, P_BETA2 = params(PARAMS)
 @rule
 def lion(x, g, S, i, h, flags):
     """One element of Lion (see the module docstring)."""
-    g = gradient(x, g, h)
+    (general,) = flags
+    g = gradient(x, g, h, general)
     m = S[0, i]
     c = h[W1] * g + h[BETA1] * m
     S[0, i] = h[W2] * g + h[BETA2] * m
     step = h[LR]
     # sign(c)·η in x's dtype; sign(0) = 0, and a NaN c stays NaN (c − c)
-    return h[KEEP] * x - (step if c > 0 else (-step if c < 0 else c - c))
+    return keep(x, h, general) - (step if c > 0 else (-step if c < 0 else c - c))
 
 
 @register_jitable

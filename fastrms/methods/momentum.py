@@ -7,7 +7,6 @@ from numba.extending import register_jitable
 from .. import _checks as ck
 from .base import (
     COMMON,
-    KEEP,
     LR,
     MOMENTUM,
     MOMENTUM_SLOTS,
@@ -16,6 +15,7 @@ from .base import (
     check_nesterov,
     common_coefficients,
     gradient,
+    keep,
     momentum_terms,
     params,
     rule,
@@ -32,10 +32,11 @@ P_MU, P_NESTEROV, P_LR_INSIDE = params(PARAMS)
 def momentum(x, g, S, i, h, flags):
     """b ← μ b + a g;  x ← x − η (c_g g + c_b b):  (c_g, c_b) = (0, 1) heavy ball, (a, μ) Nesterov;
     a = η when η lives inside the buffer (TensorFlow), else 1 (PyTorch)."""
-    g = gradient(x, g, h)
+    (general,) = flags
+    g = gradient(x, g, h, general)
     b = h[MU] * S[0, i] + h[A] * g
     S[0, i] = b
-    return h[KEEP] * x - h[LR] * (h[C_G] * g + h[C_B] * b)
+    return keep(x, h, general) - h[LR] * (h[C_G] * g + h[C_B] * b)
 
 
 @register_jitable

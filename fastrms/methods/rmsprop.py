@@ -20,7 +20,6 @@ from numba.extending import register_jitable
 from .. import _checks as ck
 from .base import (
     COMMON,
-    KEEP,
     LR,
     MOMENTUM,
     MOMENTUM_SLOTS,
@@ -30,6 +29,7 @@ from .base import (
     common_coefficients,
     gamma_check,
     gradient,
+    keep,
     momentum_terms,
     overflow_check,
     params,
@@ -52,8 +52,8 @@ P_ADAGRAD, P_EPS, P_EPS_IN_SQRT, P_BIAS, P_MU, P_NESTEROV, P_LR_INSIDE, P_LR_DEC
 @rule
 def rmsprop(x, g, S, i, h, flags):
     """One element of RMSProp (see the module docstring)."""
-    centered, with_momentum, eps_zero, bias_correction = flags
-    g = gradient(x, g, h)
+    centered, with_momentum, eps_zero, bias_correction, general = flags
+    g = gradient(x, g, h, general)
     s = h[GAMMA] * S[0, i] + h[W] * (g * g)
     S[0, i] = s
     v = s / h[BC] if bias_correction else s
@@ -71,7 +71,7 @@ def rmsprop(x, g, S, i, h, flags):
         b = h[MU] * S[j, i] + h[A] * u
         S[j, i] = b
         u = h[C_U] * u + h[C_B] * b
-    return h[KEEP] * x - h[LR] * u
+    return keep(x, h, general) - h[LR] * u
 
 
 @register_jitable

@@ -17,12 +17,12 @@ from numba.extending import register_jitable
 from .. import _checks as ck
 from .base import (
     COMMON,
-    KEEP,
     LR,
     Hyper,
     Method,
     common_coefficients,
     gradient,
+    keep,
     overflow_check,
     params,
     ratio,
@@ -41,8 +41,8 @@ P_BETA1, P_BETA2, P_EPS, P_EPS_ROOT = params(PARAMS)
 @rule
 def yogi(x, g, S, i, h, flags):
     """One element of Yogi (see the module docstring)."""
-    (eps_zero,) = flags
-    g = gradient(x, g, h)
+    eps_zero, general = flags
+    g = gradient(x, g, h, general)
     m = h[BETA1] * S[0, i] + h[W1] * g
     g2 = g * g
     v = S[1, i]
@@ -52,7 +52,7 @@ def yogi(x, g, S, i, h, flags):
     S[1, i] = v
     d = math.sqrt(v / h[BC2] + h[EPS_ROOT]) + h[EPS]
     mhat = m / h[BC1]
-    return h[KEEP] * x - h[LR] * overflow_check(ratio(mhat, d) if eps_zero else mhat / d, v)
+    return keep(x, h, general) - h[LR] * overflow_check(ratio(mhat, d) if eps_zero else mhat / d, v)
 
 
 @register_jitable

@@ -1,0 +1,86 @@
+"""The Python-level driver for B independent problems: one fused kernel call per step for all of them.
+
+The same steps and stopping tests as python_loop.py, per problem: each problem stops on its own
+(gtol on its own max|g|, divergence, maxiter) and then stops moving while the others go on; its
+rows are no longer updated, though the user's vectorized dF still sees them.  Problem b's x,
+nit and ending equal those of a separate minimize call, bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..method_state import BatchedState
+from .outcome import MESSAGES
+from .problem import Problem
+
+
+class BatchOutcome:
+    """Where each problem stopped: nit[b] and reasons[b] (keys of outcome.MESSAGES)."""
+
+    def __init__(self, B: int):
+        self.nit = np.zeros(B, dtype=np.intp)
+        self.reasons = np.empty(B, dtype=object)
+        self.x = self.g = None
+
+    def status(self) -> np.ndarray:
+        return np.array([MESSAGES[r][0] for r in self.reasons], dtype=np.intp)
+
+    def messages(self) -> np.ndarray:
+        return np.array([MESSAGES[r][1].format(k=k) for r, k in zip(self.reasons, self.nit, strict=True)],
+                        dtype=object)
+
+
+def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, gtol: float,
+        end: str = "maxiter") -> BatchOutcome:
+    """Iterate the B problems in the flat array x (owned by the driver) until each has stopped."""
+    B = bstate.B
+    gtol_k = x.dtype.type(gtol if gtol > 0 else -1.0)
+    backend = bstate.backend
+    spare = backend.empty_like(x)
+    step_checked = backend.rows_checked_stepper(bstate, x.size)
+    active = np.ones(B, dtype=np.bool_)
+    big, bad = np.zeros(B, dtype=np.intp), np.zeros(B, dtype=np.intp)
+    out = BatchOutcome(B)
+    g_end = backend.empty_like(x)  # each problem's gradient where it stopped
+    k = 0
+    while True:
+        _, g = problem.evaluate(x, False, k)
+        if problem.retained:  # F or dF kept x: leave that buffer to them
+            x, problem.retained = backend.copy(x), False
+        if k == maxiter:
+            _finish_at_end(out, backend.row_norms(g, B)[:, 0], active, k, end, gtol)
+            backend.copy_rows(g, g_end, np.flatnonzero(active), B)
+            break
+        H = bstate.row_coefficients(g, active)
+        step_checked(x, g, H, active, gtol_k, spare, big, bad)
+        diverged = active & (bad > 0)
+        converged = active & (bad == 0) & (big == 0)
+        stopped = diverged | converged
+        if stopped.any():
+            out.reasons[diverged] = "diverged"
+            out.reasons[converged] = "converged"
+            out.nit[stopped] = k
+            active &= ~stopped
+            # a stopped problem keeps x_k in both buffers, so swapping them never moves it again
+            rows = np.flatnonzero(stopped)
+            backend.copy_rows(x, spare, rows, B)
+            backend.copy_rows(g, g_end, rows, B)
+            if not active.any():
+                break
+        bstate.t += 1
+        k += 1
+        x, spare = spare, x
+    out.x, out.g = x, g_end
+    return out
+
+
+def _finish_at_end(out: BatchOutcome, gmax: np.ndarray, active: np.ndarray, k: int, end: str,
+                   gtol: float) -> None:
+    """The problems still running at maxiter (or the last epoch) end as python_loop's Outcome.finish
+    ends one: a non-finite gradient there is divergence, one within gtol convergence."""
+    out.nit[active] = k
+    out.reasons[active] = end
+    out.reasons[active & ~np.isfinite(gmax)] = "diverged"
+    if end == "maxiter" and gtol > 0:
+        out.reasons[active & np.isfinite(gmax) & (gmax <= gtol)] = "converged"

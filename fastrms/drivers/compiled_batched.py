@@ -1,0 +1,295 @@
+"""The compiled driver for B independent problems: batched_loop.py's steps without leaving nopython mode.
+
+Built like compiled.py's loop (explicit signature with first-class F and dF, cached on disk,
+resumable chunks, exceptions from F and dF re-raised on the host) and from the same kernels:
+the rows kernel of the method's rule, and the method's coefficient function filled per row.
+Only dF is called inside the loop; the host evaluates F (B losses) once at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import numba
+import numpy as np
+from numba import types
+from numba.extending import overload, register_jitable
+
+from .. import _checks as ck
+from ..kernels import cpu
+from ..kernels._jit import bind, flag_tag, jit
+from ..method_state import BatchedState
+from ..schedules import Schedule, schedule_value
+from . import compiled
+from .batched_loop import BatchOutcome
+from .compiled import (
+    BAD_GAMMA,
+    BAD_LR,
+    BAD_SCHEDULE,
+    BAD_SHAPE,
+    CHUNK_SECONDS,
+    CONVERGED,
+    DIVERGED,
+    MAXITER,
+    PAUSED,
+    USER_ERROR,
+)
+from .outcome import END_REASONS
+
+STOPPED = -1  # every problem has stopped
+
+
+@register_jitable
+def _gradient_separate(fun, jac, x, batch_args):
+    return jac(x, *batch_args)
+
+
+@register_jitable
+def _gradient_combined(fun, jac, x, batch_args):
+    return fun(x, *batch_args)[1]
+
+
+@register_jitable
+def _scheduled(kind, p, t, lo, hi):
+    """A shared schedule's value at t, or NaN when it leaves [lo, hi] (the host raises)."""
+    v = schedule_value(kind, p, t)
+    return v if (v >= lo and v <= hi) else math.nan
+
+
+def _take_rows(args, rows, mask):
+    """args with the data arrays (mask[i] True) cut to ``rows`` along axis 1; compiled only."""
+
+
+@overload(_take_rows, prefer_literal=True)
+def _take_rows_typed(args, rows, mask):
+    # as compiled._take, for data of shape (B, rows, ...): every problem takes the same rows
+    flags = [bool(getattr(m, "literal_value", False)) for m in mask]
+    items = "".join(f"args[{i}][:, rows], " if f else f"args[{i}], " for i, f in enumerate(flags))
+    namespace: dict = {}
+    exec(f"def take(args, rows, mask):\n    return ({items})\n", namespace)  # noqa: S102
+    return namespace["take"]
+
+
+def _loop_rows(fun, jac, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kind, lr_p, gamma_kind,
+               gamma_p, clip_norm, t0, k0, k_stop, maxiter, gtol, end_is_maxiter, order, batch, per_epoch,
+               sched, active, nit, reasons, big, bad, err):  # pragma: no cover - compiled
+    """Iterations k0 … k_stop − 1 of B problems; returns PAUSED at k_stop (x is x_k there).
+
+    reasons[b] and nit[b] record where problem b stopped (an index into END_REASONS);
+    lr_kind / gamma_kind < 0: LR / GAMMA hold per-problem values, else a shared schedule.
+    """
+    B = H.shape[0]
+    n = x.size // B
+    k = k0
+    njev = 0
+    code = MAXITER
+    bad_value = 0.0
+    gf = np.empty(0, dtype=x.dtype)
+    while True:
+        if k == k_stop and k < maxiter:
+            code = PAUSED
+            break
+        if BATCHED:  # noqa: F821 - bound per driver
+            epoch, j = divmod(k, per_epoch)
+            rows = order[epoch, j * batch:(j + 1) * batch]
+            g = GRADIENT(fun, jac, x.reshape(shape), _take_rows(args, rows, DATA))  # noqa: F821
+        else:
+            g = GRADIENT(fun, jac, x.reshape(shape), args)  # noqa: F821
+        njev += 1
+        if err[0]:
+            code = USER_ERROR
+            break
+        if g.shape != shape:
+            code = BAD_SHAPE
+            break
+        if CAST:  # noqa: F821
+            gf = g.ravel().astype(x.dtype)
+        else:
+            gf = g.ravel()
+        if k == maxiter:
+            for b in range(B):
+                if active[b]:
+                    gmax = cpu.max_abs(gf[b * n:(b + 1) * n])
+                    reasons[b] = MAXITER
+                    if not math.isfinite(gmax):
+                        reasons[b] = DIVERGED
+                    elif end_is_maxiter and gtol > 0 and gmax <= gtol:
+                        reasons[b] = CONVERGED
+                    nit[b] = k
+                    g_end[b * n:(b + 1) * n] = gf[b * n:(b + 1) * n]
+            break
+        t = t0 + k
+        if clip_norm < math.inf:
+            for b in range(B):
+                GF[b] = clip_norm / max(cpu.norm2(gf[b * n:(b + 1) * n]), clip_norm)
+        if lr_kind >= 0:
+            v = _scheduled(lr_kind, lr_p, t, 0.0, math.inf)
+            if not (v < math.inf):
+                code, bad_value = BAD_LR, schedule_value(lr_kind, lr_p, t)
+                break
+            LR[:] = v
+        if gamma_kind >= 0:
+            v = _scheduled(gamma_kind, gamma_p, t, 0.0, 1.0)
+            if v != v:
+                code, bad_value = BAD_GAMMA, schedule_value(gamma_kind, gamma_p, t)
+                break
+            GAMMA[:] = v
+        bad_row = -1
+        for r in range(sched.shape[0]):
+            v = schedule_value(int(sched[r, 1]), sched[r, 6:], t)
+            above = v > sched[r, 2] if sched[r, 4] != 0.0 else v >= sched[r, 2]
+            below = v < sched[r, 3] if sched[r, 5] != 0.0 else v <= sched[r, 3]
+            if not (above and below):
+                bad_row, bad_value = r, v
+                break
+            P[:, int(sched[r, 0])] = v
+        if bad_row >= 0:
+            code = BAD_SCHEDULE + bad_row
+            break
+        if VARIES:  # noqa: F821 - else the host filled H once
+            FILL(P, t + 1, LR, GAMMA, GF, H, active)  # noqa: F821
+        STEP(x, gf, S, H, active, gtol, spare, big, bad)  # noqa: F821
+        running = 0
+        for b in range(B):
+            if active[b]:
+                if bad[b] > 0 or big[b] == 0:
+                    reasons[b] = DIVERGED if bad[b] > 0 else CONVERGED
+                    nit[b] = k
+                    active[b] = False
+                    # both buffers keep x_k, so swapping them never moves this problem again
+                    spare[b * n:(b + 1) * n] = x[b * n:(b + 1) * n]
+                    g_end[b * n:(b + 1) * n] = gf[b * n:(b + 1) * n]
+                else:
+                    running += 1
+        if running == 0:
+            code = STOPPED
+            break
+        k += 1
+        x, spare = spare, x
+    return code, k, bad_value, x, njev
+
+
+_drivers = compiled._LRU(32)
+
+
+def _build(bstate, sigs, combined: bool, parallel: bool, mask):
+    fsig, jsig, xt, at = sigs[:4]
+    dt = numba.from_dtype(bstate.dtype)
+    flat = types.Array(dt, 1, "C")
+    f64 = types.Array(types.float64, 1, "C")
+    f64_2 = types.Array(types.float64, 2, "C")
+    ip = types.intp
+    sig = types.Tuple((ip, ip, types.float64, flat, ip))(
+        types.FunctionType(fsig), types.FunctionType(jsig), flat, flat, flat, types.UniTuple(ip, xt.ndim), at,
+        types.Array(dt, 2, "C"), f64_2, types.Array(dt, 2, "C"), f64, f64, f64, ip, f64, ip, f64,
+        types.float64, ip, ip, ip, ip, dt, types.boolean, types.Array(types.int64, 2, "C"), ip, ip, f64_2,
+        types.Array(types.boolean, 1, "C"), types.Array(ip, 1, "C"), types.Array(ip, 1, "C"),
+        types.Array(ip, 1, "C"), types.Array(ip, 1, "C"), types.Array(types.int64, 1, "C"))
+    method = bstate.config.method
+    step = bstate.kernels.variant(checked=True, parallel=parallel, batched=True)
+    cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
+    name = (f"drive_rows_{method.rule.__name__}_{flag_tag(bstate.config.flags)}_"
+            f"{'v' if bstate._varies else 'c'}_{'fg' if combined else 'f_g'}_{'par' if parallel else 'ser'}_"
+            f"{'cast' if cast else 'g'}_{'b' + flag_tag(mask) if mask else 'full'}")
+    fill = bstate._fill
+    fn = bind(_loop_rows, name, STEP=step, FILL=fill, CAST=cast, VARIES=bstate._varies,
+              GRADIENT=_gradient_combined if combined else _gradient_separate,
+              BATCHED=mask is not None, DATA=mask if mask is not None else ())
+    return jit(fn, signature=sig, nogil=True)
+
+
+def prepare(problem, bstate: BatchedState, x, maxiter: int):
+    """(driver, signatures, parallel) for these batched problems, or a TypeError saying why not."""
+    b = problem.batches
+    sample = None
+    if b is not None:
+        if (maxiter // b.per_epoch + 1) * b.N * 8 > compiled.MAX_ORDER_BYTES:
+            raise TypeError("the epochs' row orders are too large to hand to the compiled loop")
+        sample = tuple(a[:, :b.size] if i in b.data else a for i, a in enumerate(b.args))
+    sigs = compiled.signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample)
+    mask = b.mask if b is not None else None
+    parallel = False  # the batched kernels run serially (see kernels/cpu.py)
+    combined = problem.jac is True
+    key = (bstate.config.method.name, bstate.config.flags, bstate._varies, combined, parallel, bstate.dtype,
+           *sigs[:4], mask)
+    with compiled._cache_lock:
+        drive = _drivers.get(key)
+    if drive is None:
+        try:
+            drive = _build(bstate, sigs, combined, parallel, mask)
+        except numba.core.errors.NumbaError as e:
+            raise TypeError(f"the compiled loop cannot be built for these functions and args: "
+                            f"{str(e).splitlines()[0]}") from None
+        with compiled._cache_lock:
+            _drivers.put(key, drive)
+    return drive, sigs, parallel
+
+
+def _lr_gamma(bstate: BatchedState, name: str):
+    """(kind, params, per-problem array): kind −1 when the array holds per-problem values."""
+    if name in bstate.per_problem:
+        return -1, np.zeros(5), bstate.per_problem[name].astype(np.float64)
+    value = bstate.config.values.get(name, 0.0)
+    if not isinstance(value, Schedule):
+        return -1, np.zeros(5), np.full(bstate.B, float(value))
+    kind, p = compiled._schedule(value)
+    return kind, p, np.zeros(bstate.B)
+
+
+def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str = "maxiter") -> BatchOutcome:
+    """The compiled twin of batched_loop.run (same arguments, same BatchOutcome)."""
+    B, shape, b = bstate.B, problem.shape, problem.batches
+    drive, sigs, parallel = problem.compiled or prepare(problem, bstate, x, maxiter)
+    cfg = bstate.config
+    lr_kind, lr_p, LR = _lr_gamma(bstate, "lr")
+    gamma_kind, gamma_p, GAMMA = _lr_gamma(bstate, "gamma")
+    sched = np.array([[i, s.code, *interval.as_row(), *s.params] for i, _, s, interval in cfg.scheduled],
+                     dtype=np.float64).reshape(-1, 11)
+    order = (b.orders(maxiter) if b is not None else np.zeros((1, 1), np.int64)).astype(np.int64)
+    gtol_x = x.dtype.type(gtol if gtol > 0 else -1.0)
+    batch, per_epoch = (b.size, b.per_epoch) if b is not None else (0, 1)
+    active = np.ones(B, dtype=np.bool_)
+    if not bstate._varies:
+        bstate.row_coefficients(x, active)  # constant coefficients: filled once, here
+    nit, reasons = np.zeros(B, np.intp), np.full(B, MAXITER, np.intp)
+    big, bad = np.zeros(B, np.intp), np.zeros(B, np.intp)
+    g_end = np.empty_like(x)
+    buffers = (x, np.empty_like(x))
+    k, chunk = 0, compiled._first_chunk(x, problem.args)
+    lock = cpu.parallel_lock() if parallel else contextlib.nullcontext()
+    with compiled._CatchUserErrors() as catch, lock:
+        while True:
+            k_stop = min(maxiter, k + chunk)
+            spare = buffers[1] if buffers[0].ctypes.data == x.ctypes.data else buffers[0]
+            began = time.perf_counter()
+            code, k_end, bad_value, x, njev = drive(
+                sigs[4], sigs[5], x, spare, g_end, shape, problem.args, bstate.S, bstate.P, bstate.H, LR,
+                GAMMA, bstate.GF, lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], bstate.t, k,
+                k_stop, maxiter, gtol_x, end == "maxiter", order, batch, per_epoch, sched, active, nit,
+                reasons, big, bad, catch.err)
+            took = time.perf_counter() - began
+            problem.njev += njev
+            done, k = k_end - k, k_end
+            if code != PAUSED:
+                break
+            chunk = max(1, min(16 * chunk, int(done * CHUNK_SECONDS / max(took, 1e-6))))
+    if code == USER_ERROR:
+        raise catch.error.with_traceback(catch.error.__traceback__)
+    if code == BAD_SHAPE:
+        raise ValueError(f"the gradient's shape differs from X's shape {shape}")
+    if code in (BAD_LR, BAD_GAMMA):
+        name = "lr" if code == BAD_LR else "gamma"
+        ck.scheduled(name, bad_value, bstate.t + k, ck.SCHEDULED[name])
+    if code >= BAD_SCHEDULE:
+        _, name, _, interval = cfg.scheduled[code - BAD_SCHEDULE]
+        ck.scheduled(name, bad_value, bstate.t + k, interval)
+    bstate.t += k
+    out = BatchOutcome(B)
+    out.nit[:] = nit
+    out.reasons[:] = [END_REASONS[r] for r in reasons]
+    if end != "maxiter":
+        out.reasons[out.reasons == "maxiter"] = end
+    out.x, out.g = x, g_end
+    return out

@@ -1,0 +1,202 @@
+"""Batched solves: B independent problems in one call equal B separate calls, bit for bit."""
+
+import numba
+import numpy as np
+import pytest
+
+import fastrms
+
+B, N, M = 12, 4, 16
+
+
+def _least_squares(rng, dtype=np.float64):
+    A = rng.normal(size=(B, M, N)).astype(dtype)
+    y = rng.normal(size=(B, M)).astype(dtype)
+    return A, y
+
+
+# vectorized over the leading axis; called with one problem's slice (a leading axis of 1) for the
+# separate runs, so both see the same floating-point operations
+def F(X, A, y):
+    r = (A @ X[..., None])[..., 0] - y
+    return 0.5 * np.mean(r * r, axis=-1)
+
+
+def dF(X, A, y):
+    r = (A @ X[..., None])[..., 0] - y
+    return (np.swapaxes(A, -1, -2) @ r[..., None])[..., 0] / A.shape[-2]
+
+
+def _separate(method, X0, args, options, b):
+    """Problem b alone, through the same vectorized F and dF."""
+    opts = {k: (v[b] if isinstance(v, np.ndarray) else v) for k, v in options.items()}
+    one = tuple(a[b] for a in args)
+    return fastrms.minimize(lambda x, *a: F(x[None], *(v[None] for v in a))[0],
+                            lambda x, *a: dF(x[None], *(v[None] for v in a))[0], X0[b],
+                            args=one, method=method, options=opts)
+
+
+def _assert_same_as_separate(res, method, X0, args, options):
+    for b in range(X0.shape[0]):
+        r = _separate(method, X0, args, options, b)
+        assert r.nit == res.nit[b] and r.status == res.status[b] and r.message == res.message[b], b
+        np.testing.assert_array_equal(r.x, res.x[b], err_msg=f"problem {b}")
+        np.testing.assert_array_equal(r.jac, res.jac[b])
+        assert r.fun == res.fun[b] or (np.isnan(r.fun) and np.isnan(res.fun[b]))
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_equals_separate_calls_with_a_mix_of_endings(dtype, rng):
+    A, y = _least_squares(rng, dtype)
+    X0 = rng.normal(size=(B, N)).astype(dtype)
+    A[3] *= np.sqrt(np.finfo(dtype).max)  # g² overflows: problem 3 diverges
+    lr = np.geomspace(1e-3, 0.3, B)
+    options = {"lr": lr, "momentum": np.where(np.arange(B) % 2, 0.9, 0.0), "gamma": 0.9,
+               "maxiter": 150, "gtol": 1e-3}
+    res = fastrms.minimize(F, dF, X0, args=(A, y), options={**options, "batched": True})
+    assert set(res.status) >= {0, 1, 3}  # converged, maxiter and diverged problems in one batch
+    assert res.x.shape == (B, N) and res.x.dtype == dtype and res.fun.shape == (B,)
+    assert res.success.dtype == bool and list(res.success) == [s == 0 for s in res.status]
+    _assert_same_as_separate(res, "rmsprop", X0, (A, y), options)
+
+
+def test_a_learning_rate_by_decay_sweep_is_one_call(rng):
+    A, y = _least_squares(rng)
+    X0 = np.zeros((B, N))
+    etas, gammas = np.meshgrid([0.003, 0.01, 0.03], [0.5, 0.8, 0.9, 0.99], indexing="ij")
+    options = {"lr": etas.ravel(), "gamma": gammas.ravel(), "eps": 1e-6, "maxiter": 60, "gtol": 0}
+    res = fastrms.minimize(F, dF, X0, args=(A, y), options={**options, "batched": True})
+    assert np.all(res.status == 1) and len(np.unique(res.fun)) == B
+    _assert_same_as_separate(res, "rmsprop", X0, (A, y), options)
+
+
+@pytest.mark.parametrize("method,options", [
+    ("adam", {"beta1": np.linspace(0.5, 0.95, B), "amsgrad": True, "clip_norm": 0.5}),
+    ("momentum", {"momentum": np.linspace(0.0, 0.9, B), "nesterov": True, "weight_decay": 0.01}),
+    ("adadelta", {"lr": 1.0, "eps": np.geomspace(1e-8, 1e-3, B)}),
+])
+def test_per_problem_hyperparameters_of_other_methods(method, options, rng):
+    A, y = _least_squares(rng)
+    X0 = rng.normal(size=(B, N))
+    options = {**options, "maxiter": 40}
+    if method == "momentum":  # nesterov needs μ > 0 on its own; keep problem 0 at μ = 0.1
+        options["momentum"][0] = 0.1
+    res = fastrms.minimize(F, dF, X0, args=(A, y), method=method, options={**options, "batched": True})
+    _assert_same_as_separate(res, method, X0, (A, y), options)
+
+
+def test_per_problem_minibatches_equal_separate_runs(rng):
+    A, y = _least_squares(rng)
+    X0 = np.zeros((B, N))
+    options = {"lr": 0.01, "batch_size": 5, "epochs": 3, "seed": 7}
+    res = fastrms.minimize(F, dF, X0, args=(A, y), options={**options, "batched": True})
+    assert np.all(res.status == 0) and np.all(res.nit == 3 * 4)
+    assert "epochs" in res.message[0]
+    _assert_same_as_separate(res, "rmsprop", X0, (A, y), options)
+    again = fastrms.minimize(F, dF, X0, args=(A, y), options={**options, "batched": True})
+    np.testing.assert_array_equal(again.x, res.x)
+
+
+@numba.njit(cache=True)
+def F_jit(X, A, y):
+    out = np.empty(X.shape[0])
+    for b in range(X.shape[0]):
+        r = A[b] @ X[b] - y[b]
+        out[b] = 0.5 * np.mean(r * r)
+    return out
+
+
+@numba.njit(cache=True)
+def dF_jit(X, A, y):
+    G = np.empty_like(X)
+    for b in range(X.shape[0]):
+        r = A[b] @ X[b] - y[b]
+        G[b] = A[b].T @ r / A.shape[1]
+    return G
+
+
+def test_compiled_loop_equals_python_loop(rng):
+    A, y = _least_squares(rng)
+    X0 = rng.normal(size=(B, N))
+    A = A.copy()
+    A[5] *= 1e155  # diverges
+    lr = np.geomspace(1e-3, 0.3, B)
+    options = {"lr": lr, "momentum": 0.9, "maxiter": 200, "gtol": 1e-3, "batched": True,
+               "gamma": fastrms.schedules.exponential(0.9, 0.99, 10)}
+    py = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), options={**options, "driver": "python"})
+    co = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), options={**options, "driver": "compiled"})
+    assert set(py.status) >= {0, 1, 3}
+    for key in ("x", "jac", "nit", "status", "fun"):
+        np.testing.assert_array_equal(py[key], co[key], err_msg=key)
+    assert list(py.message) == list(co.message) and py.njev == co.njev
+
+
+def test_stepper_over_rows_equals_separate_steppers(rng):
+    X = rng.normal(size=(5, 3, 2))
+    grads = [rng.normal(size=X.shape) for _ in range(6)]
+    lr, beta2 = np.geomspace(1e-3, 1e-1, 5), np.linspace(0.9, 0.999, 5)
+    Xb = X.copy()
+    opt = fastrms.Adam(Xb, lr=lr, beta2=beta2)
+    for g in grads:
+        opt.step(g)
+    for b in range(5):
+        x = X[b].copy()
+        one = fastrms.Adam(x, lr=lr[b], beta2=beta2[b])
+        for g in grads:
+            one.step(g[b])
+        np.testing.assert_array_equal(x, Xb[b])
+    np.testing.assert_array_equal(opt.hyperparameters["lr"], lr)
+    # its state round-trips, and batched=True runs rows with shared hyperparameters
+    Y = X.copy()
+    twin = fastrms.Adam(Y, lr=lr, beta2=beta2)
+    twin.load_state_dict(opt.state_dict())
+    Y[...] = Xb
+    opt.step(grads[0])
+    twin.step(grads[0])
+    np.testing.assert_array_equal(Y, Xb)
+    Z = X.copy()
+    rows = fastrms.RMSProp(Z, batched=True, clip_norm=0.5)
+    rows.step(grads[0] * 10)
+    for b in range(5):
+        z = X[b].copy()
+        fastrms.RMSProp(z, clip_norm=0.5).step(grads[0][b] * 10)  # each row clipped by its own norm
+        np.testing.assert_array_equal(z, Z[b])
+
+
+def test_bad_input_names_the_shapes(rng):
+    A, y = _least_squares(rng)
+    X0 = np.zeros((B, N))
+
+    def run(f=F, df=dF, **o):
+        return fastrms.minimize(f, df, X0, args=(A, y), options={"batched": True, "maxiter": 3, **o})
+
+    with pytest.raises(ValueError, match=r"one loss per problem, shape \(12,\); it returned shape \(\)"):
+        run(f=lambda X, A, y: float(np.sum(F(X, A, y))))
+    with pytest.raises(ValueError, match=r"gradient has shape \(11, 4\), but x has shape \(12, 4\)"):
+        run(df=lambda X, A, y: dF(X, A, y)[1:])
+    with pytest.raises(ValueError, match=r"lr has shape \(5,\): .* shape \(12,\)"):
+        run(lr=np.ones(5))
+    with pytest.raises(ValueError, match="centered must be one value for the whole batch"):
+        run(centered=np.ones(B, bool))
+    with pytest.raises(ValueError, match="gamma must be in"):
+        run(gamma=np.linspace(0.5, 1.5, B))
+    with pytest.raises(ValueError, match="split the batch"):
+        run(momentum=np.r_[0.9, np.zeros(B - 1)], eps=np.r_[1e-8, np.zeros(B - 1)])
+    with pytest.raises(ValueError, match="history is not recorded"):
+        run(history=True)
+    with pytest.raises(ValueError, match=r"batch_size with 12 batched problems needs data arrays"):
+        fastrms.minimize(F, dF, X0, args=(A[0], y[0]), options={"batched": True, "batch_size": 4})
+
+
+def test_a_problem_whose_loss_is_not_finite_at_the_end_fails_alone(rng):
+    A, y = _least_squares(rng)
+
+    def F_bad(X, A, y):
+        f = F(X, A, y)
+        f[2] = np.nan
+        return f
+
+    res = fastrms.minimize(F_bad, dF, np.zeros((B, N)), args=(A, y), options={"batched": True, "maxiter": 5})
+    assert res.status[2] == 3 and "not finite at the final x" in res.message[2]
+    assert np.all(res.status[np.arange(B) != 2] == 1)
