@@ -9,7 +9,8 @@ absolute times on a shared machine mean little:
 2. whole solves: AX=I 5x5 (300 steps) and n = 100, 500, against the numpy seed's loop;
 3. overheads: import time, first-call compilation, second-process load;
 4. the serial/parallel crossover that sets kernels.cpu.PARALLEL_MIN_BYTES;
-5. batched solves (bench/batched.py; ``--batched`` runs only these).
+5. batched solves (bench/batched.py; ``--batched`` runs only these);
+6. ``--dask`` alone: fastrms on a Dask LocalCluster against dask-glm (bench/dask_bench.py).
 
 Writes results/bench.json and results/bandwidth.png (matplotlib optional).
 """
@@ -329,7 +330,14 @@ def main(argv=None):
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--gpu", action="store_true", help="also the GPU benchmark (bench/gpu.py)")
     ap.add_argument("--batched", action="store_true", help="only the batched-solve benchmark (bench/batched.py)")
+    ap.add_argument("--dask", action="store_true", help="only the Dask benchmark (bench/dask_bench.py)")
     args = ap.parse_args(argv)
+    if args.dask:
+        from bench import dask_bench
+
+        print("fastrms on Dask ...")
+        print(dask_bench.markdown(dask_bench.run()))
+        return
     if args.batched:
         from bench import batched
 

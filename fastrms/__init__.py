@@ -34,7 +34,7 @@ _EXPORTS = {
     "OptimizeResult": "scipy.optimize",
 }
 _SUBMODULES = {"methods", "presets", "schedules", "steppers", "datasets", "experiments",
-               "kernels", "drivers"}
+               "kernels", "drivers", "cluster"}
 
 
 def _registered() -> dict:

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 
 from . import _checks as ck
-from . import kernels, methods, presets
+from . import cluster, kernels, methods, presets
 from .drivers import batched_loop, python_loop
 from .drivers.batches import Batches
 from .drivers.callback import wrap_callback
@@ -146,6 +146,16 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
     if not callable(fun):
         raise TypeError(f"fun must be callable, got {fun!r}")
     jac, x0 = _parse_positional(fun, x0_or_jac, rest, jac)
+    if not isinstance(args, tuple):
+        args = (args,)
+    if cluster.any_dask(x0, *args):  # Dask: the same solvers, on the blocks where the data lives
+        if cluster.is_dask(x0):
+            if not (options or {}).get("batched"):
+                raise ValueError("x0 is a dask array: that is a batch of problems (shape (B, ...), chunked "
+                                 "along problems) and needs options={'batched': True}; for data too large "
+                                 "for memory, pass the data as dask arrays in args and x0 as a NumPy array")
+            return cluster.minimize_batched(minimize, fun, jac, x0, args, method, options)
+        return cluster.minimize_on_blocks(minimize, fun, jac, x0, args, method, options, callback)
     m = methods.get(method)
     opts, hyper = _split_options(m, options, tol)
     if jac is None or jac is False:

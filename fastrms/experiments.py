@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from numba import njit
 
 from ._minimize import minimize
 
@@ -119,6 +120,33 @@ def linreg_grad(x, X, y, scale=1.0):
     g[:-1] = X.T @ r
     g[-1] = r.sum()
     return g * (scale / len(y))
+
+
+@njit(cache=True)
+def linreg_loss_jit(x, X, y):
+    """linreg_loss as plain loops (no BLAS): its rounding depends on the values only, not on where
+    the arrays sit in memory, so a block recomputed on another worker gives the same bits."""
+    d, s = X.shape[1], 0.0
+    for i in range(X.shape[0]):
+        r = x[d] - y[i]
+        for j in range(d):
+            r += X[i, j] * x[j]
+        s += r * r
+    return s / (2 * X.shape[0])
+
+
+@njit(cache=True)
+def linreg_grad_jit(x, X, y):
+    d = X.shape[1]
+    g = np.zeros_like(x)
+    for i in range(X.shape[0]):
+        r = x[d] - y[i]
+        for j in range(d):
+            r += X[i, j] * x[j]
+        for j in range(d):
+            g[j] += X[i, j] * r
+        g[d] += r
+    return g / X.shape[0]
 
 
 # The seeds' concise versions: torch.optim.RMSprop(lr=.01, alpha=.9), keras RMSprop(lr=.01, rho=.9),

@@ -124,6 +124,10 @@ class BatchedState(MethodState):
         self.LR, self.GAMMA, self.GF = np.zeros(B), np.zeros(B), np.ones(B)
         self.H = np.zeros((B, config.method.nh), dtype=self.dtype)
         self._fill = _row_filler(config.method.coefficients)
+        # every problem has the same coefficients at every step (no per-problem values, no
+        # clip by each problem's norm): while all run, one flat launch over all B·n elements
+        # computes what the rows kernel would, and parallelizes as one problem's kernel does
+        self.uniform = not per_problem and self._clip_norm == math.inf
 
     def _column(self, name: str, out: np.ndarray) -> None:
         if name in self.per_problem:

@@ -9,6 +9,15 @@ import pytest
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+def _run_block(marker: str, title: str) -> dict:
+    """Execute the README's first Python block that contains ``marker``; its namespace."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    block = next(b for b in blocks if marker in b)
+    namespace: dict = {}
+    exec(compile(block, title, "exec"), namespace)  # noqa: S102
+    return namespace
+
+
 @pytest.mark.skipif(not README.exists(), reason="tests run outside the source tree")
 def test_quick_start_runs():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
@@ -23,11 +32,7 @@ def test_quick_start_runs():
 
 @pytest.mark.skipif(not README.exists(), reason="tests run outside the source tree")
 def test_minibatch_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-    block = next(b for b in blocks if "batch_size" in b)
-    namespace: dict = {}
-    exec(compile(block, "README mini-batch example", "exec"), namespace)  # noqa: S102
-    res = namespace["res"]
+    res = _run_block("batch_size", "README mini-batch example")["res"]
     assert res.success and 0.24 < res.fun < 0.25 and res.history["epoch"][-1] == 2.0
 
 
@@ -48,10 +53,7 @@ def test_readme_names_every_registered_method():
 
 @pytest.mark.skipif(not README.exists(), reason="tests run outside the source tree")
 def test_batched_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-    block = next(b for b in blocks if "'batched': True" in b)
-    namespace: dict = {}
-    exec(compile(block, "README batched example", "exec"), namespace)  # noqa: S102
+    namespace = _run_block("'batched': True", "README batched example")
     res = namespace["res"]
     assert res.x.shape == (9, 5) and res.status.shape == (9,)
     # the same problem 9 times: the best η, γ reach its least-squares minimum
@@ -59,3 +61,16 @@ def test_batched_example_runs():
     w = np.linalg.lstsq(A, y, rcond=None)[0]
     assert abs(res.fun.min() - 0.5 * np.mean((A @ w - y) ** 2)) < 1e-4
     assert np.ptp(res.fun) > 1e-3  # and the grid is a real sweep
+
+
+@pytest.mark.skipif(not README.exists(), reason="tests run outside the source tree")
+def test_dask_example_runs():
+    pytest.importorskip("dask.array")
+    namespace = _run_block("'reduction': 'mean'", "README Dask example")
+    import fastrms
+    from fastrms import experiments as ex
+
+    X, y = namespace["X"], namespace["y"]
+    ref = fastrms.minimize(ex.linreg_loss, ex.linreg_grad, np.zeros(6), args=(X, y),
+                           options={"lr": 0.01, "maxiter": 100, "gtol": 0})
+    np.testing.assert_allclose(namespace["res"].x, ref.x, rtol=1e-12, atol=1e-12)

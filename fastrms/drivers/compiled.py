@@ -58,15 +58,21 @@ def _take(args, rows, mask):
     """args with the data arrays (mask[i] True) cut to ``rows``; compiled only, see _take_typed."""
 
 
-@overload(_take, prefer_literal=True)
-def _take_typed(args, rows, mask):
-    # mask is a tuple of literal booleans bound at compile time (DATA below), so the
-    # tuple built here has a type Numba knows: one generated line per arity and mask.
+def take_impl(mask, index: str):
+    """The implementation of a take: ``args`` with each data argument (mask[i] True) indexed by
+    ``index`` ('[rows]'; '[:, rows]' for batched problems' data).  mask is a tuple of literal
+    booleans bound at compile time (DATA below), so the tuple built here has a type Numba
+    knows: one generated line per arity and mask."""
     flags = [bool(getattr(m, "literal_value", False)) for m in mask]
-    items = "".join(f"args[{i}][rows], " if f else f"args[{i}], " for i, f in enumerate(flags))
+    items = "".join(f"args[{i}]{index}, " if f else f"args[{i}], " for i, f in enumerate(flags))
     namespace: dict = {}
     exec(f"def take(args, rows, mask):\n    return ({items})\n", namespace)  # noqa: S102
     return namespace["take"]
+
+
+@overload(_take, prefer_literal=True)
+def _take_typed(args, rows, mask):
+    return take_impl(mask, "[rows]")
 
 
 def _loop(fun, jac, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, gamma_p, clip_norm,
@@ -471,16 +477,7 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
                 break
             # Python runs signal handlers here: Ctrl-C raises KeyboardInterrupt between chunks
             chunk = max(1, min(16 * chunk, int(done * CHUNK_SECONDS / max(took, 1e-6))))
-    if code == USER_ERROR:
-        raise catch.error.with_traceback(catch.error.__traceback__)
-    if code == BAD_SHAPE:
-        raise ValueError(f"the gradient's shape differs from x's shape {shape}")
-    if code in (BAD_LR, BAD_GAMMA):  # raises, with the message
-        name = "lr" if code == BAD_LR else "gamma"
-        ck.scheduled(name, f, mstate.t + k, ck.SCHEDULED[name])
-    if code >= BAD_SCHEDULE:
-        _, name, _, interval = cfg.scheduled[code - BAD_SCHEDULE]
-        ck.scheduled(name, f, mstate.t + k, interval)
+    raise_for(code, catch, shape, cfg, f, mstate.t + k)
     mstate.t += k
     out = Outcome(shape, history, trajectory)
     if history:
@@ -492,6 +489,21 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
     reason = end if code == MAXITER else END_REASONS[code]
     f_end = f if (history or (problem.jac is True and b is None)) else None
     return out.finish(k, x, f_end, g, reason, gtol)
+
+
+def raise_for(code: int, catch, shape, cfg, value: float, t: int) -> None:
+    """The exception a loop's end code stands for, if any: the user's own from F or dF, a
+    gradient of the wrong shape, or a scheduled value (``value`` at step t) out of its interval."""
+    if code == USER_ERROR:
+        raise catch.error.with_traceback(catch.error.__traceback__)
+    if code == BAD_SHAPE:
+        raise ValueError(f"the gradient's shape differs from x's shape {shape}")
+    if code in (BAD_LR, BAD_GAMMA):  # raises, with the message
+        name = "lr" if code == BAD_LR else "gamma"
+        ck.scheduled(name, value, t, ck.SCHEDULED[name])
+    if code >= BAD_SCHEDULE:
+        _, name, _, interval = cfg.scheduled[code - BAD_SCHEDULE]
+        ck.scheduled(name, value, t, interval)
 
 
 _NO_HISTORY = (np.empty(0), np.empty(0), np.empty(0, np.int64))

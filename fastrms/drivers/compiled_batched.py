@@ -17,7 +17,6 @@ import numpy as np
 from numba import types
 from numba.extending import overload, register_jitable
 
-from .. import _checks as ck
 from ..kernels import cpu
 from ..kernels._jit import bind, flag_tag, jit
 from ..method_state import BatchedState
@@ -65,11 +64,7 @@ def _take_rows(args, rows, mask):
 @overload(_take_rows, prefer_literal=True)
 def _take_rows_typed(args, rows, mask):
     # as compiled._take, for data of shape (B, rows, ...): every problem takes the same rows
-    flags = [bool(getattr(m, "literal_value", False)) for m in mask]
-    items = "".join(f"args[{i}][:, rows], " if f else f"args[{i}], " for i, f in enumerate(flags))
-    namespace: dict = {}
-    exec(f"def take(args, rows, mask):\n    return ({items})\n", namespace)  # noqa: S102
-    return namespace["take"]
+    return compiled.take_impl(mask, "[:, rows]")
 
 
 def _loop_rows(fun, jac, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kind, lr_p, gamma_kind,
@@ -82,6 +77,9 @@ def _loop_rows(fun, jac, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, l
     """
     B = H.shape[0]
     n = x.size // B
+    all_running = True
+    for b in range(B):
+        all_running = all_running and active[b]
     k = k0
     njev = 0
     code = MAXITER
@@ -150,7 +148,15 @@ def _loop_rows(fun, jac, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, l
             break
         if VARIES:  # noqa: F821 - else the host filled H once
             FILL(P, t + 1, LR, GAMMA, GF, H, active)  # noqa: F821
-        STEP(x, gf, S, H, active, gtol, spare, big, bad)  # noqa: F821
+        if UNIFORM and all_running:  # noqa: F821 - see BatchedState.uniform
+            n_big, n_bad = FLAT(x, gf, S, H[0], gtol, spare)  # noqa: F821
+            if n_bad == 0 and n_big == x.size:  # no problem stopped
+                k += 1
+                x, spare = spare, x
+                continue
+            cpu.row_counts(gf, spare, gtol, big, bad)
+        else:
+            STEP(x, gf, S, H, active, gtol, spare, big, bad)  # noqa: F821
         running = 0
         for b in range(B):
             if active[b]:
@@ -166,6 +172,7 @@ def _loop_rows(fun, jac, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, l
         if running == 0:
             code = STOPPED
             break
+        all_running = running == B
         k += 1
         x, spare = spare, x
     return code, k, bad_value, x, njev
@@ -188,13 +195,16 @@ def _build(bstate, sigs, combined: bool, parallel: bool, mask):
         types.Array(types.boolean, 1, "C"), types.Array(ip, 1, "C"), types.Array(ip, 1, "C"),
         types.Array(ip, 1, "C"), types.Array(ip, 1, "C"), types.Array(types.int64, 1, "C"))
     method = bstate.config.method
-    step = bstate.kernels.variant(checked=True, parallel=parallel, batched=True)
+    step = bstate.kernels.variant(checked=True, parallel=False, batched=True)
+    flat = bstate.kernels.variant(checked=True, parallel=parallel)
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
     name = (f"drive_rows_{method.rule.__name__}_{flag_tag(bstate.config.flags)}_"
-            f"{'v' if bstate._varies else 'c'}_{'fg' if combined else 'f_g'}_{'par' if parallel else 'ser'}_"
+            f"{'v' if bstate._varies else 'c'}{'u' if bstate.uniform else 'r'}_{'fg' if combined else 'f_g'}_"
+            f"{'par' if parallel else 'ser'}_"
             f"{'cast' if cast else 'g'}_{'b' + flag_tag(mask) if mask else 'full'}")
     fill = bstate._fill
-    fn = bind(_loop_rows, name, STEP=step, FILL=fill, CAST=cast, VARIES=bstate._varies,
+    fn = bind(_loop_rows, name, STEP=step, FILL=fill, CAST=cast, VARIES=bstate._varies, FLAT=flat,
+              UNIFORM=bstate.uniform,
               GRADIENT=_gradient_combined if combined else _gradient_separate,
               BATCHED=mask is not None, DATA=mask if mask is not None else ())
     return jit(fn, signature=sig, nogil=True)
@@ -210,10 +220,12 @@ def prepare(problem, bstate: BatchedState, x, maxiter: int):
         sample = tuple(a[:, :b.size] if i in b.data else a for i, a in enumerate(b.args))
     sigs = compiled.signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample)
     mask = b.mask if b is not None else None
-    parallel = False  # the batched kernels run serially (see kernels/cpu.py)
+    # the rows kernels run serially (see kernels/cpu.py); the flat one for uniform batches as one
+    # problem's would
+    parallel = bstate.uniform and cpu.use_parallel(x.size, x.itemsize)
     combined = problem.jac is True
-    key = (bstate.config.method.name, bstate.config.flags, bstate._varies, combined, parallel, bstate.dtype,
-           *sigs[:4], mask)
+    key = (bstate.config.method.name, bstate.config.flags, bstate._varies, bstate.uniform, combined, parallel,
+           bstate.dtype, *sigs[:4], mask)
     with compiled._cache_lock:
         drive = _drivers.get(key)
     if drive is None:
@@ -275,16 +287,7 @@ def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str
             if code != PAUSED:
                 break
             chunk = max(1, min(16 * chunk, int(done * CHUNK_SECONDS / max(took, 1e-6))))
-    if code == USER_ERROR:
-        raise catch.error.with_traceback(catch.error.__traceback__)
-    if code == BAD_SHAPE:
-        raise ValueError(f"the gradient's shape differs from X's shape {shape}")
-    if code in (BAD_LR, BAD_GAMMA):
-        name = "lr" if code == BAD_LR else "gamma"
-        ck.scheduled(name, bad_value, bstate.t + k, ck.SCHEDULED[name])
-    if code >= BAD_SCHEDULE:
-        _, name, _, interval = cfg.scheduled[code - BAD_SCHEDULE]
-        ck.scheduled(name, bad_value, bstate.t + k, interval)
+    compiled.raise_for(code, catch, shape, cfg, bad_value, bstate.t + k)
     bstate.t += k
     out = BatchOutcome(B)
     out.nit[:] = nit

@@ -152,10 +152,11 @@ class CpuKernels:
         """Checked kernel ``(x, g, S, h, gtol, out) -> (n_big, n_bad)``."""
         return self._callable(_step_checked, n, itemsize)
 
-    # The batched kernels run serially: on this machine their prange variant (over problems) ran
+    # The rows kernels run serially: on this machine their prange variant (over problems) ran
     # 1.2 to 2x slower than the serial one at every size measured, 8 to 10,000 elements per
     # problem and 80,000 to 1,600,000 in all (see bench/RESULTS.md), where the one-problem
-    # kernels gain from their prange over elements.
+    # kernels gain from their prange over elements; uniform batches use those (see
+    # rows_checked_stepper and BatchedState.uniform).
     def rows(self, n: int, itemsize: int = 8):
         """Batched in-place kernel ``(x, g, S, H, active) -> None`` for n elements in all."""
         return self._get(_step_rows, False)
@@ -192,6 +193,22 @@ def norm2(a):  # pragma: no cover - compiled
     for v in a:
         s += float(v) * float(v)
     return math.sqrt(s)
+
+
+@jit(nogil=True)
+def row_counts(g, out, gtol, big, bad):  # pragma: no cover - compiled
+    """big[b], bad[b] ← row b's count of |g_i| > gtol and of non-finite out_i (what the batched
+    checked kernel counts, for a step taken by the flat kernel)."""
+    n = g.size // big.size
+    for b in range(big.size):
+        n_big = 0
+        n_bad = 0
+        for j in range(n):
+            i = b * n + j
+            n_big += abs(g[i]) > gtol
+            n_bad += not (out[i] - out[i] == 0)
+        big[b] = n_big
+        bad[b] = n_bad
 
 
 @jit(nogil=True)
@@ -291,9 +308,24 @@ class CpuBackend:
         return out
 
     def rows_checked_stepper(self, mstate, n):
-        """The batched checked kernel for n elements in all, looked up once."""
-        kernel, S = mstate.kernels.rows_checked(n, mstate.dtype.itemsize), mstate.S
-        return lambda x, g, H, active, gtol, out, big, bad: kernel(x, g, S, H, active, gtol, out, big, bad)
+        """The batched checked step for n elements in all, looked up once: the rows kernel, or while
+        every problem runs with the same coefficients (mstate.uniform), the one-problem kernel over
+        all n elements (parallel when large) and the per-problem counts only when it saw a stop."""
+        rows, S = mstate.kernels.rows_checked(n, mstate.dtype.itemsize), mstate.S
+        flat = mstate.kernels.step_checked(n, mstate.dtype.itemsize) if mstate.uniform else None
+
+        def step(x, g, H, active, gtol, out, big, bad):
+            if flat is not None and active.all():
+                n_big, n_bad = flat(x, g, S, H[0], gtol, out)
+                if n_bad == 0 and n_big == x.size:  # no problem stopped (the common step)
+                    big[:] = 1
+                    bad[:] = 0
+                else:
+                    row_counts(g, out, gtol, big, bad)
+            else:
+                rows(x, g, S, H, active, gtol, out, big, bad)
+
+        return step
 
     def copy_rows(self, src, dst, rows, B: int) -> None:
         """dst's problems ``rows`` ← src's (flat arrays of B problems)."""
