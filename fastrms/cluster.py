@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import OptimizeResult
 
+from . import _checks as ck
+
 
 def is_dask(a) -> bool:
     """Whether a is a dask array (cheap: dask is not imported for anything else)."""
@@ -185,7 +187,9 @@ def minimize_on_blocks(minimize, fun, jac, x0, args, method, options, callback):
     else:
         # the drivers' mini-batch mode, with the step index standing in for the batch
         if "epochs" in options:
-            options["maxiter"] = options.pop("epochs") * data.batches.per_epoch
+            if "maxiter" in options:
+                raise ValueError("give epochs or maxiter, not both")
+            options["maxiter"] = ck.count("epochs", options.pop("epochs"), lo=1) * data.batches.per_epoch
             end_epochs = True
         else:
             end_epochs = False

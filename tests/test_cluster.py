@@ -145,5 +145,7 @@ def test_bad_input_is_named(data):
     with pytest.raises(ValueError, match="a block has no rows"):
         run((da.from_array(X, chunks=((1500, 0), (5,))), da.from_array(y, chunks=((1500, 0),))),
             reduction="mean")
+    with pytest.raises(ValueError, match="give epochs or maxiter, not both"):
+        run((Xd, yd), reduction="mean", batch_size=10, epochs=1)
     with pytest.raises(ValueError, match="needs options=\\{'batched': True\\}"):
         fastrms.minimize(ex.linreg_loss, ex.linreg_grad, da.zeros(6, chunks=3), args=(X, y))
