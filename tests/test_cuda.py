@@ -133,7 +133,8 @@ PTX_CASES = [("rmsprop", {"momentum": 0.9, "centered": True}), ("adam", {"amsgra
 
 
 def test_float32_ptx_has_no_float64_instruction():
-    """All cases in one subprocess (each start of numba-cuda costs seconds)."""
+    """All cases in one subprocess (each start of numba-cuda costs seconds); the batched (rows)
+    kernels too, which the simulator runs but never compiles for a device."""
     out = _no_sim(rf"""
         import re
         import numpy as np
@@ -141,7 +142,7 @@ def test_float32_ptx_has_no_float64_instruction():
         from fastrms.kernels import cuda
         for method, opts in {PTX_CASES!r}:
             c = presets.configure(method, opts)
-            for t in ("step", "step_checked"):
+            for t in ("step", "step_checked", "step_rows", "step_rows_checked"):
                 ptx = cuda.ptx(t, c.method.rule, c.flags, c.method.nh, np.float32)
                 body = [l for l in ptx.splitlines() if not l.strip().startswith(("//", "."))]
                 f64 = [l for l in body if re.search(r"\.f64\b", l)]  # an f64 instruction, not register %f64

@@ -311,8 +311,18 @@ def _signature(fun, jac, xt, at, bt):
     return fsig, jsig, xt, at, _first_class(fun, fsig), _first_class(jac if jac is not True else fun, jsig)
 
 
+# the same lookup by the identity of a signatures tuple (signature_for hands out the cached one):
+# hashing Numba's types in the key above costs tens of microseconds a call
+_drivers_by_sigs = _LRU(64)
+
+
 def _driver(mstate, sigs, combined: bool, parallel: bool, mask):
     method = mstate.config.method
+    fast = (id(sigs), method.name, mstate.config.flags, combined, parallel, mstate.dtype.str, mask)
+    with _cache_lock:
+        hit = _drivers_by_sigs.get(fast)
+    if hit is not None and hit[0] is sigs:  # (the entry holds sigs, so its id is not reused meanwhile)
+        return hit[1]
     fsig, jsig, xt, at = sigs[:4]
     key = (method.name, mstate.config.flags, combined, parallel, mstate.dtype, fsig, jsig, xt, at, mask)
     with _cache_lock:
@@ -325,6 +335,8 @@ def _driver(mstate, sigs, combined: bool, parallel: bool, mask):
                             f"{str(e).splitlines()[0]}") from None
         with _cache_lock:
             _drivers.put(key, drive)
+    with _cache_lock:
+        _drivers_by_sigs.put(fast, (sigs, drive))
     return drive
 
 

@@ -181,13 +181,19 @@ def ptx(template_name: str, rule, flags: tuple, nh: int, dtype, cc=(9, 0)) -> st
     from numba import types as nt
 
     cuda = _cuda()
-    template = {"step": _step, "step_checked": _step_checked}[template_name]
+    template = {"step": _step, "step_checked": _step_checked, "step_rows": _step_rows,
+                "step_rows_checked": _step_rows_checked}[template_name]
     fn = _jit.bind(template, f"ptx_{template_name}", cuda=cuda, RULE=rule, FLAGS=tuple(flags))
     dt = numba.from_dtype(np.dtype(dtype))
-    vec, mat = nt.Array(dt, 1, "C"), nt.Array(dt, 2, "C")
-    args = [vec, vec, mat, nt.UniTuple(dt, nh)]
-    if template_name == "step_checked":
-        args += [dt, vec, nt.Array(nt.int64, 1, "C"), nt.int64]
+    vec, mat, ints = nt.Array(dt, 1, "C"), nt.Array(dt, 2, "C"), nt.Array(nt.int64, 1, "A")
+    if template_name.startswith("step_rows"):  # H (B, nh) and the active mask
+        args = [vec, vec, mat, mat, nt.Array(nt.uint8, 1, "C")]
+        if template_name == "step_rows_checked":
+            args += [dt, vec, ints, ints, nt.int64]
+    else:
+        args = [vec, vec, mat, nt.UniTuple(dt, nh)]
+        if template_name == "step_checked":
+            args += [dt, vec, nt.Array(nt.int64, 1, "C"), nt.int64]
     if cuda.is_available():
         return cuda.compile_ptx(fn, tuple(args), cc=cc)[0]
     # numba-cuda compiles nested device functions (the rule) for "the current device",
