@@ -148,7 +148,14 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
     jac, x0 = _parse_positional(fun, x0_or_jac, rest, jac)
     if not isinstance(args, tuple):
         args = (args,)
+    if jac is None or jac is False:
+        raise ValueError("fastrms methods need the gradient: pass dF (minimize(F, dF, x0)), "
+                         "jac=dF, or jac=True when F returns (f, g)")
+    if jac is not True and not callable(jac):
+        raise TypeError(f"jac must be callable or True, got {jac!r}")
     if cluster.any_dask(x0, *args):  # Dask: the same solvers, on the blocks where the data lives
+        if tol is not None and "gtol" not in (options or {}):
+            options = {**(options or {}), "gtol": tol}
         if cluster.is_dask(x0):
             if not (options or {}).get("batched"):
                 raise ValueError("x0 is a dask array: that is a batch of problems (shape (B, ...), chunked "
@@ -158,13 +165,6 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
         return cluster.minimize_on_blocks(minimize, fun, jac, x0, args, method, options, callback)
     m = methods.get(method)
     opts, hyper = _split_options(m, options, tol)
-    if jac is None or jac is False:
-        raise ValueError("fastrms methods need the gradient: pass dF (minimize(F, dF, x0)), "
-                         "jac=dF, or jac=True when F returns (f, g)")
-    if jac is not True and not callable(jac):
-        raise TypeError(f"jac must be callable or True, got {jac!r}")
-    if not isinstance(args, tuple):
-        args = (args,)
     if opts["batched"]:
         return _solve_batched(fun, jac, x0, args, m, hyper, opts, wrap_callback(callback))
     config = presets.configure(m.name, hyper, opts["preset"])

@@ -77,6 +77,10 @@ def test_default_scheduler_without_a_client(data, monkeypatch):
     with dask.config.set(scheduler="threads"):
         res = fastrms.minimize(ex.linreg_loss, ex.linreg_grad, _x0(X), args=(Xd, yd),
                                options={**OPTS, "reduction": "mean"})
+        # scipy's tol= reaches the blocks' run as gtol
+        tol = fastrms.minimize(ex.linreg_loss, ex.linreg_grad, _x0(X), args=(Xd, yd), tol=0.2,
+                               options={"reduction": "mean", "lr": 0.01})
+    assert tol.success and 0 < tol.nit < 1000 and np.max(np.abs(tol.jac)) <= 0.2
     np.testing.assert_allclose(res.x, ref.x, rtol=1e-12, atol=1e-12)
 
 

@@ -40,9 +40,10 @@ CASES = (
     + [("RMSprop", h) for h in _grid(rho=(_OMIT, 0.5), momentum=(_OMIT, 0.9), epsilon=(_OMIT, 1e-3),
                                      centered=(_OMIT, True), weight_decay=(_OMIT, 0.1))]
     + [("RMSprop", {"centered": True, **c}) for c in CLIPS[1:]]
-    + [(name, h) for name in ("Adam", "AdamW")
-       for h in _grid(beta_1=(_OMIT, 0.5), beta_2=(_OMIT, 0.9), epsilon=(_OMIT, 1e-3), amsgrad=(_OMIT, True),
-                      weight_decay=(_OMIT, 0.1))]
+    + [(name, {**h, **numbers}) for name in ("Adam", "AdamW")
+       for h in _grid(amsgrad=(_OMIT, True), weight_decay=(_OMIT, 0.1))
+       for numbers in ({}, {"beta_1": 0.5}, {"beta_2": 0.9}, {"epsilon": 1e-3},
+                       {"beta_1": 0.5, "beta_2": 0.9})]
     + [("Adam", c) for c in CLIPS[1:]]
     + [("Adagrad", h) for h in _grid(initial_accumulator_value=(_OMIT, 0.5), epsilon=(_OMIT, 1e-3),
                                      weight_decay=(_OMIT, 0.1))]

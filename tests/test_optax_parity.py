@@ -34,13 +34,14 @@ def _lr_decay(t):  # a float64 schedule (Optax's built-in schedules compute in f
 CASES = (
     [("sgd", "Momentum", h) for h in _grid(momentum=(_OMIT, None, 0.0, 0.9), nesterov=(_OMIT, True))]
     + [("sgd", "GradientDescent", {})]
-    + [("rmsprop", "RMSProp", h) for h in _grid(
-        decay=(_OMIT, 0.5), eps=(_OMIT, 1e-3), initial_scale=(_OMIT, 0.1), eps_in_sqrt=(True, False),
-        centered=(False, True), momentum=(None, 0.9), nesterov=(False, True), bias_correction=(False, True))
-       if not (h.get("decay") == 0.5 and h.get("initial_scale") == 0.1)
+    # every combination of rmsprop's switches, each with default and with other numbers
+    + [("rmsprop", "RMSProp", {**h, **numbers}) for h in _grid(
+        eps_in_sqrt=(True, False), centered=(False, True), momentum=(None, 0.9), nesterov=(False, True),
+        bias_correction=(False, True))
+       for numbers in ({}, {"decay": 0.5, "eps": 1e-3}, {"initial_scale": 0.1, "eps": 1e-3})
        # centered and bias-corrected from s₀ = 0, the first variance s − m² is 0 in exact arithmetic and
        # both libraries divide by their rounding noise (see test_centered_bias_corrected_first_step)
-       and not (h["centered"] and h["bias_correction"] and "initial_scale" not in h)]
+       if not (h["centered"] and h["bias_correction"] and "initial_scale" not in numbers)]
     + [("adam", "Adam", h) for h in _grid(b1=(_OMIT, 0.5), b2=(_OMIT, 0.9), eps=(_OMIT, 1e-3),
                                           eps_root=(_OMIT, 1e-6), nesterov=(_OMIT, True))]
     + [("adamw", "AdamW", h) for h in _grid(weight_decay=(_OMIT, 0.1), eps_root=(_OMIT, 1e-6),
