@@ -155,10 +155,13 @@ def configure_batch(method: str, options: dict, preset: str | None, B: int) -> t
     arrays: dict[str, tuple[str, np.ndarray]] = {}
     scalars = {}
     for key, v in options.items():
+        name = names.get(key, key)
+        if isinstance(v, (list, tuple)) and name in allowed:
+            raise TypeError(f"{key}: per-problem values go in a 1-D NumPy array of length {B} "
+                            f"(np.asarray(...)), got a {type(v).__name__}")
         if not isinstance(v, np.ndarray) or v.ndim == 0:
             scalars[key] = v
             continue
-        name = names.get(key, key)
         if name not in allowed:
             raise ValueError(f"{key} must be one value for the whole batch; per-problem arrays are accepted "
                              f"for {', '.join(sorted(allowed))}")

@@ -182,6 +182,8 @@ def test_bad_input_names_the_shapes(rng):
         run(df=lambda X, A, y: dF(X, A, y)[1:])
     with pytest.raises(ValueError, match=r"lr has shape \(5,\): .* shape \(12,\)"):
         run(lr=np.ones(5))
+    with pytest.raises(TypeError, match=r"momentum: per-problem values go in a 1-D NumPy array of length 12"):
+        run(momentum=[0.5] * B)
     with pytest.raises(ValueError, match="centered must be one value for the whole batch"):
         run(centered=np.ones(B, bool))
     with pytest.raises(ValueError, match="gamma must be in"):
