@@ -1,5 +1,8 @@
 """Batched solves: B independent problems in one call equal B separate calls, bit for bit."""
 
+import sys
+import threading
+
 import numba
 import numpy as np
 import pytest
@@ -207,3 +210,42 @@ def test_a_problem_whose_loss_is_not_finite_at_the_end_fails_alone(rng):
     res = fastrms.minimize(F_bad, dF, np.zeros((B, N)), args=(A, y), options={"batched": True, "maxiter": 5})
     assert res.status[2] == 3 and "not finite at the final x" in res.message[2]
     assert np.all(res.status[np.arange(B) != 2] == 1)
+
+
+@numba.njit(cache=True)
+def dF_jit_raising(X, A, y):
+    if X[0, 0] > 1.0:
+        raise ValueError("boom: problem 0 passed 1")
+    return dF_jit(X, A, y)
+
+
+@pytest.mark.parametrize("driver", ["python", "compiled"])
+def test_an_exception_in_a_jitted_gradient_reaches_the_user(driver, rng):
+    A, y = _least_squares(rng)
+    hook = sys.unraisablehook
+    with pytest.raises(ValueError, match="boom: problem 0 passed 1"):
+        fastrms.minimize(F_jit, dF_jit_raising, np.zeros((B, N)), args=(A, y + 5.0),
+                         options={"batched": True, "driver": driver, "lr": 0.05, "momentum": 0.9,
+                                  "maxiter": 500, "gtol": 0,
+                                  "gamma": fastrms.schedules.exponential(0.9, 0.99, 10)})
+    assert sys.unraisablehook is hook
+
+
+def test_batched_runs_from_threads_agree_with_serial_runs(rng):
+    Bt = 2000  # 16,000 float64 elements: the flat kernel runs in parallel
+    A, y = rng.normal(size=(Bt, M, N)), rng.normal(size=(Bt, M))
+
+    def solve(lr):
+        return fastrms.minimize(F, dF, np.zeros((Bt, N)), args=(A, y),
+                                options={"batched": True, "lr": lr, "maxiter": 30, "gtol": 0}).x
+
+    lrs = [0.01, 0.02, 0.03, 0.04]
+    serial = [solve(lr) for lr in lrs]
+    results = [None] * 4
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, solve(lrs[i]))) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(results, serial, strict=True):
+        np.testing.assert_array_equal(a, b)

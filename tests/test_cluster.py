@@ -153,3 +153,16 @@ def test_bad_input_is_named(data):
         run((Xd, yd), reduction="mean", batch_size=10, epochs=1)
     with pytest.raises(ValueError, match="needs options=\\{'batched': True\\}"):
         fastrms.minimize(ex.linreg_loss, ex.linreg_grad, da.zeros(6, chunks=3), args=(X, y))
+
+
+def test_an_exception_on_a_worker_reaches_the_user(client, data):
+    X, y, Xd, yd = data
+
+    def dF_raising(x, X, y):
+        if x[0] < -0.1:
+            raise FloatingPointError("dF gave up on a worker")
+        return ex.linreg_grad(x, X, y)
+
+    with pytest.raises(FloatingPointError, match="dF gave up on a worker"):
+        fastrms.minimize(ex.linreg_loss, dF_raising, _x0(X), args=(Xd, yd),
+                         options={**OPTS, "reduction": "mean"})
