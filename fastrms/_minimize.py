@@ -183,13 +183,21 @@ def _start(x0, opts):
     return x, shape, backend, backend.array_kind(x0)
 
 
+def _problem(fun, jac, args, x, shape, backend, kind, opts, B=None) -> Problem:
+    """The user's F and dF as the drivers call them, with the mini-batches when asked for (B: the
+    number of batched problems, whose data has a leading B axis)."""
+    batches = None
+    if opts["batch_size"] is not None:
+        batches = Batches(args, opts["batch_size"], opts["shuffle"], opts["seed"], opts["drop_last"],
+                          problems=B)
+    return Problem(fun, jac, args, shape, x.dtype, batches, backend, kind, batch=B)
+
+
 def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
     x, shape, backend, kind = _start(x0, opts)
     mstate = MethodState(config, x.size, x.dtype, backend)
-    batches = None
-    if opts["batch_size"] is not None:
-        batches = Batches(args, opts["batch_size"], opts["shuffle"], opts["seed"], opts["drop_last"])
-    problem = Problem(fun, jac, args, shape, x.dtype, batches, backend, kind)
+    problem = _problem(fun, jac, args, x, shape, backend, kind, opts)
+    batches = problem.batches
     maxiter = _maxiter(opts, problem)
     end = "epochs" if opts["epochs"] is not None else "maxiter"
     driver = _choose_driver(problem, x, mstate, opts, callback)
@@ -233,14 +241,8 @@ def _solve_batched(fun, jac, x0, args, method, hyper, opts, callback) -> Optimiz
         raise ValueError("batched problems need x0 of shape (B, ...): one row per problem")
     B = shape[0]
     config, per_problem = presets.configure_batch(method.name, hyper, opts["preset"], B)
-    if not hasattr(backend, "rows_checked_stepper"):
-        raise ValueError(f"batched problems do not run on the {backend.name} backend yet")
     bstate = BatchedState(config, per_problem, B, x.size // B, x.dtype, backend)
-    batches = None
-    if opts["batch_size"] is not None:
-        batches = Batches(args, opts["batch_size"], opts["shuffle"], opts["seed"], opts["drop_last"],
-                          problems=B)
-    problem = Problem(fun, jac, args, shape, x.dtype, batches, backend, kind, batch=B)
+    problem = _problem(fun, jac, args, x, shape, backend, kind, opts, B)
     maxiter = _maxiter(opts, problem)
     driver = _choose_driver(problem, x, bstate, opts, callback)
     out = driver.run(problem, bstate, x, maxiter=maxiter, gtol=opts["gtol"],

@@ -68,8 +68,8 @@ class _Task:
             n = len(rows)
         else:
             n = len(block[self.data_index[0]])
-        out = self.fn(x, *block)
-        return np.asarray(out, dtype=np.float64) * n if self.weight_by_rows else np.asarray(out, np.float64)
+        out = np.asarray(self.fn(x, *block), dtype=np.float64)
+        return out * n if self.weight_by_rows else out
 
 
 class DaskData:

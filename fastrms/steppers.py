@@ -36,7 +36,7 @@ class Optimizer:
         self._batched = batched or any(isinstance(v, np.ndarray) and v.ndim for v in hyperparameters.values())
         n, dtype = self._shaped.size, self._shaped.dtype
         if self._batched:
-            if not hasattr(self._backend, "rows_step") or len(self._shaped.shape) < 1:
+            if len(self._shaped.shape) < 1:
                 raise ValueError("a batched stepper needs x of shape (B, ...): one row per problem")
             B = self._shaped.shape[0]
             config, per_problem = presets.configure_batch(self.method, hyperparameters, preset, B)

@@ -170,6 +170,16 @@ def test_stepper_over_rows_equals_separate_steppers(rng):
         z = X[b].copy()
         fastrms.RMSProp(z, clip_norm=0.5).step(grads[0][b] * 10)  # each row clipped by its own norm
         np.testing.assert_array_equal(z, Z[b])
+    W = X.copy()  # shared hyperparameters: one flat launch over all rows
+    shared = fastrms.RMSProp(W, batched=True, momentum=0.9)
+    for g in grads:
+        shared.step(g)
+    for b in range(5):
+        w = X[b].copy()
+        one = fastrms.RMSProp(w, momentum=0.9)
+        for g in grads:
+            one.step(g[b])
+        np.testing.assert_array_equal(w, W[b])
 
 
 def test_bad_input_names_the_shapes(rng):

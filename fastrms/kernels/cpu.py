@@ -332,7 +332,10 @@ class CpuBackend:
         dst.reshape(B, -1)[rows] = src.reshape(B, -1)[rows]
 
     def rows_step(self, mstate, x, g, H, active):
-        mstate.kernels.rows(x.size, x.itemsize)(x, g, mstate.S, H, active)
+        if mstate.uniform and active.all():  # one flat launch, as in rows_checked_stepper
+            self.step(mstate, x, g, H[0])
+        else:
+            mstate.kernels.rows(x.size, x.itemsize)(x, g, mstate.S, H, active)
 
     def checked_stepper(self, mstate, n):
         """step_checked with the kernel for n elements looked up once (the loop calls it every step)."""
