@@ -51,7 +51,7 @@ class Optimizer:
     def step(self, g: Any) -> None:
         """One update of x in place with gradient g (same shape as x; not modified)."""
         e = self._mstate
-        gf = self._backend.as_gradient(g, self._shaped)
+        gf = self._backend.step_gradient(g, self._shaped)
         if self._batched:
             self._backend.rows_step(e, self._flat, gf, e.row_coefficients(gf, self._active), self._active)
         else:

@@ -58,14 +58,20 @@ def test_device_stepper_matches_cpu(method, opts, dtype, rng):
     assert dev_opt.t == cpu_opt.t == 5
 
 
+def _host(x):
+    """x on the host, whichever device array the user's function was given (CuPy's when it is
+    installed, else Numba's)."""
+    if hasattr(x, "copy_to_host"):
+        return x.copy_to_host()
+    return x.get() if hasattr(x, "get") else np.asarray(x)
+
+
 def _F(x):
-    x = x.copy_to_host() if hasattr(x, "copy_to_host") else np.asarray(x)
-    return float(np.sum((x - 3.0) ** 2))
+    return float(np.sum((_host(x) - 3.0) ** 2))
 
 
 def _dF(x):
-    host = x.copy_to_host() if hasattr(x, "copy_to_host") else np.asarray(x)
-    return cuda.to_device(2.0 * (host - 3.0))
+    return cuda.to_device(2.0 * (_host(x) - 3.0))
 
 
 def test_minimize_on_the_device_matches_the_cpu():
@@ -111,13 +117,80 @@ def test_device_errors():
         fastrms.RMSProp(cuda.to_device(np.zeros(3, np.int64)))
 
 
+def test_a_gradient_seen_before_is_checked_against_each_stepper():
+    """The flat view of a gradient's memory is reused step after step; each use is still checked."""
+    g = cuda.to_device(np.ones(4))
+    fastrms.RMSProp(cuda.to_device(np.zeros(4))).step(g)
+    with pytest.raises(ValueError, match="shape"):
+        fastrms.RMSProp(cuda.to_device(np.zeros((2, 2)))).step(g)
+    with pytest.raises(TypeError, match="dtype"):
+        fastrms.RMSProp(cuda.to_device(np.zeros(4, np.float32))).step(g)
+
+
+def test_gradients_are_not_kept_alive():
+    """Views and launch arguments reused across steps hold no reference to the user's arrays."""
+    import gc
+    import weakref
+
+    opt = fastrms.RMSProp(cuda.to_device(np.zeros(64)), lr=0.1)
+    refs = []
+    for _ in range(3):
+        g = cuda.to_device(np.ones(64))
+        opt.step(g)
+        refs.append(weakref.ref(g))
+        del g
+    gc.collect()
+    assert [r() for r in refs] == [None] * 3
+
+
+def test_a_parameter_that_requires_grad_is_a_device_array():
+    """torch raises RuntimeError, not AttributeError, for the interface of a tensor that requires
+    grad: recognizing one must not ask for it."""
+    class Parameter:
+        __module__ = "torch"
+        is_cuda = True
+
+        @property
+        def __cuda_array_interface__(self):
+            raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires grad")
+
+    assert fcuda.owns(Parameter())
+
+
+@pytest.mark.skipif(SIM, reason="the simulator launches through numba-cuda")
+def test_steps_take_the_lean_launch_on_a_gpu():
+    """After the first launch, steps go to the driver directly (fcuda.Launch); were its argument
+    layout wrong, the results would be, and test_device_stepper_matches_cpu would fail."""
+    for dtype in (np.float32, np.float64):  # the same launch shape: one Launch each
+        opt = fastrms.RMSProp(cuda.to_device(np.zeros(1000, dtype)), lr=0.1)
+        for _ in range(3):
+            opt.step(cuda.to_device(np.ones(1000, dtype)))
+    launches = list(opt._mstate.kernels._launches.values())
+    assert len(launches) >= 2 and all(k._lean and k.fallbacks == 0 for k in launches)
+
+
+@pytest.mark.skipif(SIM, reason="a CUDA tensor needs a real GPU")
+def test_a_stepper_over_a_cuda_nn_parameter_matches_the_cpu():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x0, grads = rng.normal(size=(3, 5)), [rng.normal(size=(3, 5)) for _ in range(4)]
+    p = torch.nn.Parameter(torch.as_tensor(x0, device="cuda"))
+    opt, ref = fastrms.RMSProp(p, lr=0.1, momentum=0.5), fastrms.RMSProp(x0.copy(), lr=0.1, momentum=0.5)
+    for g in grads:
+        p.grad = torch.as_tensor(g, device="cuda")
+        opt.step(p.grad)
+        ref.step(g)
+    np.testing.assert_allclose(p.detach().cpu().numpy(), ref.x, rtol=1e-12)
+
+
 def test_launch_config():
     if SIM:
         assert fcuda.launch_config(10_000) == fcuda.SIMULATOR_GRID
     t = fcuda.THREADS_PER_BLOCK
     assert fcuda.grid(1, 132) == (1, t)  # an H100 has 132 multiprocessors
     assert fcuda.grid(1000, 132) == (-(-1000 // t), t)
-    assert fcuda.grid(10**9, 132) == (fcuda.BLOCKS_PER_SM * 132, t)  # grid-stride beyond this
+    assert fcuda.grid(10**9, 132) == (fcuda.BLOCKS_PER_SM * 132, t)  # float32: grid-stride beyond this
+    assert fcuda.grid(10**9, 132, itemsize=8) == (-(-10**9 // t), t)  # float64: one thread per element
     blocks, threads = fcuda.grid(10**6, 132)
     assert blocks * threads >= 10**6 // 4 and threads <= 1024
 
@@ -222,11 +295,11 @@ def test_concurrent_device_runs_do_not_stop_each_other(monkeypatch):
 # -- batched problems on the device: a 2-D launch of the same rules ---------------------------------
 
 def _rows_F(X):
-    return 0.5 * np.sum((np.asarray(X) - 3.0) ** 2, axis=1)
+    return 0.5 * np.sum((_host(X) - 3.0) ** 2, axis=1)
 
 
 def _rows_dF(X):
-    host = X.copy_to_host() if hasattr(X, "copy_to_host") else np.asarray(X)
+    host = _host(X)
     return cuda.to_device(2.0 * (host - 3.0) * np.arange(1, host.shape[0] + 1)[:, None])
 
 

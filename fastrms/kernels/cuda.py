@@ -20,7 +20,8 @@ import math
 import sys
 import threading
 import types
-from functools import cache
+import weakref
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -207,17 +208,31 @@ def ptx(template_name: str, rule, flags: tuple, nh: int, dtype, cc=(9, 0)) -> st
         dispatcher.get_current_device = real
 
 
-def launch_config(n: int) -> tuple[int, int]:
+@cache
+def _sm_count() -> int:
+    # asking the driver costs ~10 µs a call; one device per process is the common case, and a
+    # count from another device only changes the grid's shape, never the result
+    return _cuda().get_current_device().MULTIPROCESSOR_COUNT
+
+
+def launch_config(n: int, itemsize: int = 4) -> tuple[int, int]:
     if _simulator():
         return SIMULATOR_GRID
-    return grid(n, _cuda().get_current_device().MULTIPROCESSOR_COUNT)
+    return grid(n, _sm_count(), itemsize)
 
 
-def grid(n: int, sms: int) -> tuple[int, int]:
-    """(blocks, threads) for n elements on sms multiprocessors: one thread per element up to
-    BLOCKS_PER_SM blocks per multiprocessor, beyond that the grid-stride loop takes over."""
-    blocks = min(-(-n // THREADS_PER_BLOCK), BLOCKS_PER_SM * sms)
-    return max(blocks, 1), THREADS_PER_BLOCK
+def grid(n: int, sms: int, itemsize: int = 4) -> tuple[int, int]:
+    """(blocks, threads) for n elements of itemsize bytes on sms multiprocessors.
+
+    One thread per element, except that 4-byte elements stop at BLOCKS_PER_SM blocks per
+    multiprocessor and a grid-stride loop takes over: on an H100 at n = 1e8 that streams at 0.94
+    of a copy's bandwidth against 0.90 with a full grid, and 8-byte elements the other way round
+    (0.98 full, 0.95 capped; bench/RESULTS.md, GPU).  The reduction (one atomic per thread) keeps
+    the cap: it is launched as for 4-byte elements."""
+    blocks = -(-n // THREADS_PER_BLOCK)
+    if itemsize < 8:
+        blocks = min(blocks, BLOCKS_PER_SM * sms)
+    return max(min(blocks, 2**31 - 1), 1), THREADS_PER_BLOCK
 
 
 SIMULATOR_ROWS_GRID = ((1, 2), (8, 2))
@@ -226,7 +241,7 @@ SIMULATOR_ROWS_GRID = ((1, 2), (8, 2))
 def rows_launch_config(n: int, B: int):
     if _simulator():
         return SIMULATOR_ROWS_GRID
-    return rows_grid(n, B, _cuda().get_current_device().MULTIPROCESSOR_COUNT)
+    return rows_grid(n, B, _sm_count())
 
 
 def rows_grid(n: int, B: int, sms: int):
@@ -240,15 +255,154 @@ def rows_grid(n: int, B: int, sms: int):
     return (bx, by), (tx, ty)
 
 
+class Launch:
+    """``kernel[griddim, blockdim]`` with a lean call: ``Launch(kernel, grid, block)(*args)``.
+
+    numba-cuda types every argument, builds a launch configuration and marshals the arguments
+    through a chain of type tests on each call: ~100 µs of host time, ten times a small update's
+    device time (bench/RESULTS.md, GPU).  The first call here goes through numba-cuda, which
+    compiles and loads the kernel.  Later calls write the arguments, in numba-cuda's own layout
+    (an array is meminfo, parent, size, itemsize, data, shape, strides; one 8-byte parameter
+    each), into a fixed buffer with one ``struct.pack_into`` and hand its address to the
+    driver's ``cuLaunchKernel``.  An argument unlike the first call's, a launch the driver
+    refuses (a thread with no current context), another numba-cuda or the simulator: that call
+    goes through numba-cuda.
+    """
+
+    def __init__(self, kernel, griddim, blockdim):
+        self.kernel, self.griddim, self.blockdim = kernel, griddim, blockdim
+        self._lean = None  # after the first call: the lean launch, or False where there is none
+        self._seen: dict = {}  # id -> (weak array, its packed fields): x and the state, step after step
+        self._lock = threading.Lock()  # one argument buffer per launch: one caller at a time
+        self.fallbacks = 0  # calls after the first that went through numba-cuda (tests read it)
+
+    def __call__(self, *args):
+        lean = self._lean
+        if lean:
+            func, dims, packers, layout, buf, params, stream, launch, ok = lean
+            if len(args) == len(packers):
+                values: list = []
+                try:
+                    for pack, a in zip(packers, args, strict=True):
+                        pack(a, values)
+                except _Mismatch:
+                    pass
+                else:
+                    try:
+                        with self._lock:
+                            layout.pack_into(buf, 0, *values)
+                            err = launch(func, *dims, 0, stream, params, 0)[0]
+                    except Exception:  # nothing was launched: numba-cuda's way from now on
+                        self._lean = err = False
+                    if err == ok:
+                        return None
+        self.kernel[self.griddim, self.blockdim](*args)
+        if lean is None and not _simulator():
+            self._lean = self._prepare(args)
+        elif lean is not None:
+            self.fallbacks += 1
+        return None
+
+    def _prepare(self, args):
+        import ctypes
+        import struct
+
+        try:
+            from cuda.bindings import driver
+
+            types_ = tuple(self.kernel.typeof_pyval(a) for a in args)
+            handle = self.kernel.overloads[types_]._codelibrary.get_cufunc().kernel.handle
+            # a library kernel (CUkernel) launches in whichever context is current
+            func = handle if isinstance(handle, driver.CUkernel) else driver.CUfunction(int(handle))
+            fmt: list = []
+            packers = tuple(self._packer(t, fmt) for t in types_)
+            layout = struct.Struct("<" + "".join(fmt))
+            buf = ctypes.create_string_buffer(8 * len(fmt))
+            base = ctypes.addressof(buf)
+            params = (ctypes.c_void_p * len(fmt))(*(base + 8 * k for k in range(len(fmt))))
+            self._keep = params
+            dims = _dims3(self.griddim) + _dims3(self.blockdim)
+        except Exception:  # another numba-cuda or cuda-python: the ordinary launch stays correct
+            return False
+        stream = driver.CUstream(0)  # numba-cuda's default: the legacy default stream
+        return (func, dims, packers, layout, buf, ctypes.addressof(params), stream, driver.cuLaunchKernel,
+                driver.CUresult.CUDA_SUCCESS)
+
+    def _packer(self, ty, fmt: list):
+        """A function appending an argument's parameter values; fmt gets their struct codes."""
+        from numba.core import types as nt
+
+        if isinstance(ty, nt.Array):
+            dtype, ndim, seen = np.dtype(str(ty.dtype)), ty.ndim, self._seen
+            fmt += ["q"] * (5 + 2 * ndim)
+
+            def pack_array(a, out):
+                hit = seen.get(id(a))
+                if hit is not None and hit[0]() is a:
+                    out += hit[1]
+                    return
+                if getattr(a, "dtype", None) != dtype or getattr(a, "ndim", None) != ndim:
+                    raise _Mismatch
+                fields = [0, 0, a.size, dtype.itemsize, a.device_ctypes_pointer.value or 0,
+                          *a.shape, *a.strides]
+                if len(seen) >= 64:
+                    seen.clear()
+                seen[id(a)] = (weakref.ref(a), fields)  # weak: the array's life is not extended
+                out += fields
+
+            return pack_array
+        if isinstance(ty, nt.BaseTuple):
+            inner = tuple(self._packer(t, fmt) for t in ty)
+
+            def pack_tuple(a, out):
+                if len(a) != len(inner):
+                    raise _Mismatch
+                for p, v in zip(inner, a, strict=True):
+                    p(v, out)
+
+            return pack_tuple
+        code = {nt.float64: "d", nt.float32: "fxxxx", nt.int64: "q", nt.uint8: "Bxxxxxxx",
+                nt.boolean: "?xxxxxxx"}.get(ty)
+        if code is None:
+            raise TypeError(f"no lean launch for an argument of type {ty}")
+        fmt.append(code)
+        py = float if isinstance(ty, nt.Float) else int
+
+        def pack_scalar(v, out):
+            if not isinstance(v, (py, np.generic)):
+                raise _Mismatch
+            out.append(v)
+
+        return pack_scalar
+
+
+class _Mismatch(Exception):
+    """An argument unlike the first call's: this call goes through numba-cuda."""
+
+
+def _dims3(d) -> tuple:
+    d = (d,) if isinstance(d, int) else tuple(d)
+    return d + (1,) * (3 - len(d))
+
+
 class CudaKernels:
     def __init__(self, rule, flags: tuple):
         self.rule, self.flags = rule, tuple(bool(f) for f in flags)
         self._cache: dict = {}
+        self._launches: dict = {}
 
     def get(self, template):
         k = self._cache.get(template.__name__)
         if k is None:
             k = self._cache[template.__name__] = _compile(template, self.rule, self.flags)
+        return k
+
+    def launch(self, template, griddim, blockdim, dtype) -> Launch:
+        """The kernel for arrays of dtype at one launch shape (one Launch per argument types)."""
+        key = (template.__name__, griddim, blockdim, np.dtype(dtype))
+        k = self._launches.get(key)
+        if k is None:
+            k = self._launches[key] = Launch(self.get(template), griddim, blockdim)
         return k
 
 
@@ -260,6 +414,11 @@ def kernels_for(rule, flags: tuple) -> CudaKernels:
 @cache
 def _reducer():
     return _compile(_reduce, None, ())
+
+
+@lru_cache(maxsize=64)
+def _reduce_launch(blocks: int, threads: int, dtype) -> Launch:
+    return Launch(_reducer(), blocks, threads)
 
 
 # -- arrays ------------------------------------------------------------------------
@@ -291,7 +450,34 @@ def as_device(a):
         # a tensor that requires grad (an nn.Parameter) refuses __cuda_array_interface__;
         # detach() shares its memory, so in-place updates still reach the parameter
         a = a.detach()
-    return _cuda().as_cuda_array(a)
+    if _simulator():
+        return _cuda().as_cuda_array(a)
+    _wait_for(a.__cuda_array_interface__)
+    return _cuda().as_cuda_array(a, sync=False)  # a view that keeps a alive
+
+
+def _wait_for(desc: dict) -> None:
+    """Synchronize the producer's stream, as the CUDA Array Interface asks, unless it is ordered
+    with the legacy default stream that fastrms launches on (Numba would synchronize even then:
+    a stall of the whole pipeline on every step)."""
+    if desc.get("stream") not in _ORDERED_STREAMS:
+        _cuda().external_stream(desc["stream"]).synchronize()
+
+
+def _interface(a) -> dict | None:
+    """a's CUDA Array Interface, or None for host arrays and the simulator's."""
+    if isinstance(a, np.ndarray) or _simulator():
+        return None
+    if type(a).__module__.split(".")[0] == "torch":
+        if not getattr(a, "is_cuda", False):
+            return None
+        a = a.detach()  # a tensor that requires grad refuses the interface; detach() shares memory
+    return getattr(a, "__cuda_array_interface__", None)
+
+
+# Streams ordered with the legacy default stream (CUDA Array Interface v3: None = no stream
+# given, 1 = legacy default, 2 = per-thread default).
+_ORDERED_STREAMS = (None, 1, 2)
 
 
 def to_kind(dev, kind: str):
@@ -338,9 +524,9 @@ def owns(a) -> bool:
     """Whether a is a CUDA device array (cheap: numba.cuda is not imported for host arrays)."""
     if isinstance(a, np.ndarray):
         return False
-    if hasattr(a, "__cuda_array_interface__") or type(a).__name__ == "FakeCUDAArray":
-        return True
-    return type(a).__module__.split(".")[0] == "torch" and bool(getattr(a, "is_cuda", False))
+    if type(a).__module__.split(".")[0] == "torch":  # first: a tensor that requires grad (an
+        return bool(getattr(a, "is_cuda", False))   # nn.Parameter) raises on the interface
+    return hasattr(a, "__cuda_array_interface__") or type(a).__name__ == "FakeCUDAArray"
 
 
 class CudaBackend:
@@ -403,12 +589,12 @@ class CudaBackend:
 
     # launches
     def step(self, mstate, x, g, h):
-        blocks, threads = launch_config(x.size)
-        mstate.kernels.get(_step)[blocks, threads](x, g, mstate.S, tuple(h))
+        launch = mstate.kernels.launch(_step, *launch_config(x.size, x.dtype.itemsize), x.dtype)
+        launch(x, g, mstate.S, tuple(h))
 
     def checked_stepper(self, mstate, n):
         """``(x, g, h, gtol, out) -> (any |g_i| > gtol, any out_i non-finite)`` for n elements."""
-        kernel = mstate.kernels.get(_step_checked)[launch_config(n)]
+        kernel = mstate.kernels.launch(_step_checked, *launch_config(n, mstate.dtype.itemsize), mstate.dtype)
         # the stop flags and stamps belong to this run: concurrent runs never see each other's
         stop = self.cuda.to_device(np.zeros(2, np.int64))
         stamp = 0
@@ -427,7 +613,7 @@ class CudaBackend:
         """The batched checked launch for n elements in all: ``(x, g, H, active, gtol, out, big, bad)``
         with host H, active, big and bad (big[b], bad[b] set to 0 or 1 for the active problems)."""
         B = mstate.B
-        kernel = mstate.kernels.get(_step_rows_checked)[rows_launch_config(n // B, B)]
+        kernel = mstate.kernels.launch(_step_rows_checked, *rows_launch_config(n // B, B), mstate.H.dtype)
         flags = self.cuda.to_device(np.zeros((2, B), np.int64))
         H_dev = self.cuda.device_array(mstate.H.shape, dtype=mstate.H.dtype)
         act_dev = self.cuda.device_array(B, dtype=np.uint8)
@@ -452,7 +638,7 @@ class CudaBackend:
 
     def rows_step(self, mstate, x, g, H, active):
         B = mstate.B
-        kernel = mstate.kernels.get(_step_rows)[rows_launch_config(x.size // B, B)]
+        kernel = mstate.kernels.launch(_step_rows, *rows_launch_config(x.size // B, B), x.dtype)
         kernel(x, g, mstate.S, self.cuda.to_device(H), self.cuda.to_device(active.astype(np.uint8)))
 
     def row_norms(self, g, B: int) -> np.ndarray:
@@ -474,8 +660,8 @@ class CudaBackend:
             buf = sums[g.dtype] = self.cuda.to_device(zeros)
         else:
             buf.copy_to_device(zeros)
-        blocks, threads = launch_config(g.size)
-        _reducer()[blocks, threads](g, buf)
+        blocks, threads = launch_config(g.size)  # capped: one atomic per thread
+        _reduce_launch(blocks, threads, g.dtype)(g, buf)
         m, s, nan = buf.copy_to_host()
         if nan:
             return math.nan, math.nan
@@ -489,7 +675,7 @@ class CudaBackend:
         return to_kind(x.reshape(shape), kind if kind != "numpy" else _host_kind())
 
     def as_gradient(self, g, x):
-        """g as a flat device array of x's dtype and shape, or a clear error."""
+        """g as a flat device array of x's dtype and shape (keeping g alive), or a clear error."""
         dev = as_device(g)
         if dev is None:
             a = np.asarray(g)
@@ -504,6 +690,33 @@ class CudaBackend:
         if not dev.is_c_contiguous():
             raise ValueError("the gradient must be a C-contiguous device array")
         return dev.reshape(dev.size)
+
+    def step_gradient(self, g, x):
+        """as_gradient for a stepper's step, which reads g only while it runs.
+
+        Building a Numba view of a CuPy array or a tensor costs ~25 µs, most of a small step.  A
+        view that holds no reference to g can be kept and reused for the same memory
+        (frameworks' pools and in-place gradients hand it back step after step), and is safe
+        because it is only used while the caller holds g.
+        """
+        desc = _interface(g)
+        if desc is None or desc.get("mask") is not None:
+            return self.as_gradient(g, x)
+        _wait_for(desc)
+        key = (desc["data"][0], tuple(desc["shape"]), desc.get("strides"), desc["typestr"])
+        flat = _FLAT_GRADIENTS.get(key)
+        if flat is None:
+            dev = self.cuda.from_cuda_array_interface(dict(desc, stream=None), owner=None, sync=False)
+            flat = self.as_gradient(dev, x)  # the checks
+            if len(_FLAT_GRADIENTS) >= 256:  # bounded: a long run through a fresh allocator
+                _FLAT_GRADIENTS.clear()
+            _FLAT_GRADIENTS[key] = flat
+        elif key[1] != tuple(x.shape) or flat.dtype != x.dtype:
+            return self.as_gradient(g, x)  # the same memory seen by another stepper: its errors
+        return flat
+
+
+_FLAT_GRADIENTS: dict = {}  # (pointer, shape, strides, typestr) -> a checked flat view without an owner
 
 
 @cache
