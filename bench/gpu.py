@@ -38,7 +38,7 @@ def _time(cuda, fn, reps=20):
     return float(np.median(times))
 
 
-def run(sizes=(1_000_000, 10_000_000, 100_000_000, 200_000_000)):
+def run(sizes=(100_000, 1_000_000, 10_000_000, 100_000_000, 200_000_000)):
     from numba import cuda
 
     import fastrms
@@ -86,7 +86,54 @@ def run(sizes=(1_000_000, 10_000_000, 100_000_000, 200_000_000)):
                       f"{row['fused_GBps']:7.1f} GB/s  (copy {row['copy_GBps']:7.1f} GB/s)", flush=True)
             x = g = s = y = opt = None  # free the device memory before the next size
             cupy.get_default_memory_pool().free_all_blocks()
-    return {"kernels": rows, "solve": solve_ax(cupy)}
+    return {"kernels": rows, "host": host_overhead(cupy, torch), "solve": solve_ax(cupy)}
+
+
+def host_overhead(cupy, torch, sizes=(1_000, 100_000), steps=2000, rounds=5):
+    """Wall time per step of a loop of steps (what a small model's training loop sees), float32:
+    fastrms's stepper fed CuPy arrays, and a torch nn.Parameter's .grad; the same compiled kernel
+    launched the ordinary numba-cuda way; a CuPy ElementwiseKernel; torch.optim.RMSprop(foreach).
+    Candidates take turns round by round; medians with min-max."""
+    from numba import cuda
+
+    import fastrms
+    from fastrms.kernels import cuda as fcuda
+
+    update = cupy.ElementwiseKernel(
+        "T g, T lr, T gamma, T w, T eps", "T x, T s",
+        "s = gamma * s + w * g * g; x = x - lr * g / sqrt(s + eps);", "rms_update_host")
+    out = []
+    for n in sizes:
+        x, g, s = cupy.zeros(n, cupy.float32), cupy.ones(n, cupy.float32), cupy.zeros(n, cupy.float32)
+        opt = fastrms.RMSProp(x, lr=1e-6)
+        e, gd = opt._mstate, opt._backend.as_gradient(g, opt._shaped)
+        kernel, config = e.kernels.get(fcuda._step), fcuda.launch_config(n)
+        c = [cupy.float32(v) for v in (1e-6, 0.9, 0.1, 1e-6)]
+        cands = {"fastrms (CuPy g)": lambda: opt.step(g),
+                 "numba-cuda launch of the same kernel": lambda: kernel[config](
+                     opt._flat, gd, e.S, tuple(e.coefficients(gd))),
+                 "CuPy ElementwiseKernel": lambda: update(g, *c, x, s)}
+        if torch is not None:
+            p = torch.nn.Parameter(torch.zeros(n, device="cuda"))
+            p.grad = torch.ones(n, device="cuda")
+            topt, popt = torch.optim.RMSprop([p], lr=1e-6, foreach=True), fastrms.RMSProp(p, lr=1e-6)
+            cands["fastrms (torch p.grad)"] = lambda: popt.step(p.grad)
+            cands["torch.optim.RMSprop(foreach)"] = topt.step
+        times = {k: [] for k in cands}
+        for _ in range(rounds):
+            for name, fn in cands.items():
+                fn()
+                cuda.synchronize()
+                t = time.perf_counter()
+                for _ in range(steps):
+                    fn()
+                cuda.synchronize()
+                times[name].append((time.perf_counter() - t) / steps)
+        for name, ts in times.items():
+            out.append({"n": n, "candidate": name, "us": float(np.median(ts)) * 1e6,
+                        "min_us": min(ts) * 1e6, "max_us": max(ts) * 1e6})
+            print(f"  n={n:>7,} {name:38} {out[-1]['us']:8.1f} µs per step", flush=True)
+    return out
 
 
 def solve_ax(cupy, n=4096, steps=100):
@@ -130,6 +177,12 @@ def markdown(res) -> str:
                    ([r["gpu"], r["dtype"], f"{r['n']:,}", r["variant"], f"{r['fused_s'] * 1e3:.3f}",
                      f"{r['fused_GBps']:.0f}", f"{r['copy_GBps']:.0f}", f"{r['fused_GBps'] / r['copy_GBps']:.2f}",
                      ratio(r, "cupy_s", "fused_s", 2), ratio(r, "torch_s", "fused_s")] for r in res["kernels"]))
+    if res.get("host"):
+        lines += ["", "### GPU: wall time per step in a loop of 2,000 steps (float32; host overhead at small n)", ""]
+        base = {r["n"]: r["us"] for r in res["host"] if r["candidate"] == "fastrms (CuPy g)"}
+        lines += table("n | candidate | µs per step (median) | min–max | ÷ fastrms (CuPy g)", "rlrrr",
+                       ([f"{r['n']:,}", r["candidate"], f"{r['us']:.1f}", f"{r['min_us']:.1f}–{r['max_us']:.1f}",
+                         f"{r['us'] / base[r['n']]:.2f}"] for r in res["host"]))
     s = res["solve"]
     lines += ["", f"AX = I, n = {s['n']}, {s['steps']} steps with CuPy matmuls: fastrms {s['fastrms_s']:.3f} s, "
               f"the gradients alone {s['gradients_only_s']:.3f} s."]

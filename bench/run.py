@@ -329,9 +329,16 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke test)")
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--gpu", action="store_true", help="also the GPU benchmark (bench/gpu.py)")
+    ap.add_argument("--gpu-only", action="store_true", help="only the GPU benchmark (bench/gpu.py)")
     ap.add_argument("--batched", action="store_true", help="only the batched-solve benchmark (bench/batched.py)")
     ap.add_argument("--dask", action="store_true", help="only the Dask benchmark (bench/dask_bench.py)")
     args = ap.parse_args(argv)
+    if args.gpu_only:
+        from bench import gpu
+
+        print("GPU ...")
+        print(gpu.markdown(gpu.run()))
+        return
     if args.dask:
         from bench import dask_bench
 
