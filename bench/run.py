@@ -331,6 +331,7 @@ def main(argv=None):
     ap.add_argument("--gpu", action="store_true", help="also the GPU benchmark (bench/gpu.py)")
     ap.add_argument("--gpu-only", action="store_true", help="only the GPU benchmark (bench/gpu.py)")
     ap.add_argument("--batched", action="store_true", help="only the batched-solve benchmark (bench/batched.py)")
+    ap.add_argument("--many", action="store_true", help="only the many-arrays benchmark (bench/many_arrays.py)")
     ap.add_argument("--dask", action="store_true", help="only the Dask benchmark (bench/dask_bench.py)")
     args = ap.parse_args(argv)
     if args.gpu_only:
@@ -338,6 +339,12 @@ def main(argv=None):
 
         print("GPU ...")
         print(gpu.markdown(gpu.run()))
+        return
+    if args.many:
+        from bench import many_arrays
+
+        print("many arrays ...")
+        print(many_arrays.markdown(many_arrays.run()))
         return
     if args.dask:
         from bench import dask_bench

@@ -31,6 +31,7 @@ _EXPORTS = {
     "minimize": "._minimize",
     "Optimizer": ".steppers",
     "cuda_available": ".kernels.cuda",
+    "pack": "._structure",
     "OptimizeResult": "scipy.optimize",
 }
 _SUBMODULES = {"methods", "presets", "schedules", "steppers", "datasets", "experiments",

@@ -46,13 +46,14 @@ class MethodState:
             return v
         return ck.scheduled(name, v(self.t), self.t, ck.SCHEDULED[name])
 
-    def coefficients(self, g: np.ndarray | None = None) -> np.ndarray:
-        """h for step t + 1 (cast into self.h, in x's dtype)."""
+    def coefficients(self, g: np.ndarray | None = None, norm: float | None = None) -> np.ndarray:
+        """h for step t + 1 (cast into self.h, in x's dtype); clip_norm reads ‖g‖₂, or norm."""
         if self._ready and not self._varies:
             return self.h
         gfactor = 1.0
-        if self._clip_norm < math.inf and g is not None:
-            norm = self.backend.norms(g)[1]
+        if self._clip_norm < math.inf and (g is not None or norm is not None):
+            if norm is None:
+                norm = self.backend.norms(g)[1]
             gfactor = self._clip_norm / max(norm, self._clip_norm)
         for i, name, schedule, interval in self.config.scheduled:
             self.p[i] = ck.scheduled(name, schedule(self.t), self.t, interval)

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import kernels, methods, presets
+from . import _structure, kernels, methods, presets
+from .kernels.cpu import sum_squares
 from .method_state import BatchedState, MethodState
 
 
@@ -28,6 +29,10 @@ class Optimizer:
     def __init__(self, x: Any, *, preset: str | None = None, batched: bool = False,
                  **hyperparameters: Any) -> None:
         self.x = x
+        self._leaves = None
+        if _structure.is_structure(x):  # several arrays (a model's weights and biases): one kernel
+            self._init_arrays(x, preset, batched, hyperparameters)
+            return
         self._backend = kernels.get(kernels.owner(x))
         self._shaped = self._backend.param_array(x)  # x itself, or its Numba device view
         # what a copy or an unpickled stepper rebuilds from
@@ -48,8 +53,40 @@ class Optimizer:
         self._flat = self._shaped.reshape(self._shaped.size)
         self._kind = self._backend.array_kind(x)
 
+    def _init_arrays(self, x, preset, batched, hyperparameters) -> None:
+        if batched:
+            raise ValueError("batched=True takes one array of shape (B, ...), not several arrays")
+        if preset == "keras" and "clipnorm" in hyperparameters:
+            raise ValueError("Keras's clipnorm clips each variable on its own; over several arrays "
+                             "fastrms clips their global norm: use global_clipnorm (or clip_norm)")
+        self._leaves = leaves = _structure.Leaves(x)
+        self._backend = kernels.get("cpu")
+        self._options = (preset, dict(hyperparameters))
+        self._batched = False
+        config = presets.configure(self.method, hyperparameters, preset)
+        self._mstate = MethodState(config, leaves.n, leaves.dtype, self._backend)
+        self._kernel = self._mstate.kernels.arrays(leaves.n, leaves.dtype.itemsize)
+        self._shaped = self._flat = None
+        self._kind = "numpy"
+
+    def _step_arrays(self, grads) -> None:
+        e, leaves = self._mstate, self._leaves
+        held = leaves.gradient_addresses(grads, e.S)  # alive until the kernel has run
+        norm = None
+        if e._clip_norm < np.inf and not (e._ready and not e._varies):
+            s = 0.0
+            for g in held:
+                s = sum_squares(g, s)
+            norm = float(np.sqrt(s))
+        h = e.coefficients(norm=norm)
+        self._kernel(leaves.xs, leaves.gs, leaves.offsets, leaves.pieces, leaves.chunks, e.S, h)
+        del held
+        e.t += 1
+
     def step(self, g: Any) -> None:
         """One update of x in place with gradient g (same shape as x; not modified)."""
+        if self._leaves is not None:
+            return self._step_arrays(g)
         e = self._mstate
         gf = self._backend.step_gradient(g, self._shaped)
         if self._batched:
@@ -70,17 +107,40 @@ class Optimizer:
 
     @property
     def state(self) -> dict:
-        """Live views of the state arrays (in x's shape) and the step count t."""
+        """Live views of the state arrays (in x's shape, or its structure) and the step count t."""
         e = self._mstate
+        if self._leaves is not None:
+            lv = self._leaves
+            return {"t": e.t, **{name: lv.structure([e.S[j, lv.columns(k)].reshape(shape)
+                                                     for k, shape in enumerate(lv.shapes)])
+                                 for j, name in enumerate(e.names)}}
         shape = tuple(self._shaped.shape)
         return {"t": e.t, **{name: self._backend.view(e.S[j], shape, self._kind)
                              for j, name in enumerate(e.names)}}
 
     def state_dict(self) -> dict:
-        """A copy of the state: restore it with ``load_state_dict`` to continue bit for bit."""
-        return self._mstate.state_dict()
+        """A copy of the state: restore it with ``load_state_dict`` to continue bit for bit.
+        Over several arrays each state entry has x's structure."""
+        flat = self._mstate.state_dict()
+        lv = self._leaves
+        if lv is None:
+            return flat
+        return {"t": flat["t"], **{name: lv.structure([flat[name][lv.columns(k)].reshape(shape)
+                                                       for k, shape in enumerate(lv.shapes)])
+                                   for name in self._mstate.names}}
 
     def load_state_dict(self, state: dict) -> None:
+        lv = self._leaves
+        if lv is not None and isinstance(state, dict):
+            state = dict(state)
+            for name in self._mstate.names:
+                if name in state and _structure.is_structure(state[name]):
+                    parts = lv.split(state[name], f"state[{name!r}]")
+                    for k, (a, size) in enumerate(zip(parts, lv.sizes, strict=True)):
+                        if np.size(a) != size:
+                            raise ValueError(f"state[{name!r}][{lv.names[k]!r}] has {np.size(a)} "
+                                             f"elements, expected {size}")
+                    state[name] = np.concatenate([np.asarray(a, dtype=lv.dtype).reshape(-1) for a in parts])
         self._mstate.load_state_dict(state)
 
     # A stepper is x plus its state; a copy gets its own x (deepcopy) and state.
@@ -101,8 +161,11 @@ class Optimizer:
 
     def __repr__(self) -> str:
         hp = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters.items())
-        return (f"{type(self).__name__}(<{self._shaped.dtype} array {tuple(self._shaped.shape)}>, "
-                f"t={self.t}, {hp})")
+        if self._leaves is not None:
+            what = f"<{len(self._leaves.shapes)} {self._leaves.dtype} arrays, {self._leaves.n} elements>"
+        else:
+            what = f"<{self._shaped.dtype} array {tuple(self._shaped.shape)}>"
+        return f"{type(self).__name__}({what}, t={self.t}, {hp})"
 
 
 def _restore(cls, x, preset, hyperparameters, state):

@@ -37,6 +37,13 @@ def test_minibatch_example_runs():
 
 
 @pytest.mark.skipif(not README.exists(), reason="tests run outside the source tree")
+def test_many_arrays_example_runs():
+    ns = _run_block("fastrms.Adam(params", "README many-arrays example")
+    assert ns["opt"].t == 1 and ns["first_moment"]["W1"].shape == (64, 32)
+    np.testing.assert_allclose(ns["params"]["b1"], -1e-3)  # Adam's first step: −η·sign(g)
+
+
+@pytest.mark.skipif(not README.exists(), reason="tests run outside the source tree")
 def test_readme_names_every_registered_method():
     import fastrms
 

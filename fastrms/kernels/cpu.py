@@ -23,7 +23,8 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 from numba import prange  # noqa: E402
-from numba.extending import overload  # noqa: E402
+from numba.core import cgutils, types  # noqa: E402
+from numba.extending import intrinsic, overload  # noqa: E402
 from numba.np.unsafe.ndarray import to_fixed_tuple  # noqa: E402
 
 from .. import _arrays  # noqa: E402
@@ -115,6 +116,75 @@ def _step_rows_checked(x, g, S, H, active, gtol, out, big, bad):  # pragma: no c
             bad[b] = n_bad
 
 
+# Many arrays (a stepper over a list or dict of arrays, fastrms.steppers): their elements in
+# turn make one flat state; the kernel reaches each array through its address.  The elements
+# are cut into chunks of ARRAY_CHUNK (the last one shorter), each the pieces of the arrays it
+# covers, so that every prange iteration does the same work: prange hands each thread a
+# contiguous run of iterations, and chunks of whole arrays put the small ones on one thread.
+# One compiled kernel serves any number of arrays of any shapes.
+
+ARRAY_CHUNK = 1 << 14
+
+
+@intrinsic
+def _array_at(typingctx, address, n, like):
+    """A 1-D C-contiguous array of n elements of like's dtype at address (an integer); it holds
+    no reference, so the caller keeps the memory alive while it is used."""
+    array_type = types.Array(like.dtype, 1, "C")
+
+    def codegen(context, builder, signature, args):
+        address, n, _ = args
+        item = context.get_data_type(like.dtype)
+        itemsize = context.get_constant(types.intp, context.get_abi_sizeof(item))
+        ary = context.make_array(array_type)(context, builder)
+        context.populate_array(ary, data=builder.inttoptr(address, item.as_pointer()),
+                               shape=cgutils.pack_array(builder, [n]),
+                               strides=cgutils.pack_array(builder, [itemsize]),
+                               itemsize=itemsize, meminfo=None)
+        return ary._getvalue()
+
+    return array_type(types.int64, types.intp, like), codegen
+
+
+def _step_arrays(xs, gs, offsets, pieces, chunks, S, h):  # pragma: no cover - compiled
+    """Array j (xs[j], gs[j]: addresses) owns state columns offsets[j] on; piece p is
+    (j, start, stop) within array j, chunk c the pieces chunks[c] to chunks[c + 1].
+    x ← rule(x, g) in place, chunk by chunk."""
+    hh = to_fixed_tuple(h, NH)  # noqa: F821
+    for c in prange(chunks.size - 1):
+        for p in range(chunks[c], chunks[c + 1]):
+            j = pieces[p, 0]
+            start = pieces[p, 1]
+            m = pieces[p, 2] - start
+            x = _array_at(xs[j] + start * S.itemsize, m, S)
+            g = _array_at(gs[j] + start * S.itemsize, m, S)
+            o = max(offsets[j] + start, 0)  # provably ≥ 0: no negative-index wraparound, so it vectorizes
+            for k in range(m):
+                x[k] = RULE(x[k], g[k], S, o + k, hh, FLAGS)  # noqa: F821
+
+
+def same_dtype(a, like):
+    """Whether a and like hold the same dtype; compiled only (a constant per signature)."""
+
+
+@overload(same_dtype)
+def _same_dtype_typed(a, like):
+    same = a.dtype == like.dtype
+    return lambda a, like: same
+
+
+@jit(nogil=True)
+def gather_addresses(arrays, sizes, where, like, out):  # pragma: no cover - compiled
+    """out[where[j]] ← the address of arrays[j] (a tuple of arrays of one type) after checking it
+    is C-contiguous, of like's dtype and of sizes[j] elements; -1, or the first j that is not."""
+    for j in range(len(arrays)):
+        a = arrays[j]
+        if not same_dtype(a, like) or a.size != sizes[j] or not a.flags.c_contiguous:
+            return j
+        out[where[j]] = a.ctypes.data
+    return -1
+
+
 def _compile(template, rule, flags: tuple, nh: int, parallel: bool, cache: bool = True):
     name = f"{template.__name__}_{rule.__name__}_{flag_tag(flags)}_{'par' if parallel else 'ser'}"
     fn = bind(template, name, RULE=rule, FLAGS=flags, NH=nh)
@@ -165,6 +235,10 @@ class CpuKernels:
         """Batched checked kernel ``(x, g, S, H, active, gtol, out, big, bad) -> None``."""
         return self._get(_step_rows_checked, False)
 
+    def arrays(self, n: int, itemsize: int = 8):
+        """Many-arrays kernel ``(xs, gs, offsets, pieces, chunks, S, h) -> None`` for n elements in all."""
+        return self._callable(_step_arrays, n, itemsize)
+
     def variant(self, checked: bool, parallel: bool, batched: bool = False):
         """A specific variant as a Numba dispatcher (the compiled driver and the benchmarks name it;
         a caller from Python that picks a parallel one holds ``parallel_lock()``)."""
@@ -193,6 +267,15 @@ def norm2(a):  # pragma: no cover - compiled
     for v in a:
         s += float(v) * float(v)
     return math.sqrt(s)
+
+
+@jit(nogil=True)
+def sum_squares(a, s):  # pragma: no cover - compiled
+    """s + Σ a_i² in float64, in norm2's order (the global norm of several arrays, bit for bit
+    the norm of their concatenation)."""
+    for v in a.reshape(-1):
+        s += float(v) * float(v)
+    return s
 
 
 @jit(nogil=True)

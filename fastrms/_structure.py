@@ -1,0 +1,183 @@
+"""Parameters as a list, tuple or dict of arrays (a model's weights and biases).
+
+A stepper over such a structure keeps one flat state over all the arrays' elements, in
+order, and updates every array in place with one fused kernel (``kernels.cpu._step_arrays``):
+no copies in or out, and the math is the same rule as for one array.  The gradient comes in
+the same structure.  ``pack`` goes the other way: one flat buffer, and views of it shaped
+like the arrays, for a model that can live in it.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+
+from . import _arrays
+from .kernels import cpu
+
+Structure = list | tuple | dict
+
+
+def is_structure(x: Any) -> bool:
+    return isinstance(x, (list, tuple, dict))
+
+
+def _leaves(x: Structure, what: str) -> tuple[list | None, list]:
+    """(the dict's keys or None, the arrays in order)."""
+    if isinstance(x, dict):
+        return list(x), list(x.values())
+    return None, list(x)
+
+
+class Leaves:
+    """The arrays of a structure: where each one's elements sit in the flat state, and how the
+    kernel reaches them (addresses, chunks of at most ``cpu.ARRAY_CHUNK`` elements)."""
+
+    def __init__(self, x: Structure):
+        self.container = type(x)
+        self.keys, arrays = _leaves(x, "x")
+        if not arrays:
+            raise ValueError("x is an empty collection: there is nothing to optimize")
+        self.names = self.keys if self.keys is not None else list(range(len(arrays)))
+        for k, a in zip(self.names, arrays, strict=True):
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"x[{k!r}] must be a NumPy array of float32 or float64 (a stepper over "
+                                f"several arrays runs on the CPU), got {type(a).__name__}")
+            try:
+                _arrays.check_param_array(a)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"x[{k!r}]: {e}") from None
+        dtypes = {a.dtype for a in arrays}
+        if len(dtypes) > 1:
+            raise TypeError(f"the arrays of x must share one dtype, got {sorted(map(str, dtypes))}")
+        if len({id(a) for a in arrays}) < len(arrays) or _overlap(arrays):
+            raise ValueError("the arrays of x overlap in memory: each element must be updated once")
+        self.arrays = arrays
+        self.dtype = arrays[0].dtype
+        self.shapes = [a.shape for a in arrays]
+        self.sizes = np.array([a.size for a in arrays], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+        self.n = int(self.sizes.sum())
+        self.xs = np.array([a.ctypes.data for a in arrays], dtype=np.int64)
+        self.gs = np.zeros(len(arrays), dtype=np.int64)
+        self.pieces, self.chunks = _chunks(self.sizes, cpu.ARRAY_CHUNK)
+        # gradients are gathered by ndim: a tuple of arrays of one type compiles once per length
+        by_ndim: dict = {}
+        for j, shape in enumerate(self.shapes):
+            by_ndim.setdefault(len(shape), []).append(j)
+        self.groups = [(np.array(js, dtype=np.int64), self.sizes[js]) for js in by_ndim.values()]
+        self._fast = True
+
+    def structure(self, values: list) -> Structure:
+        """values (one per array, in order) in x's structure."""
+        if self.keys is not None:
+            return dict(zip(self.keys, values, strict=True))
+        return self.container(values) if self.container is tuple else list(values)
+
+    def split(self, a, what: str) -> list:
+        """The per-array items of a, which must have x's structure."""
+        if self.keys is not None:
+            if not isinstance(a, dict):
+                raise TypeError(f"{what} must be a dict with x's keys, got {type(a).__name__}")
+            if list(a) != self.keys:
+                if set(a) != set(self.keys):
+                    raise ValueError(f"{what} has keys {sorted(map(str, a))}, but x has "
+                                     f"{sorted(map(str, self.keys))}")
+                return [a[k] for k in self.keys]
+            return list(a.values())
+        if not isinstance(a, (list, tuple)):
+            raise TypeError(f"{what} must be a list or tuple like x, got {type(a).__name__}")
+        if len(a) != len(self.sizes):
+            raise ValueError(f"{what} has {len(a)} arrays, but x has {len(self.sizes)}")
+        return list(a)
+
+    def gradient_addresses(self, grads, like: np.ndarray) -> list:
+        """Fill self.gs with the gradients' addresses; returns what must stay alive meanwhile."""
+        gs = self.split(grads, "the gradient")
+        if self._fast:
+            try:
+                for where, sizes in self.groups:
+                    if cpu.gather_addresses(tuple([gs[j] for j in where]), sizes, where, like, self.gs) >= 0:
+                        break
+                else:
+                    return gs
+            except Exception:  # not a tuple of arrays of one type (lists, mixed dtypes or layouts)
+                self._fast = False  # a structure like this one again: straight to the checks below
+        keep = []
+        for j, (g, x) in enumerate(zip(gs, self.arrays, strict=True)):
+            try:
+                flat = _arrays.as_gradient(g, x)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"gradient[{self.names[j]!r}]: {e}") from None
+            keep.append(flat)
+            self.gs[j] = flat.ctypes.data
+        return keep
+
+    def columns(self, j: int) -> slice:
+        return slice(int(self.offsets[j]), int(self.offsets[j] + self.sizes[j]))
+
+
+def _chunks(sizes: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+    """The elements of arrays of these sizes, in turn, cut every chunk elements: pieces (j, start,
+    stop) within array j, and each chunk's first piece (chunks[c] to chunks[c + 1])."""
+    pieces, chunks, filled = [], [0], 0
+    for j, m in enumerate(int(v) for v in sizes):
+        start = 0
+        while start < m:
+            stop = min(m, start + chunk - filled)
+            pieces.append((j, start, stop))
+            filled += stop - start
+            start = stop
+            if filled == chunk:
+                chunks.append(len(pieces))
+                filled = 0
+    if filled:
+        chunks.append(len(pieces))
+    return np.array(pieces, dtype=np.int64), np.array(chunks, dtype=np.int64)
+
+
+def _overlap(arrays: list) -> bool:
+    """Whether two of the arrays share memory (their byte ranges intersect)."""
+    spans = sorted((a.ctypes.data, a.ctypes.data + a.nbytes) for a in arrays)
+    return any(end > start for (_, end), (start, _) in pairwise(spans))
+
+
+def pack(arrays: Structure, dtype=None) -> tuple[np.ndarray, Structure]:
+    """Copy arrays (a list, tuple or dict of arrays) into one flat buffer.
+
+    Returns ``(flat, views)``: ``views`` has the structure of ``arrays``, each view shaped like
+    its array and sharing ``flat``'s memory.  Keep the model in the views and step ``flat`` with
+    any stepper, its gradient packed the same way, for zero copies per step::
+
+        flat, (W, b) = fastrms.pack([W0, b0])
+        gflat, (dW, db) = fastrms.pack([W0, b0])     # a gradient buffer of the same layout
+        opt = fastrms.RMSProp(flat, lr=1e-3)
+        ...; dW[...] = ...; db[...] = ...; opt.step(gflat)
+    """
+    keys, items = _leaves(arrays, "arrays") if is_structure(arrays) else (None, None)
+    if items is None:
+        raise TypeError(f"pack takes a list, tuple or dict of arrays, got {type(arrays).__name__}")
+    if not items:
+        raise ValueError("pack got an empty collection")
+    try:
+        host = [np.asarray(a) for a in items]
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"pack takes arrays of numbers: {e}") from None
+    for a in host:
+        if a.dtype.kind not in "fiu":
+            raise _arrays.kind_error("each array", a.dtype)
+    dt = np.dtype(dtype) if dtype is not None else np.result_type(*host, np.float32)
+    if dt not in _arrays.FLOATS:
+        dt = np.dtype(np.float64)
+    flat = np.empty(sum(a.size for a in host), dtype=dt)
+    views, o = [], 0
+    for a in host:
+        v = flat[o:o + a.size].reshape(a.shape)
+        v[...] = a
+        views.append(v)
+        o += a.size
+    if keys is not None:
+        return flat, dict(zip(keys, views, strict=True))
+    return flat, (tuple(views) if isinstance(arrays, tuple) else views)
