@@ -6,11 +6,14 @@ absolute times on a shared machine mean little:
 1. update kernels (rmsprop, rmsprop+momentum, centered; float32/float64) against
    a parallel STREAM triad (the memory roofline), NumPy's unfused update and
    torch.optim.RMSprop(foreach=True) when torch is installed;
-2. whole solves: AX=I 5x5 (300 steps) and n = 100, 500, against the numpy seed's loop;
+2. whole solves: AX=I n = 5 ... 1000 against the seed's NumPy loop and a hand-written @njit
+   loop, each candidate in its own fresh process (bench/solves.py; ``--solves`` runs only these);
 3. overheads: import time, first-call compilation, second-process load;
 4. the serial/parallel crossover that sets kernels.cpu.PARALLEL_MIN_BYTES;
 5. batched solves (bench/batched.py; ``--batched`` runs only these);
-6. ``--dask`` alone: fastrms on a Dask LocalCluster against dask-glm (bench/dask_bench.py).
+6. ``--dask`` alone: fastrms on a Dask LocalCluster against dask-glm (bench/dask_bench.py);
+7. ``--many`` alone: a stepper over 100 arrays against a flat loop and torch (bench/many_arrays.py);
+8. ``--gpu`` adds, ``--gpu-only`` runs alone, the GPU tables (bench/gpu.py).
 
 Writes results/bench.json and results/bandwidth.png (matplotlib optional).
 """
@@ -37,7 +40,6 @@ sys.path.insert(0, str(HERE.parent))
 
 import fastrms  # noqa: E402
 from bench.report import ratio, table  # noqa: E402
-from fastrms import experiments as ex  # noqa: E402
 from fastrms.kernels import cpu  # noqa: E402
 from fastrms.method_state import MethodState  # noqa: E402
 from fastrms.presets import configure  # noqa: E402
@@ -141,74 +143,7 @@ def bench_threshold(reps):
 
 # -- whole solves ---------------------------------------------------------------
 
-@njit(cache=True)
-def jit_residual(X, A):
-    """AX − I; with loops for small n, where a BLAS call costs more than the arithmetic."""
-    n = A.shape[0]
-    if n > 16:
-        R = A @ X
-        for i in range(n):
-            R[i, i] -= 1.0
-        return R
-    R = np.empty((n, n))
-    for i in range(n):
-        for j in range(n):
-            r = -1.0 if i == j else 0.0
-            for k in range(n):
-                r += A[i, k] * X[k, j]
-            R[i, j] = r
-    return R
-
-
-@njit(cache=True)
-def jit_F(X, A):
-    R = jit_residual(X, A)
-    return np.sum(R * R)
-
-
-@njit(cache=True)
-def jit_dF(X, A):
-    R = jit_residual(X, A)
-    n = A.shape[0]
-    if n > 16:
-        return 2.0 * (A.T @ R)
-    G = np.zeros((n, n))
-    for k in range(n):
-        for i in range(n):
-            a = 2.0 * A[k, i]
-            for j in range(n):
-                G[i, j] += a * R[k, j]
-    return G
-
-
-def bench_solves(reps):
-    rows = []
-    rng = np.random.default_rng(1)
-    for n in (5, 100, 500):
-        # 300 steps of 500x500 matmuls take seconds; a 5x5 solve takes 0.2 ms and needs many samples
-        reps_n = {5: 10 * reps, 100: reps, 500: 2}[n]
-        A = ex.A_SEED if n == 5 else np.eye(n) + rng.standard_normal((n, n)) / (2 * np.sqrt(n))
-        eye = np.eye(n)
-
-        def F(X):
-            return np.sum((A @ X - eye) ** 2)
-
-        def dF(X):
-            return 2 * A.T @ (A @ X - eye)
-
-        opts = {"lr": 1e-3, "gamma": 0.9, "eps": 1e-8, "eps_in_sqrt": False, "maxiter": 300, "gtol": 0}
-        t_seed, _ = best(lambda: ex.seed_loop(F, dF, np.zeros((n, n)), steps=300), reps_n)
-        t_py_hist, _ = best(lambda: fastrms.minimize(F, dF, np.zeros((n, n)),
-                                                     options={**opts, "history": True}), reps_n)
-        t_py, _ = best(lambda: fastrms.minimize(F, dF, np.zeros((n, n)), options=opts), reps_n)
-        t_jit, _ = best(lambda: fastrms.minimize(jit_F, jit_dF, np.zeros((n, n)), args=(A,),
-                                                 options=opts), reps_n)
-        row = {"n": n, "seed_numpy_s": t_seed, "python_loop_history_s": t_py_hist, "python_loop_s": t_py,
-               "compiled_s": t_jit}
-        rows.append(row)
-        print(f"  AX=I n={n:>4}: seed {t_seed * 1e3:8.3f} ms, python loop {t_py * 1e3:8.3f} "
-              f"(with loss history {t_py_hist * 1e3:8.3f}), compiled {t_jit * 1e3:8.3f} ms", flush=True)
-    return rows
+from bench.ax import jit_dF, jit_F, jit_residual  # noqa: E402,F401 - the whole solves' jitted F and dF
 
 
 def _subprocess_seconds(code, env):
@@ -277,13 +212,9 @@ def markdown(results):
                    ([r["dtype"], f"{r['n']:,}", r["variant"], f"{r['fused_s'] * 1e3:.3f}", f"{r['fused_GBps']:.1f}",
                      f"{r['triad_GBps']:.1f}", f"{r['fused_GBps'] / r['triad_GBps']:.2f}",
                      ratio(r, "numpy_s", "fused_s"), ratio(r, "torch_s", "fused_s")] for r in results["kernels"]))
-    lines += ["", "### Whole solves: AX=I, 300 rmsprop steps (ms)", ""]
-    lines += table("n | seed NumPy loop | fastrms Python loop (+loss history) | ratio to seed | "
-                   "fastrms Python loop | compiled (jitted F, dF) | seed ÷ compiled", "rrrrrrr",
-                   ([str(r["n"]), f"{r['seed_numpy_s'] * 1e3:.3f}", f"{r['python_loop_history_s'] * 1e3:.3f}",
-                     f"{r['python_loop_history_s'] / r['seed_numpy_s']:.2f}", f"{r['python_loop_s'] * 1e3:.3f}",
-                     f"{r['compiled_s'] * 1e3:.3f}", ratio(r, "seed_numpy_s", "compiled_s")]
-                    for r in results["solves"]))
+    from bench import solves
+
+    lines += ["", solves.markdown(results["solves"])]
     o = results["overheads"]
     lines += ["", "### Overheads (s)", ""]
     lines += table("import fastrms | first call, Python loop | first call, compiled | "
@@ -332,6 +263,8 @@ def main(argv=None):
     ap.add_argument("--gpu-only", action="store_true", help="only the GPU benchmark (bench/gpu.py)")
     ap.add_argument("--batched", action="store_true", help="only the batched-solve benchmark (bench/batched.py)")
     ap.add_argument("--many", action="store_true", help="only the many-arrays benchmark (bench/many_arrays.py)")
+    ap.add_argument("--solves", action="store_true",
+                    help="only the whole solves, each candidate in a fresh process (bench/solves.py)")
     ap.add_argument("--dask", action="store_true", help="only the Dask benchmark (bench/dask_bench.py)")
     args = ap.parse_args(argv)
     if args.gpu_only:
@@ -339,6 +272,12 @@ def main(argv=None):
 
         print("GPU ...")
         print(gpu.markdown(gpu.run()))
+        return
+    if args.solves:
+        from bench import solves
+
+        print("whole solves, each candidate in a fresh process ...")
+        print(solves.markdown(solves.run(sizes=(5, 100, 200) if args.quick else (5, 100, 200, 500, 1000))))
         return
     if args.many:
         from bench import many_arrays
@@ -368,8 +307,11 @@ def main(argv=None):
     print("serial/parallel threshold ...")
     results["threshold"] = bench_threshold(reps)
     results["layer"] = numba.threading_layer()
-    print("whole solves ...")
-    results["solves"] = bench_solves(reps)
+    print("whole solves, each candidate in a fresh process ...")
+    from bench import solves
+
+    results["solves"] = solves.run(sizes=(5, 100, 200) if args.quick else (5, 100, 200, 500, 1000),
+                                   rounds=2 if args.quick else 3)
     print("overheads ...")
     results["overheads"] = bench_overheads()
     print("batched solves ...")

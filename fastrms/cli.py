@@ -136,8 +136,33 @@ def main(argv=None) -> int:
                    help="folder for figures and summary.md (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=demo)
-    args = parser.parse_args(argv)
+    b = sub.add_parser("bench", add_help=False,
+                       help="the benchmark harness (python -m bench; it runs from a source checkout)")
+    b.set_defaults(func=bench)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench":
+        return bench(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return args.func(args)
+
+
+def bench(argv) -> int:
+    """``fastrms bench ...`` runs ``python -m bench ...`` where the harness is importable (a source
+    checkout), and says where to find it otherwise: it is not part of the installed package (it
+    compares against torch, CuPy, jax and a STREAM kernel, and writes results next to itself)."""
+    checkout = Path.cwd()
+    if (checkout / "bench" / "run.py").is_file() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))  # a console script's path starts at its own folder
+    try:
+        from bench.run import main as bench_main
+    except ImportError:
+        sys.stderr.write("fastrms bench: the benchmark harness is the bench/ folder of fastrms's source "
+                         "checkout, not part of the installed package.\nFrom a checkout: "
+                         "pip install -e '.[test]' && python -m bench --help\n")
+        return 2
+    bench_main(argv)
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ import fastrms
 from fastrms import datasets
 from fastrms import experiments as ex
 
+ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+
 
 def test_airfoil_data_is_shipped_intact_and_standardized():
     raw = resources.files("fastrms.datasets").joinpath("airfoil_self_noise.dat").read_bytes()
@@ -150,3 +152,22 @@ def test_python_dash_m_fastrms():
     out = subprocess.run([sys.executable, "-m", "fastrms", "demo", "--help"], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=120)
     assert out.returncode == 0 and "--out" in out.stdout and "--quiet" in out.stdout
+
+
+@pytest.mark.skipif(not (ROOT / "bench" / "run.py").is_file(), reason="tests run outside the source tree")
+def test_fastrms_bench_runs_the_harness_from_a_checkout_and_says_where_it_is_elsewhere(tmp_path, monkeypatch,
+                                                                                      capsys):
+    from pathlib import Path
+
+    from fastrms.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != ROOT])
+    for name in [m for m in sys.modules if m == "bench" or m.startswith("bench.")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert main(["bench", "--quick"]) == 2
+    assert "source checkout" in capsys.readouterr().err
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--help"])
+    assert e.value.code == 0 and "python -m bench" in capsys.readouterr().out
