@@ -3,9 +3,9 @@
 Everything is measured side by side in one run and reported as ratios, since
 absolute times on a shared machine mean little:
 
-1. update kernels (rmsprop, rmsprop+momentum, centered; float32/float64) against
-   a parallel STREAM triad (the memory roofline), NumPy's unfused update and
-   torch.optim.RMSprop(foreach=True) when torch is installed;
+1. update kernels (rmsprop, rmsprop+momentum, centered; float32/float64) against a kernel
+   that reads and writes exactly what the fused step does (the memory limit), NumPy written
+   with out= and torch.optim.RMSprop(foreach=True) when torch is installed, in turns;
 2. whole solves: AX=I n = 5 ... 1000 against the seed's NumPy loop and a hand-written @njit
    loop, each candidate in its own fresh process (bench/solves.py; ``--solves`` runs only these);
 3. overheads: import time, first-call compilation, second-process load;
@@ -61,65 +61,114 @@ def best(fn, reps=5, warmup=1):
     return min(ts), statistics.median(ts)
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
-def triad(a, b, c, k):
-    for i in prange(a.size):
-        a[i] = b[i] + k * c[i]
+def _same_traffic_5(x, g, s, c):  # pragma: no cover - compiled
+    """What rmsprop's step reads and writes (x, g, s in; x, s out) with trivial arithmetic."""
+    for i in prange(x.size):
+        si = s[i] + c * g[i]
+        s[i] = si
+        x[i] = x[i] - c * si
 
 
+def _same_traffic_7(x, g, s, b, c):  # pragma: no cover - compiled
+    """The same with a second state row (momentum's b, centered's m)."""
+    for i in prange(x.size):
+        si = s[i] + c * g[i]
+        bi = b[i] + c * si
+        s[i] = si
+        b[i] = bi
+        x[i] = x[i] - c * bi
+
+
+# serial and parallel, picked by fastrms's own size rule: the limit for the kernel fastrms runs
+LIMIT = {(streams, par): njit(parallel=par, cache=True, error_model="numpy")(fn)
+         for streams, fn in ((5, _same_traffic_5), (7, _same_traffic_7)) for par in (False, True)}
 VARIANTS = {"rmsprop": {}, "rmsprop+momentum": {"momentum": 0.9}, "centered": {"centered": True}}
 STREAMS = {"rmsprop": 5, "rmsprop+momentum": 7, "centered": 7}
 
 
-def numpy_update(x, g, s, m, b, lr, gamma, eps, variant):
-    s *= gamma
-    s += (1 - gamma) * g * g
-    v = s
-    if variant == "centered":
-        m *= gamma
-        m += (1 - gamma) * g
-        v = s - m * m
-    u = g / np.sqrt(v + eps)
-    if variant == "rmsprop+momentum":
-        b *= 0.9
-        b += u
-        u = b
-    x -= lr * u
+class NumpyUpdate:
+    """The update written in NumPy as a careful user would: in place, ``out=`` everywhere, the
+    temporaries allocated once."""
+
+    def __init__(self, n, dtype, variant):
+        self.variant = variant
+        self.s, self.m, self.b = (np.zeros(n, dtype) for _ in range(3))
+        self.t1, self.t2 = np.empty(n, dtype), np.empty(n, dtype)
+        self.lr, self.gamma, self.eps = dtype(1e-6), dtype(0.9), dtype(1e-6)
+
+    def __call__(self, x, g):
+        s, m, b, t1, t2, gamma = self.s, self.m, self.b, self.t1, self.t2, self.gamma
+        np.multiply(g, g, out=t1)
+        t1 *= 1 - gamma
+        s *= gamma
+        s += t1
+        v = s
+        if self.variant == "centered":
+            m *= gamma
+            np.multiply(g, 1 - gamma, out=t1)
+            m += t1
+            np.multiply(m, m, out=t1)
+            np.subtract(s, t1, out=t1)
+            v = t1
+        np.add(v, self.eps, out=t2)
+        np.sqrt(t2, out=t2)
+        np.divide(g, t2, out=t2)
+        if self.variant == "rmsprop+momentum":
+            b *= 0.9
+            b += t2
+            t2 = b
+        np.multiply(t2, self.lr, out=t1)
+        x -= t1
 
 
 def bench_kernels(sizes, reps):
+    """Per (dtype, n, variant): fastrms's fused step, a kernel with the same memory traffic (the
+    limit), NumPy with out= and torch foreach take turns, round by round; medians with min-max."""
     rows = []
     for dtype in (np.float64, np.float32):
         for n in sizes:
             rng = np.random.default_rng(0)
             x = rng.standard_normal(n).astype(dtype)
             g = rng.standard_normal(n).astype(dtype)
-            a, c = np.empty_like(x), rng.standard_normal(n).astype(dtype)
-            t_triad, _ = best(lambda: triad(a, x, c, dtype(0.5)), reps)
             item = x.itemsize
             for name, opts in VARIANTS.items():
                 opt = fastrms.RMSProp(x, lr=1e-6, **opts)
-                t_fused, t_med = best(lambda: opt.step(g), reps)
-                row = {"dtype": np.dtype(dtype).name, "n": n, "variant": name, "fused_s": t_fused,
-                       "fused_median_s": t_med, "triad_s": t_triad,
-                       "fused_GBps": STREAMS[name] * n * item / t_fused / 1e9,
-                       "triad_GBps": 3 * n * item / t_triad / 1e9}
+                k = STREAMS[name]
+                limit = LIMIT[(k, cpu.use_parallel(n, item))]
+                ls, lb, c = np.zeros_like(x), np.zeros_like(x), dtype(1e-9)
+                cands = {"fused": lambda: opt.step(g),
+                         "limit": (lambda: limit(x, g, ls, c)) if k == 5 else (lambda: limit(x, g, ls, lb, c))}
                 if n <= 50_000_000:
-                    s, m, b = np.zeros_like(x), np.zeros_like(x), np.zeros_like(x)
-                    t_np, _ = best(lambda: numpy_update(x, g, s, m, b, dtype(1e-6), dtype(0.9),
-                                                        dtype(1e-6), name), max(2, reps // 2))
-                    row["numpy_s"] = t_np
+                    npu = NumpyUpdate(n, dtype, name)
+                    cands["numpy"] = lambda: npu(x, g)
                 if torch is not None:
-                    xt = torch.from_numpy(x.copy()).requires_grad_(False)
-                    p = torch.nn.Parameter(xt)
+                    p = torch.nn.Parameter(torch.from_numpy(x.copy()))
                     p.grad = torch.from_numpy(g)
                     kw = {"momentum": 0.9} if name == "rmsprop+momentum" else {}
-                    topt = torch.optim.RMSprop([p], lr=1e-6, alpha=0.9, eps=1e-6, foreach=True,
-                                               centered=name == "centered", **kw)
-                    row["torch_s"], _ = best(topt.step, max(2, reps // 2))
+                    cands["torch"] = torch.optim.RMSprop([p], lr=1e-6, alpha=0.9, eps=1e-6, foreach=True,
+                                                         centered=name == "centered", **kw).step
+                times = {c_: [] for c_ in cands}
+                for fn in cands.values():
+                    fn()
+                inner = max(1, min(50, 2_000_000 // n))  # repeat small sizes inside one timing
+                for _ in range(reps):
+                    for c_, fn in cands.items():
+                        t = time.perf_counter()
+                        for _ in range(inner):
+                            fn()
+                        times[c_].append((time.perf_counter() - t) / inner)
+                med = {c_: statistics.median(v) for c_, v in times.items()}
+                row = {"dtype": np.dtype(dtype).name, "n": n, "variant": name, "streams": k,
+                       "fused_s": med["fused"], "fused_min_s": min(times["fused"]),
+                       "fused_max_s": max(times["fused"]), "limit_s": med["limit"],
+                       "fused_GBps": k * n * item / med["fused"] / 1e9,
+                       "limit_GBps": k * n * item / med["limit"] / 1e9}
+                for c_ in ("numpy", "torch"):
+                    if c_ in med:
+                        row[f"{c_}_s"] = med[c_]
                 rows.append(row)
-                print(f"  kernel {row['dtype']:7} n={n:>10,} {name:17} {t_fused * 1e3:9.3f} ms "
-                      f"{row['fused_GBps']:6.1f} GB/s (triad {row['triad_GBps']:5.1f})", flush=True)
+                print(f"  kernel {row['dtype']:7} n={n:>10,} {name:17} {med['fused'] * 1e3:9.3f} ms "
+                      f"{row['fused_GBps']:6.1f} GB/s (same traffic {row['limit_GBps']:5.1f})", flush=True)
     return rows
 
 
@@ -206,11 +255,13 @@ def threshold_table(results) -> list[str]:
 def markdown(results):
     lines = [f"fastrms benchmark, {results['date']}, {results['cores']} cores, numba {numba.__version__}, "
              f"{results['threads']} threads" + (f", torch {torch.__version__}" if torch else ", no torch"), ""]
-    lines += ["### Update kernels (time per step; bandwidth counts 5 streams for rmsprop, 7 with m or b)", ""]
-    lines += table("dtype | n | variant | fused ms | GB/s | triad GB/s | fused/triad BW | NumPy ÷ fused | torch ÷ fused",
-                   "lrlrrrrrr",
-                   ([r["dtype"], f"{r['n']:,}", r["variant"], f"{r['fused_s'] * 1e3:.3f}", f"{r['fused_GBps']:.1f}",
-                     f"{r['triad_GBps']:.1f}", f"{r['fused_GBps'] / r['triad_GBps']:.2f}",
+    lines += ["### Update kernels (time per step; candidates in turn, round by round; bandwidth counts the "
+              "5 streams rmsprop reads and writes, 7 with m or b)", ""]
+    lines += table("dtype | n | variant | fused ms (median) | min–max | GB/s | same-traffic kernel GB/s | "
+                   "fused ÷ same-traffic (time) | NumPy out= ÷ fused | torch ÷ fused", "lrlrrrrrrr",
+                   ([r["dtype"], f"{r['n']:,}", r["variant"], f"{r['fused_s'] * 1e3:.4f}",
+                     f"{r['fused_min_s'] * 1e3:.4f}–{r['fused_max_s'] * 1e3:.4f}", f"{r['fused_GBps']:.1f}",
+                     f"{r['limit_GBps']:.1f}", f"{r['fused_s'] / r['limit_s']:.2f}",
                      ratio(r, "numpy_s", "fused_s"), ratio(r, "torch_s", "fused_s")] for r in results["kernels"]))
     from bench import solves
 
@@ -245,7 +296,7 @@ def plot(results, path):
             rr = [r for r in rows if r["variant"] == variant]
             ax.plot([r["n"] for r in rr], [r["fused_GBps"] for r in rr], "o-", label=f"fused {variant}")
         rr = [r for r in rows if r["variant"] == "rmsprop"]
-        ax.plot([r["n"] for r in rr], [r["triad_GBps"] for r in rr], "k--", label="STREAM triad")
+        ax.plot([r["n"] for r in rr], [r["limit_GBps"] for r in rr], "k--", label="same-traffic kernel")
         ax.set_xscale("log")
         ax.set_xlabel("n")
         ax.set_title(dtype)
