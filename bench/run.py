@@ -41,6 +41,7 @@ sys.path.insert(0, str(HERE.parent))
 import fastrms  # noqa: E402
 from bench.report import ratio, table  # noqa: E402
 from fastrms.kernels import cpu  # noqa: E402
+from fastrms.kernels._jit import bind  # noqa: E402
 from fastrms.method_state import MethodState  # noqa: E402
 from fastrms.presets import configure  # noqa: E402
 
@@ -80,7 +81,9 @@ def _same_traffic_7(x, g, s, b, c):  # pragma: no cover - compiled
 
 
 # serial and parallel, picked by fastrms's own size rule: the limit for the kernel fastrms runs
-LIMIT = {(streams, par): njit(parallel=par, cache=True, error_model="numpy")(fn)
+# (each variant a renamed copy: Numba's disk cache keys on the function, not on parallel=)
+LIMIT = {(streams, par): njit(parallel=par, cache=True, error_model="numpy")(
+             bind(fn, f"{fn.__name__}_{'par' if par else 'ser'}"))
          for streams, fn in ((5, _same_traffic_5), (7, _same_traffic_7)) for par in (False, True)}
 VARIANTS = {"rmsprop": {}, "rmsprop+momentum": {"momentum": 0.9}, "centered": {"centered": True}}
 STREAMS = {"rmsprop": 5, "rmsprop+momentum": 7, "centered": 7}
