@@ -10,12 +10,11 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from numba import njit, prange
 
 import fastrms
+from bench.report import in_turns
 from fastrms import experiments as ex
 
 B, N, M, STEPS = 10_000, 8, 32, 500
@@ -91,12 +90,7 @@ def _best(fn, reps):
 def _interleaved(candidates: dict, rounds: int) -> dict:
     """{name: (median, min, max) seconds}, the candidates timed in turn round by round, so that the
     shared machine's slow and fast moments fall on all of them alike."""
-    ts: dict = {name: [] for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():
-            t = time.perf_counter()
-            fn()
-            ts[name].append(time.perf_counter() - t)
+    ts = in_turns(candidates, rounds, warm=False)
     return {name: (float(np.median(v)), float(np.min(v)), float(np.max(v))) for name, v in ts.items()}
 
 

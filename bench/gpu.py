@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from bench.report import ratio, table
+from bench.report import in_turns, ratio, table
 
 STREAMS = {"rmsprop": 5, "rmsprop+momentum": 7}
 
@@ -119,16 +119,7 @@ def host_overhead(cupy, torch, sizes=(1_000, 100_000), steps=2000, rounds=5):
             topt, popt = torch.optim.RMSprop([p], lr=1e-6, foreach=True), fastrms.RMSProp(p, lr=1e-6)
             cands["fastrms (torch p.grad)"] = lambda: popt.step(p.grad)
             cands["torch.optim.RMSprop(foreach)"] = topt.step
-        times = {k: [] for k in cands}
-        for _ in range(rounds):
-            for name, fn in cands.items():
-                fn()
-                cuda.synchronize()
-                t = time.perf_counter()
-                for _ in range(steps):
-                    fn()
-                cuda.synchronize()
-                times[name].append((time.perf_counter() - t) / steps)
+        times = in_turns(cands, rounds, inner=steps, sync=cuda.synchronize)
         for name, ts in times.items():
             out.append({"n": n, "candidate": name, "us": float(np.median(ts)) * 1e6,
                         "min_us": min(ts) * 1e6, "max_us": max(ts) * 1e6})

@@ -13,12 +13,11 @@ each, fresh gradients held fixed.  Candidates take turns round by round; each is
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from numba import njit, prange
 
 import fastrms
+from bench.report import in_turns
 
 LR, GAMMA, EPS = 0.01, 0.9, 1e-6
 
@@ -63,15 +62,7 @@ def run(rounds=7, steps=20):
         cands["torch.optim.RMSprop(foreach=True) over the list"] = topt.step
     except ImportError:
         pass
-    times = {k: [] for k in cands}
-    for fn in cands.values():  # compile and warm
-        fn()
-    for _ in range(rounds):
-        for name, fn in cands.items():
-            t = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            times[name].append((time.perf_counter() - t) / steps)
+    times = in_turns(cands, rounds, inner=steps)
     # the answer: fastrms over the list and over the flat buffer took the same steps
     check = fastrms.RMSProp([a.copy() for a in xs], **opts)
     ref = fastrms.RMSProp(flat_x.copy() * 0 + np.concatenate([a.ravel() for a in xs]), **opts)

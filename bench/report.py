@@ -1,6 +1,28 @@
-"""Markdown helpers shared by the CPU (run.py) and GPU (gpu.py) reports."""
+"""Helpers shared by the benchmarks: timing candidates in turns, and Markdown tables."""
 
 from __future__ import annotations
+
+import time
+
+
+def in_turns(candidates: dict, rounds: int, inner: int = 1, warm: bool = True, sync=None) -> dict:
+    """{name: [seconds per call, one per round]}: the candidates timed in turn, round by round, so
+    that the shared machine's slow and fast moments fall on all of them alike.  Each timing is
+    ``inner`` calls; ``warm`` calls each once first (compilation); ``sync`` (a GPU's) brackets it."""
+    sync = sync or (lambda: None)
+    if warm:
+        for fn in candidates.values():
+            fn()
+    times: dict = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            sync()
+            t = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            sync()
+            times[name].append((time.perf_counter() - t) / inner)
+    return times
 
 
 def table(header: str, align: str, rows) -> list[str]:

@@ -21,6 +21,7 @@ Writes results/bench.json and results/bandwidth.png (matplotlib optional).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -39,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import fastrms  # noqa: E402
-from bench.report import ratio, table  # noqa: E402
+from bench.report import in_turns, ratio, table  # noqa: E402
 from fastrms.kernels import cpu  # noqa: E402
 from fastrms.kernels._jit import bind  # noqa: E402
 from fastrms.method_state import MethodState  # noqa: E402
@@ -150,16 +151,8 @@ def bench_kernels(sizes, reps):
                     kw = {"momentum": 0.9} if name == "rmsprop+momentum" else {}
                     cands["torch"] = torch.optim.RMSprop([p], lr=1e-6, alpha=0.9, eps=1e-6, foreach=True,
                                                          centered=name == "centered", **kw).step
-                times = {c_: [] for c_ in cands}
-                for fn in cands.values():
-                    fn()
-                inner = max(1, min(50, 2_000_000 // n))  # repeat small sizes inside one timing
-                for _ in range(reps):
-                    for c_, fn in cands.items():
-                        t = time.perf_counter()
-                        for _ in range(inner):
-                            fn()
-                        times[c_].append((time.perf_counter() - t) / inner)
+                # small sizes repeat inside one timing
+                times = in_turns(cands, reps, inner=max(1, min(50, 2_000_000 // n)))
                 med = {c_: statistics.median(v) for c_, v in times.items()}
                 row = {"dtype": np.dtype(dtype).name, "n": n, "variant": name, "streams": k,
                        "fused_s": med["fused"], "fused_min_s": min(times["fused"]),
@@ -321,36 +314,20 @@ def main(argv=None):
                     help="only the whole solves, each candidate in a fresh process (bench/solves.py)")
     ap.add_argument("--dask", action="store_true", help="only the Dask benchmark (bench/dask_bench.py)")
     args = ap.parse_args(argv)
-    if args.gpu_only:
-        from bench import gpu
-
-        print("GPU ...")
-        print(gpu.markdown(gpu.run()))
-        return
-    if args.solves:
-        from bench import solves
-
-        print("whole solves, each candidate in a fresh process ...")
-        print(solves.markdown(solves.run(sizes=(5, 100, 200) if args.quick else (5, 100, 200, 500, 1000))))
-        return
-    if args.many:
-        from bench import many_arrays
-
-        print("many arrays ...")
-        print(many_arrays.markdown(many_arrays.run()))
-        return
-    if args.dask:
-        from bench import dask_bench
-
-        print("fastrms on Dask ...")
-        print(dask_bench.markdown(dask_bench.run()))
-        return
-    if args.batched:
-        from bench import batched
-
-        print("batched solves ...")
-        print(batched.markdown(batched.run()))
-        return
+    alone = {  # flag: (module, what it prints first, keyword arguments of its run())
+        "gpu_only": ("gpu", "GPU", {}),
+        "solves": ("solves", "whole solves, each candidate in a fresh process",
+                   {"sizes": (5, 100, 200)} if args.quick else {}),
+        "many": ("many_arrays", "many arrays", {}),
+        "dask": ("dask_bench", "fastrms on Dask", {}),
+        "batched": ("batched", "batched solves", {}),
+    }
+    for flag, (module, label, kwargs) in alone.items():
+        if getattr(args, flag):
+            part = importlib.import_module(f"bench.{module}")
+            print(f"{label} ...")
+            print(part.markdown(part.run(**kwargs)))
+            return
     sizes = [1_000, 100_000, 1_000_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000,
                                                              10_000_000, 50_000_000]
     reps = 3 if args.quick else 7
