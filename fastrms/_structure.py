@@ -41,6 +41,10 @@ class Leaves:
         if not arrays:
             raise ValueError("x is an empty collection: there is nothing to optimize")
         self.names = self.keys if self.keys is not None else list(range(len(arrays)))
+        if not any(isinstance(a, np.ndarray) for a in arrays):  # numbers: x itself was meant as the array
+            raise TypeError("steppers update x in place, so x must be a NumPy (or CUDA) array of float32 "
+                            "or float64, or a list, tuple or dict of NumPy arrays (a model's parameters); "
+                            f"got a {type(x).__name__} of {type(arrays[0]).__name__}")
         for k, a in zip(self.names, arrays, strict=True):
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"x[{k!r}] must be a NumPy array of float32 or float64 (a stepper over "
