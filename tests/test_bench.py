@@ -14,17 +14,20 @@ sys.path.insert(0, str(ROOT))
 
 
 @pytest.mark.parametrize("variant", ["rmsprop", "rmsprop+momentum", "centered"])
-def test_the_numpy_baseline_is_the_same_update(variant, rng):
-    from bench.run import VARIANTS, NumpyUpdate
+def test_the_numpy_and_hand_written_baselines_are_the_same_update(variant, rng):
+    from bench.run import HAND, VARIANTS, NumpyUpdate
 
     x, g = rng.normal(size=1000), rng.normal(size=1000)
     mine, theirs = x.copy(), x.copy()
     opt = fastrms.RMSProp(mine, lr=1e-6, gamma=0.9, eps=1e-6, **VARIANTS[variant])
     npu = NumpyUpdate(x.size, np.float64, variant)
+    hand, by_hand, s, b = HAND[(variant, False)], x.copy(), np.zeros_like(x), np.zeros_like(x)
     for _ in range(3):
         opt.step(g)
         npu(theirs, g)
+        hand(by_hand, g, s, b, 1e-6, 0.9, 1e-6)
     np.testing.assert_allclose(theirs, mine, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(by_hand, mine, rtol=1e-13, atol=1e-15)
 
 
 def test_the_hand_written_loop_solves_the_same_problem():
