@@ -46,10 +46,14 @@ from fastrms.kernels._jit import bind  # noqa: E402
 from fastrms.method_state import MethodState  # noqa: E402
 from fastrms.presets import configure  # noqa: E402
 
-try:
-    import torch
-except ImportError:  # optional
-    torch = None
+
+def _torch():
+    """torch, or None: imported when a benchmark runs (seconds), not when the harness is imported."""
+    try:
+        import torch
+    except ImportError:  # optional
+        return None
+    return torch
 
 
 def best(fn, reps=5, warmup=1):
@@ -178,6 +182,7 @@ def bench_kernels(sizes, reps):
                 if n <= 50_000_000:
                     npu = NumpyUpdate(n, dtype, name)
                     cands["numpy"] = lambda: npu(x, g)
+                torch = _torch()
                 if torch is not None:
                     p = torch.nn.Parameter(torch.from_numpy(x.copy()))
                     p.grad = torch.from_numpy(g)
@@ -283,7 +288,7 @@ def threshold_table(results) -> list[str]:
 
 def markdown(results):
     lines = [f"fastrms benchmark, {results['date']}, {results['cores']} cores, numba {numba.__version__}, "
-             f"{results['threads']} threads" + (f", torch {torch.__version__}" if torch else ", no torch"), ""]
+             f"{results['threads']} threads" + (f", torch {t.__version__}" if (t := _torch()) else ", no torch"), ""]
     lines += ["### Update kernels (time per step; candidates in turn, round by round; bandwidth counts the "
               "5 streams rmsprop reads and writes, 7 with m or b)", ""]
     lines += table("dtype | n | variant | fused ms (median) | min–max | GB/s | same-traffic kernel GB/s | "
