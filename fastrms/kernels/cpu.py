@@ -311,9 +311,15 @@ def use_parallel(n: int, itemsize: int = 8) -> bool:
     nbytes = n * itemsize
     if nbytes < _SMALLEST_PARALLEL or not _threads.parallel_allowed():
         return False
-    if numba.get_num_threads() < 2:  # (this also launches the thread pool, fixing the layer)
-        return False
-    return nbytes >= PARALLEL_MIN_BYTES.get(_threads.layer(), max(PARALLEL_MIN_BYTES.values()))
+    layer = _threads.layer()
+    if layer is None or numba.config.NUMBA_NUM_THREADS < 2:
+        # asking Numba launches its thread pool, which fixes the layer; after that the pool's
+        # size answers (get_num_threads costs ~2 µs, a tenth of a 1e4-element step; a thread
+        # that set_num_threads(1) runs the parallel kernel on one thread, correctly)
+        if numba.get_num_threads() < 2:
+            return False
+        layer = _threads.layer()
+    return nbytes >= PARALLEL_MIN_BYTES.get(layer, max(PARALLEL_MIN_BYTES.values()))
 
 
 def parallel_lock():
