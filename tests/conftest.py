@@ -14,3 +14,23 @@ sys.path.insert(0, os.path.dirname(__file__))
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def threads_agree():
+    """check(solve, params): solve(p) for each p from its own thread equals the serial runs, bit for bit."""
+    import threading
+
+    def check(solve, params):
+        serial = [solve(p) for p in params]
+        results = [None] * len(params)
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, solve(params[i])))
+                   for i in range(len(params))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for a, b in zip(results, serial, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+    return check

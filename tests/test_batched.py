@@ -1,7 +1,6 @@
 """Batched solves: B independent problems in one call equal B separate calls, bit for bit."""
 
 import sys
-import threading
 
 import numba
 import numpy as np
@@ -241,7 +240,7 @@ def test_an_exception_in_a_jitted_gradient_reaches_the_user(driver, rng):
     assert sys.unraisablehook is hook
 
 
-def test_batched_runs_from_threads_agree_with_serial_runs(rng):
+def test_batched_runs_from_threads_agree_with_serial_runs(rng, threads_agree):
     Bt = 2000  # 16,000 float64 elements: the flat kernel runs in parallel
     A, y = rng.normal(size=(Bt, M, N)), rng.normal(size=(Bt, M))
 
@@ -249,13 +248,4 @@ def test_batched_runs_from_threads_agree_with_serial_runs(rng):
         return fastrms.minimize(F, dF, np.zeros((Bt, N)), args=(A, y),
                                 options={"batched": True, "lr": lr, "maxiter": 30, "gtol": 0}).x
 
-    lrs = [0.01, 0.02, 0.03, 0.04]
-    serial = [solve(lr) for lr in lrs]
-    results = [None] * 4
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, solve(lrs[i]))) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for a, b in zip(results, serial, strict=True):
-        np.testing.assert_array_equal(a, b)
+    threads_agree(solve, [0.01, 0.02, 0.03, 0.04])

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -86,9 +85,12 @@ FORK_SCRIPT = """
     def work(v):
         y = np.zeros(100_000)
         opt = fastrms.RMSProp(y, lr=0.01)
+        many = [np.zeros(60_000), np.zeros((300, 200))]  # the many-arrays kernel, parallel too
+        both = fastrms.RMSProp(many, lr=0.01)
         for _ in range(3):
             opt.step(np.full_like(y, v))
-        return float(y.sum())
+            both.step([np.full_like(a, v) for a in many])
+        return float(y.sum()) + sum(float(a.sum()) for a in many)
 
     if __name__ == "__main__":
         assert numba.get_num_threads() < 2 or cpu.use_parallel(100_000)
@@ -115,23 +117,14 @@ def test_workers_after_the_parallel_kernels(layer, start, tmp_path):
     assert lines["layer"] == (layer or "tbb")  # fastrms's own choice is TBB
 
 
-def test_concurrent_runs_from_threads_agree_with_serial_runs():
+def test_concurrent_runs_from_threads_agree_with_serial_runs(threads_agree):
     c = np.linspace(-1, 1, 20_000)  # parallel kernels
 
     def solve(lr):
         return fastrms.minimize(lambda x: float(np.sum((x - c) ** 2)), lambda x: 2 * (x - c),
                                 np.zeros_like(c), options={"lr": lr, "maxiter": 60, "momentum": 0.9}).x
 
-    lrs = [0.01, 0.02, 0.03, 0.04]
-    serial = [solve(lr) for lr in lrs]
-    results = [None] * 4
-    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, solve(lrs[i]))) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for a, b in zip(results, serial, strict=True):
-        np.testing.assert_array_equal(a, b)
+    threads_agree(solve, [0.01, 0.02, 0.03, 0.04])
 
 
 def test_workqueue_layer_serializes_threads_and_says_so():

@@ -57,6 +57,20 @@ def test_a_large_structure_takes_the_parallel_kernel_and_agrees(rng):
     np.testing.assert_array_equal(_flat(many.x), flat.x)
 
 
+def test_steppers_over_lists_from_threads_agree_with_serial_runs(threads_agree, rng):
+    """Each thread its own structure and stepper (parallel kernel, gradients gathered per call)."""
+    shapes = [(30_000,), (100, 200)]
+    xs, gs = _model(rng, shapes=shapes), _model(rng, shapes=shapes)
+
+    def solve(lr):
+        opt = fastrms.RMSProp([a.copy() for a in xs], lr=lr, momentum=0.9)
+        for _ in range(5):
+            opt.step(gs)
+        return _flat(opt.x)
+
+    threads_agree(solve, [0.01, 0.02, 0.03, 0.04])
+
+
 def test_a_dict_keeps_its_keys_in_state_and_state_dict(rng):
     x = {"W": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}
     g = {"b": rng.normal(size=3), "W": rng.normal(size=(4, 3))}  # key order need not match
