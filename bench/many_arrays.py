@@ -65,7 +65,7 @@ def run(rounds=7, steps=20):
     times = in_turns(cands, rounds, inner=steps)
     # the answer: fastrms over the list and over the flat buffer took the same steps
     check = fastrms.RMSProp([a.copy() for a in xs], **opts)
-    ref = fastrms.RMSProp(flat_x.copy() * 0 + np.concatenate([a.ravel() for a in xs]), **opts)
+    ref = fastrms.RMSProp(np.concatenate([a.ravel() for a in xs]), **opts)  # (flat_x has been stepped)
     for _ in range(3):
         check.step(gs)
         ref.step(flat_g)

@@ -24,7 +24,7 @@ def is_structure(x: Any) -> bool:
     return isinstance(x, (list, tuple, dict))
 
 
-def _leaves(x: Structure, what: str) -> tuple[list | None, list]:
+def _leaves(x: Structure) -> tuple[list | None, list]:
     """(the dict's keys or None, the arrays in order)."""
     if isinstance(x, dict):
         return list(x), list(x.values())
@@ -37,7 +37,7 @@ class Leaves:
 
     def __init__(self, x: Structure):
         self.container = type(x)
-        self.keys, arrays = _leaves(x, "x")
+        self.keys, arrays = _leaves(x)
         if not arrays:
             raise ValueError("x is an empty collection: there is nothing to optimize")
         self.names = self.keys if self.keys is not None else list(range(len(arrays)))
@@ -122,6 +122,25 @@ class Leaves:
     def columns(self, j: int) -> slice:
         return slice(int(self.offsets[j]), int(self.offsets[j] + self.sizes[j]))
 
+    def unflatten(self, flat) -> Structure:
+        """A flat state row as views shaped like the arrays, in x's structure."""
+        return self.structure([flat[self.columns(j)].reshape(shape) for j, shape in enumerate(self.shapes)])
+
+    def flatten(self, a, what: str) -> np.ndarray:
+        """a (x's structure, each item the size of its array) as one flat array of x's dtype."""
+        parts = self.split(a, what)
+        for j, (item, size) in enumerate(zip(parts, self.sizes, strict=True)):
+            if np.size(item) != size:
+                raise ValueError(f"{what}[{self.names[j]!r}] has {np.size(item)} elements, expected {size}")
+        return np.concatenate([np.asarray(item, dtype=self.dtype).reshape(-1) for item in parts])
+
+    def global_norm(self, grads: list) -> float:
+        """‖(g_1, …, g_k)‖₂, bit for bit the norm of their concatenation (norm2's order)."""
+        s = 0.0
+        for g in grads:
+            s = cpu.sum_squares(g, s)
+        return float(np.sqrt(s))
+
 
 def _chunks(sizes: np.ndarray, chunk: int) -> tuple[np.ndarray, np.ndarray]:
     """The elements of arrays of these sizes, in turn, cut every chunk elements: pieces (j, start,
@@ -160,7 +179,7 @@ def pack(arrays: Structure, dtype=None) -> tuple[np.ndarray, Structure]:
         opt = fastrms.RMSProp(flat, lr=1e-3)
         ...; dW[...] = ...; db[...] = ...; opt.step(gflat)
     """
-    keys, items = _leaves(arrays, "arrays") if is_structure(arrays) else (None, None)
+    keys, items = _leaves(arrays) if is_structure(arrays) else (None, None)
     if items is None:
         raise TypeError(f"pack takes a list, tuple or dict of arrays, got {type(arrays).__name__}")
     if not items:

@@ -7,6 +7,7 @@ minimize drivers (which step flat buffers); holds no parameter array itself.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import cache
 
 import numpy as np
@@ -46,15 +47,16 @@ class MethodState:
             return v
         return ck.scheduled(name, v(self.t), self.t, ck.SCHEDULED[name])
 
-    def coefficients(self, g: np.ndarray | None = None, norm: float | None = None) -> np.ndarray:
-        """h for step t + 1 (cast into self.h, in x's dtype); clip_norm reads ‖g‖₂, or norm."""
+    def coefficients(self, g: np.ndarray | None = None,
+                     norm: Callable[[], float] | None = None) -> np.ndarray:
+        """h for step t + 1 (cast into self.h, in x's dtype); clip_norm reads ‖g‖₂, or calls norm()
+        for it (several arrays: their global norm, computed only when clipping needs it)."""
         if self._ready and not self._varies:
             return self.h
         gfactor = 1.0
         if self._clip_norm < math.inf and (g is not None or norm is not None):
-            if norm is None:
-                norm = self.backend.norms(g)[1]
-            gfactor = self._clip_norm / max(norm, self._clip_norm)
+            value = norm() if norm is not None else self.backend.norms(g)[1]
+            gfactor = self._clip_norm / max(value, self._clip_norm)
         for i, name, schedule, interval in self.config.scheduled:
             self.p[i] = ck.scheduled(name, schedule(self.t), self.t, interval)
         self.config.method.coefficients(self.p, self.t + 1, self.value("lr"), self.value("gamma"),

@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from . import _structure, kernels, methods, presets
-from .kernels.cpu import sum_squares
 from .method_state import BatchedState, MethodState
 
 
@@ -72,15 +71,8 @@ class Optimizer:
     def _step_arrays(self, grads) -> None:
         e, leaves = self._mstate, self._leaves
         held = leaves.gradient_addresses(grads, e.S)  # alive until the kernel has run
-        norm = None
-        if e._clip_norm < np.inf and not (e._ready and not e._varies):
-            s = 0.0
-            for g in held:
-                s = sum_squares(g, s)
-            norm = float(np.sqrt(s))
-        h = e.coefficients(norm=norm)
+        h = e.coefficients(norm=lambda: leaves.global_norm(held))
         self._kernel(leaves.xs, leaves.gs, leaves.offsets, leaves.pieces, leaves.chunks, e.S, h)
-        del held
         e.t += 1
 
     def step(self, g: Any) -> None:
@@ -110,10 +102,7 @@ class Optimizer:
         """Live views of the state arrays (in x's shape, or its structure) and the step count t."""
         e = self._mstate
         if self._leaves is not None:
-            lv = self._leaves
-            return {"t": e.t, **{name: lv.structure([e.S[j, lv.columns(k)].reshape(shape)
-                                                     for k, shape in enumerate(lv.shapes)])
-                                 for j, name in enumerate(e.names)}}
+            return {"t": e.t, **{name: self._leaves.unflatten(e.S[j]) for j, name in enumerate(e.names)}}
         shape = tuple(self._shaped.shape)
         return {"t": e.t, **{name: self._backend.view(e.S[j], shape, self._kind)
                              for j, name in enumerate(e.names)}}
@@ -122,25 +111,15 @@ class Optimizer:
         """A copy of the state: restore it with ``load_state_dict`` to continue bit for bit.
         Over several arrays each state entry has x's structure."""
         flat = self._mstate.state_dict()
-        lv = self._leaves
-        if lv is None:
+        if self._leaves is None:
             return flat
-        return {"t": flat["t"], **{name: lv.structure([flat[name][lv.columns(k)].reshape(shape)
-                                                       for k, shape in enumerate(lv.shapes)])
-                                   for name in self._mstate.names}}
+        return {"t": flat["t"], **{name: self._leaves.unflatten(flat[name]) for name in self._mstate.names}}
 
     def load_state_dict(self, state: dict) -> None:
-        lv = self._leaves
-        if lv is not None and isinstance(state, dict):
-            state = dict(state)
-            for name in self._mstate.names:
-                if name in state and _structure.is_structure(state[name]):
-                    parts = lv.split(state[name], f"state[{name!r}]")
-                    for k, (a, size) in enumerate(zip(parts, lv.sizes, strict=True)):
-                        if np.size(a) != size:
-                            raise ValueError(f"state[{name!r}][{lv.names[k]!r}] has {np.size(a)} "
-                                             f"elements, expected {size}")
-                    state[name] = np.concatenate([np.asarray(a, dtype=lv.dtype).reshape(-1) for a in parts])
+        lv, names = self._leaves, self._mstate.names
+        if lv is not None and isinstance(state, dict):  # x's structure per state entry: flatten it
+            state = {k: lv.flatten(v, f"state[{k!r}]") if k in names and _structure.is_structure(v) else v
+                     for k, v in state.items()}
         self._mstate.load_state_dict(state)
 
     # A stepper is x plus its state; a copy gets its own x (deepcopy) and state.

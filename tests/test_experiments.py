@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ import fastrms
 from fastrms import datasets
 from fastrms import experiments as ex
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_airfoil_data_is_shipped_intact_and_standardized():
@@ -157,8 +158,6 @@ def test_python_dash_m_fastrms():
 @pytest.mark.skipif(not (ROOT / "bench" / "run.py").is_file(), reason="tests run outside the source tree")
 def test_fastrms_bench_runs_the_harness_from_a_checkout_and_says_where_it_is_elsewhere(tmp_path, monkeypatch,
                                                                                       capsys):
-    from pathlib import Path
-
     from fastrms.cli import main
 
     monkeypatch.chdir(tmp_path)
