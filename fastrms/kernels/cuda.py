@@ -279,7 +279,7 @@ class Launch:
     def __call__(self, *args):
         lean = self._lean
         if lean:
-            func, dims, packers, layout, (buf, _), params, stream, launch, ok = lean
+            func, dims, packers, layout, buf, params, stream, launch, ok = lean
             if len(args) == len(packers):
                 values: list = []
                 try:
@@ -320,13 +320,13 @@ class Launch:
             buf = ctypes.create_string_buffer(8 * len(fmt))
             base = ctypes.addressof(buf)
             params = (ctypes.c_void_p * len(fmt))(*(base + 8 * k for k in range(len(fmt))))
+            self._keep = params
             dims = _dims3(self.griddim) + _dims3(self.blockdim)
         except Exception:  # another numba-cuda or cuda-python: the ordinary launch stays correct
             return False
         stream = driver.CUstream(0)  # numba-cuda's default: the legacy default stream
-        # (buf, params) stays alive with the tuple: the driver reads the arguments through both
-        return (func, dims, packers, layout, (buf, params), ctypes.addressof(params), stream,
-                driver.cuLaunchKernel, driver.CUresult.CUDA_SUCCESS)
+        return (func, dims, packers, layout, buf, ctypes.addressof(params), stream, driver.cuLaunchKernel,
+                driver.CUresult.CUDA_SUCCESS)
 
     def _packer(self, ty, fmt: list):
         """A function appending an argument's parameter values; fmt gets their struct codes."""
