@@ -57,8 +57,10 @@ def check_param_array(x: np.ndarray) -> np.ndarray:
 
 def as_gradient(g, x):
     """g as a flat contiguous array in x's dtype, or a clear error."""
-    if type(g) is np.ndarray and g.shape == x.shape and g.dtype == x.dtype and g.flags.c_contiguous:
-        return g.reshape(-1)  # the common case, kept cheap: it runs every step
+    # the common case, kept cheap: it runs every step (an equal dtype that is not the same
+    # object, or a 1-D g that is not contiguous, takes the checked path below)
+    if type(g) is np.ndarray and g.shape == x.shape and g.dtype is x.dtype and g.flags.c_contiguous:
+        return g if g.ndim == 1 else g.reshape(-1)
     if not isinstance(g, np.ndarray):
         try:
             g = np.asarray(g)

@@ -49,6 +49,7 @@ class Optimizer:
         else:
             config = presets.configure(self.method, hyperparameters, preset)
             self._mstate = MethodState(config, n, dtype, self._backend)
+            self._step = self._backend.stepper(self._mstate, n)
         self._flat = self._shaped.reshape(self._shaped.size)
         self._kind = self._backend.array_kind(x)
 
@@ -64,7 +65,7 @@ class Optimizer:
         self._batched = False
         config = presets.configure(self.method, hyperparameters, preset)
         self._mstate = MethodState(config, leaves.n, leaves.dtype, self._backend)
-        self._kernel = self._mstate.kernels.arrays(leaves.n, leaves.dtype.itemsize)
+        self._kernel = self._backend.arrays_stepper(self._mstate)
         self._shaped = self._flat = None
         self._kind = "numpy"
 
@@ -84,7 +85,7 @@ class Optimizer:
         if self._batched:
             self._backend.rows_step(e, self._flat, gf, e.row_coefficients(gf, self._active), self._active)
         else:
-            self._backend.step(e, self._flat, gf, e.coefficients(gf))
+            self._step(self._flat, gf, e.coefficients(gf))
         e.t += 1
 
     @property

@@ -114,6 +114,40 @@ def test_large_arrays_use_the_parallel_kernel_and_agree(rng):
                                ref, rtol=1e-12)
 
 
+@pytest.mark.parametrize("arrays", [False, True], ids=["one array", "several arrays"])
+def test_a_stepper_chooses_its_kernel_once_and_again_when_the_threads_change(monkeypatch, arrays):
+    from fastrms.kernels import _threads
+
+    if numba.get_num_threads() < 2:
+        pytest.skip("one thread: no parallel kernels")
+    x = np.zeros(PARALLEL_N)
+    opt = fastrms.RMSProp([x[:100], x[100:]] if arrays else x, lr=0.1)
+    kernels, looked, ran = opt._mstate.kernels, [], []
+    which = "arrays" if arrays else "step"
+    real = getattr(kernels, which)
+
+    def spy(n, itemsize):  # each lookup, and which kernel each step runs
+        k = real(n, itemsize)
+        looked.append(k.py_func.__name__)
+        return lambda *args: ran.append(k.py_func.__name__) or k(*args)
+
+    monkeypatch.setattr(kernels, which, spy)
+    g = [np.ones(100), np.ones(x.size - 100)] if arrays else np.ones_like(x)
+    for _ in range(3):
+        opt.step(g)
+    assert len(looked) == 1 and len(ran) == 3 and "_par_" in ran[0]  # looked up once, not every step
+    # a fork under GNU OpenMP: the child must switch to the serial kernel
+    monkeypatch.setattr(_threads, "_forked_under_omp", True)
+    monkeypatch.setattr(_threads, "epoch", _threads.epoch + 1)
+    opt.step(g)
+    assert len(looked) == 2 and "_ser_" in ran[3]
+    ref = np.zeros_like(x)  # and the steps are the same as without the switch
+    plain = fastrms.RMSProp(ref, lr=0.1)
+    for _ in range(4):
+        plain.step(np.ones_like(x))
+    assert x.tobytes() == ref.tobytes()
+
+
 def test_checked_kernel_counts_nonfinite_and_leaves_x_alone():
     e = MethodState(fastrms.presets.configure("gd", {"lr": 1.0}), 4, np.float64)
     x = np.array([1.0, 2.0, 3.0, 4.0])

@@ -33,6 +33,7 @@ def run(problem: Problem, mstate: MethodState, x: np.ndarray, *, maxiter: int, g
     backend = mstate.backend
     spare = backend.empty_like(x)
     step_checked = backend.checked_stepper(mstate, x.size)
+    step = backend.stepper(mstate, x.size)
     want_f = history or callback is not None
     out = Outcome(problem.shape, history, trajectory, backend)
     kept, k_kept = (backend.empty_like(x), 0) if check_every > 1 else (None, 0)
@@ -64,7 +65,7 @@ def run(problem: Problem, mstate: MethodState, x: np.ndarray, *, maxiter: int, g
             return finish(k, x, f, g, end, gtol)
         h = mstate.coefficients(g)
         if kept is not None and k % check_every:
-            backend.step(mstate, x, g, h)
+            step(x, g, h)
             mstate.t += 1
             k += 1
             continue

@@ -35,6 +35,9 @@ from numba.np.ufunc import parallel as _parallel
 
 _LAYERS = ("tbb", "omp", "workqueue")
 _forked_under_omp = False
+# Bumped whenever the serial/parallel choice can change (the layer becoming known, a fork under
+# OpenMP): a caller that made the choice once only looks again when this has moved.
+epoch = 0
 workqueue_lock = threading.Lock()
 
 
@@ -75,19 +78,21 @@ _layer: str | None = None
 def layer() -> str | None:
     """The threading layer in use, or None before Numba has launched its threads (once it has,
     the layer is fixed for the life of the process, so it is looked up once)."""
-    global _layer
+    global _layer, epoch
     if _layer is None and _parallel._is_initialized:
         try:
             _layer = numba.threading_layer()
         except ValueError:
             return None
+        epoch += 1
     return _layer
 
 
 def _after_fork_in_child() -> None:
-    global _forked_under_omp
+    global _forked_under_omp, epoch
     if layer() == "omp":
         _forked_under_omp = True
+        epoch += 1
 
 
 def parallel_allowed() -> bool:

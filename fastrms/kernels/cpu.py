@@ -316,9 +316,10 @@ def use_parallel(n: int, itemsize: int = 8) -> bool:
         # asking Numba launches its thread pool, which fixes the layer; after that the pool's
         # size answers (get_num_threads costs ~2 µs, a tenth of a 1e4-element step; a thread
         # that set_num_threads(1) runs the parallel kernel on one thread, correctly)
-        if numba.get_num_threads() < 2:
+        threads = numba.get_num_threads()
+        layer = _threads.layer()  # (noticing the layer moves _threads.epoch)
+        if threads < 2:
             return False
-        layer = _threads.layer()
     return nbytes >= PARALLEL_MIN_BYTES.get(layer, max(PARALLEL_MIN_BYTES.values()))
 
 
@@ -326,6 +327,21 @@ def parallel_lock():
     """What a Python caller holds while it runs a parallel kernel inside compiled code: a lock
     under the workqueue layer (it aborts when two threads enter it), else nothing."""
     return _threads.workqueue_lock if _threads.layer() == "workqueue" else contextlib.nullcontext()
+
+
+def chosen_once(lookup):
+    """A callable that runs the kernel ``lookup()`` returns, looked up once and again only when the
+    serial/parallel choice can change (_threads.epoch moves: the pool starting, a fork): a step
+    then costs its kernel call, not the size rule and two lookups (~2 µs) as well."""
+    current = [-1, None]  # (epoch, kernel)
+
+    def run(*args):
+        if current[0] != _threads.epoch:
+            kernel = lookup()
+            current[:] = _threads.epoch, kernel  # read after the lookup, which may start the pool
+        return current[1](*args)
+
+    return run
 
 
 @cache
@@ -388,8 +404,15 @@ class CpuBackend:
     def kernels(self, config):
         return kernels_for(config.method.rule, config.flags, config.method.nh)
 
-    def step(self, mstate, x, g, h):
-        mstate.kernels.step(x.size, x.itemsize)(x, g, mstate.S, h)
+    def stepper(self, mstate, n):
+        """The in-place step ``(x, g, h) -> None`` for n elements (serial or parallel: see chosen_once)."""
+        kernels, itemsize, S = mstate.kernels, mstate.dtype.itemsize, mstate.S
+        run = chosen_once(lambda: kernels.step(n, itemsize))
+        return lambda x, g, h: run(x, g, S, h)
+
+    def arrays_stepper(self, mstate):
+        """The many-arrays kernel ``(xs, gs, offsets, pieces, chunks, S, h) -> None`` for mstate's n."""
+        return chosen_once(lambda: mstate.kernels.arrays(mstate.n, mstate.dtype.itemsize))
 
     def row_norms(self, g, B: int) -> np.ndarray:
         """(B, 2): each problem's (max |g_i|, ‖g‖₂), for a flat g of B problems."""
@@ -423,7 +446,7 @@ class CpuBackend:
 
     def rows_step(self, mstate, x, g, H, active):
         if mstate.uniform and active.all():  # one flat launch, as in rows_checked_stepper
-            self.step(mstate, x, g, H[0])
+            mstate.kernels.step(x.size, x.itemsize)(x, g, mstate.S, H[0])
         else:
             mstate.kernels.rows(x.size, x.itemsize)(x, g, mstate.S, H, active)
 

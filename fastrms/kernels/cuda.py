@@ -588,9 +588,11 @@ class CudaBackend:
         return kernels_for(config.method.rule, config.flags)
 
     # launches
-    def step(self, mstate, x, g, h):
-        launch = mstate.kernels.launch(_step, *launch_config(x.size, x.dtype.itemsize), x.dtype)
-        launch(x, g, mstate.S, tuple(h))
+    def stepper(self, mstate, n):
+        """The in-place step ``(x, g, h) -> None`` for n elements, its launch looked up once."""
+        launch = mstate.kernels.launch(_step, *launch_config(n, mstate.dtype.itemsize), mstate.dtype)
+        S = mstate.S
+        return lambda x, g, h: launch(x, g, S, tuple(h))
 
     def checked_stepper(self, mstate, n):
         """``(x, g, h, gtol, out) -> (any |g_i| > gtol, any out_i non-finite)`` for n elements."""
