@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 @pytest.mark.parametrize("variant", ["rmsprop", "rmsprop+momentum", "centered"])
 def test_the_numpy_and_hand_written_baselines_are_the_same_update(variant, rng):
-    from bench.run import HAND, VARIANTS, NumpyUpdate
+    from bench.run import HAND, VARIANTS, NumpyUpdate, hand_constants
 
     x, g = rng.normal(size=1000), rng.normal(size=1000)
     mine, theirs = x.copy(), x.copy()
@@ -25,9 +25,23 @@ def test_the_numpy_and_hand_written_baselines_are_the_same_update(variant, rng):
     for _ in range(3):
         opt.step(g)
         npu(theirs, g)
-        hand(by_hand, g, s, b, 1e-6, 0.9, 1e-6)
+        hand(by_hand, g, s, b, *hand_constants(np.float64))
     np.testing.assert_allclose(theirs, mine, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(by_hand, mine, rtol=1e-13, atol=1e-15)
+
+
+def test_the_hand_written_loop_stays_in_float32(rng):
+    """Bit for bit the same loop in float32 NumPy: a float64 literal would promote it (and slow it)."""
+    from bench.run import HAND, hand_constants
+
+    x, g = rng.normal(size=1000).astype(np.float32), rng.normal(size=1000).astype(np.float32)
+    lr, gamma, omg, _, eps = hand_constants(np.float32)
+    s, ref_x, ref_s = np.zeros_like(x), x.copy(), np.zeros_like(x)
+    for _ in range(3):
+        HAND[("rmsprop", False)](x, g, s, s, *hand_constants(np.float32))
+        ref_s = gamma * ref_s + omg * g * g
+        ref_x -= lr * g / np.sqrt(ref_s + eps)
+    assert ref_x.dtype == np.float32 and x.tobytes() == ref_x.tobytes() and s.tobytes() == ref_s.tobytes()
 
 
 def test_the_hand_written_loop_solves_the_same_problem():
