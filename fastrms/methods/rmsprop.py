@@ -47,12 +47,12 @@ PARAMS = ("adagrad", "eps", "eps_in_sqrt", "bias_correction", "momentum", "neste
 P_ADAGRAD, P_EPS, P_EPS_IN_SQRT, P_BIAS, P_MU, P_NESTEROV, P_LR_INSIDE, P_LR_DECAY = params(PARAMS)
 
 
-# flags: (centered, momentum, eps_zero, bias_correction);
+# flags: (centered, momentum, eps_zero, bias_correction, eps_outside);
 # state rows: s, then m if centered, then b if momentum
 @rule
 def rmsprop(x, g, S, i, h, flags):
     """One element of RMSProp (see the module docstring)."""
-    centered, with_momentum, eps_zero, bias_correction, general = flags
+    centered, with_momentum, eps_zero, bias_correction, eps_outside, general = flags
     g = gradient(x, g, h, general)
     s = h[GAMMA] * S[0, i] + h[W] * (g * g)
     S[0, i] = s
@@ -64,7 +64,7 @@ def rmsprop(x, g, S, i, h, flags):
             m = m / h[BC]
         v = v - m * m
         v = v if v >= 0 else v - v  # s − m² ≥ 0 in exact arithmetic; rounding can dip below
-    d = math.sqrt(v + h[EPS_IN]) + h[EPS_OUT]
+    d = math.sqrt(v) + h[EPS_OUT] if eps_outside else math.sqrt(v + h[EPS_IN])
     u = overflow_check(ratio(g, d) if eps_zero else g / d, s)
     if with_momentum:
         j = 2 if centered else 1
@@ -124,7 +124,8 @@ def _rows(v):
 
 METHOD = Method(
     "rmsprop", "RMSProp", rmsprop, rmsprop_coefficients, rms_hypers(), _pack, SLOTS, PARAMS,
-    flags_fn=lambda v: (v["centered"], v["momentum"] > 0, v["eps"] == 0, v["bias_correction"]),
+    flags_fn=lambda v: (v["centered"], v["momentum"] > 0, v["eps"] == 0, v["bias_correction"],
+                        not v["eps_in_sqrt"]),
     rows_fn=_rows,
     varies_fn=lambda v: v["bias_correction"],
     doc="s ← γ s + (1 − γ) g²;  x ← x − η g / √(s + ε)")
