@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 
 
-def in_turns(candidates: dict, rounds: int, inner: int = 1, warm: bool = True, sync=None) -> dict:
+def in_turns(candidates: dict, rounds: int, inner: int = 1, warm: bool = True, sync=None,
+             settle: int = 0) -> dict:
     """{name: [seconds per call, one per round]}: the candidates timed in turn, round by round, so
     that the shared machine's slow and fast moments fall on all of them alike.  Each timing is
-    ``inner`` calls; ``warm`` calls each once first (compilation); ``sync`` (a GPU's) brackets it."""
+    ``inner`` calls; ``warm`` calls each once first (compilation); ``sync`` (a GPU's) brackets it.
+    ``settle`` untimed calls precede each timing: in turns, a candidate otherwise finds its arrays
+    evicted by the one before it, and in-cache sizes would time the order, not the candidates."""
     sync = sync or (lambda: None)
     if warm:
         for fn in candidates.values():
@@ -16,6 +19,8 @@ def in_turns(candidates: dict, rounds: int, inner: int = 1, warm: bool = True, s
     times: dict = {name: [] for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():
+            for _ in range(settle):
+                fn()
             sync()
             t = time.perf_counter()
             for _ in range(inner):

@@ -197,8 +197,8 @@ def bench_kernels(sizes, reps):
                     kw = {"momentum": 0.9} if name == "rmsprop+momentum" else {}
                     cands["torch"] = torch.optim.RMSprop([p], lr=1e-6, alpha=0.9, eps=1e-6, foreach=True,
                                                          centered=name == "centered", **kw).step
-                # small sizes repeat inside one timing
-                times = in_turns(cands, reps, inner=max(1, min(50, 2_000_000 // n)))
+                # small sizes repeat inside one timing; each starts with its own arrays in cache
+                times = in_turns(cands, reps, inner=max(1, min(50, 2_000_000 // n)), settle=1)
                 med = {c_: statistics.median(v) for c_, v in times.items()}
                 row = {"dtype": np.dtype(dtype).name, "n": n, "variant": name, "streams": k,
                        "fused_s": med["fused"], "fused_min_s": min(times["fused"]),
@@ -294,11 +294,9 @@ def threshold_table(results) -> list[str]:
                           for r in results["threshold"]))
 
 
-def markdown(results):
-    lines = [f"fastrms benchmark, {results['date']}, {results['cores']} cores, numba {numba.__version__}, "
-             f"{results['threads']} threads" + (f", torch {t.__version__}" if (t := _torch()) else ", no torch"), ""]
-    lines += ["### Update kernels (time per step; candidates in turn, round by round; bandwidth counts the "
-              "5 streams rmsprop reads and writes, 7 with m or b)", ""]
+def kernel_markdown(rows) -> str:
+    lines = ["### Update kernels (time per step; candidates in turn, round by round; bandwidth counts the "
+             "5 streams rmsprop reads and writes, 7 with m or b)", ""]
     lines += table("dtype | n | variant | fused ms (median) | min–max | GB/s | same-traffic kernel GB/s | "
                    "fused ÷ same-traffic (time) | fused ÷ hand-written @njit | NumPy out= ÷ fused | torch ÷ fused",
                    "lrlrrrrrrrr",
@@ -306,7 +304,17 @@ def markdown(results):
                      f"{r['fused_min_s'] * 1e3:.4f}–{r['fused_max_s'] * 1e3:.4f}", f"{r['fused_GBps']:.1f}",
                      f"{r['limit_GBps']:.1f}", f"{r['fused_s'] / r['limit_s']:.2f}",
                      f"{r['fused_s'] / r['hand_s']:.2f}" if "hand_s" in r else "-",
-                     ratio(r, "numpy_s", "fused_s"), ratio(r, "torch_s", "fused_s")] for r in results["kernels"]))
+                     ratio(r, "numpy_s", "fused_s"), ratio(r, "torch_s", "fused_s")] for r in rows))
+    return "\n".join(lines)
+
+
+def _heading(results) -> str:
+    return (f"fastrms benchmark, {results['date']}, {results['cores']} cores, numba {numba.__version__}, "
+            f"{results['threads']} threads" + (f", torch {t.__version__}" if (t := _torch()) else ", no torch"))
+
+
+def markdown(results):
+    lines = [_heading(results), "", kernel_markdown(results["kernels"])]
     from bench import solves
 
     lines += ["", solves.markdown(results["solves"])]
@@ -361,6 +369,7 @@ def main(argv=None):
     ap.add_argument("--solves", action="store_true",
                     help="only the whole solves, each candidate in a fresh process (bench/solves.py)")
     ap.add_argument("--dask", action="store_true", help="only the Dask benchmark (bench/dask_bench.py)")
+    ap.add_argument("--kernels", action="store_true", help="only the update-kernel table")
     args = ap.parse_args(argv)
     alone = {  # flag: (module, what it prints first, keyword arguments of its run())
         "gpu_only": ("gpu", "GPU", {}),
@@ -383,6 +392,9 @@ def main(argv=None):
                "threads": numba.get_num_threads()}
     print("kernels ...")
     results["kernels"] = bench_kernels(sizes, reps)
+    if args.kernels:
+        print(f"\n{_heading(results)}\n\n{kernel_markdown(results['kernels'])}")
+        return
     print("serial/parallel threshold ...")
     results["threshold"] = bench_threshold(reps)
     results["layer"] = numba.threading_layer()
