@@ -22,7 +22,7 @@ def _pack(v):
 
 METHOD = Method(
     "adagrad", "Adagrad", rmsprop, rmsprop_coefficients, _hypers, _pack, SLOTS, PARAMS,
-    flags_fn=lambda v: (False, False, v["eps"] == 0, False, not v["eps_in_sqrt"]),
+    flags_fn=lambda v: (False, False, v["eps"] == 0, False, not v["eps_in_sqrt"], False, False),
     rows_fn=lambda v: [("s", v["initial_scale"])],
     varies_fn=lambda v: v["lr_decay"] > 0,
     doc="s ← s + g²;  x ← x − η g / √(s + ε)")

@@ -89,6 +89,22 @@ def keep(x, h, general):
     return h[KEEP] * x if general else x
 
 
+@rule
+def momentum_direction(u, S, j, i, h, k, nesterov, lr_inside):
+    """b ← μ b + a·u in row j of S, with h[k:k+4] = (μ, a, c_u, c_b) from momentum_terms; the step
+    direction is b (heavy ball) or c_u·u + c_b·b (Nesterov).  a = η when η lives inside the buffer
+    (lr_inside, TensorFlow), else 1, and then it is not multiplied."""
+    b = h[k] * S[j, i] + (h[k + 1] * u if lr_inside else u)
+    S[j, i] = b
+    return h[k + 2] * u + h[k + 3] * b if nesterov else b
+
+
+@rule
+def descend(x, d, h, general, lr_inside):
+    """KEEP·x − η·d, or KEEP·x − d when η already sits in d (lr_inside)."""
+    return keep(x, h, general) - (d if lr_inside else h[LR] * d)
+
+
 @register_jitable
 def ratio(g, d):
     """g / d, and 0 where d = 0: with ε = 0, d is 0 only where every g so far was 0 (or its square

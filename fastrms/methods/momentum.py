@@ -7,15 +7,15 @@ from numba.extending import register_jitable
 from .. import _checks as ck
 from .base import (
     COMMON,
-    LR,
     MOMENTUM,
     MOMENTUM_SLOTS,
     Hyper,
     Method,
     check_nesterov,
     common_coefficients,
+    descend,
     gradient,
-    keep,
+    momentum_direction,
     momentum_terms,
     params,
     rule,
@@ -32,11 +32,9 @@ P_MU, P_NESTEROV, P_LR_INSIDE = params(PARAMS)
 def momentum(x, g, S, i, h, flags):
     """b ← μ b + a g;  x ← x − η (c_g g + c_b b):  (c_g, c_b) = (0, 1) heavy ball, (a, μ) Nesterov;
     a = η when η lives inside the buffer (TensorFlow), else 1 (PyTorch)."""
-    (general,) = flags
+    nesterov, lr_inside, general = flags
     g = gradient(x, g, h, general)
-    b = h[MU] * S[0, i] + h[A] * g
-    S[0, i] = b
-    return keep(x, h, general) - h[LR] * (h[C_G] * g + h[C_B] * b)
+    return descend(x, momentum_direction(g, S, 0, i, h, MU, nesterov, lr_inside), h, general, lr_inside)
 
 
 @register_jitable
@@ -53,5 +51,6 @@ def _pack(v):
 METHOD = Method(
     "momentum", "Momentum", momentum, momentum_coefficients,
     {**COMMON, **MOMENTUM, "momentum": Hyper(0.9, ck.unit_open, "momentum μ")}, _pack, SLOTS, PARAMS,
+    flags_fn=lambda v: (v["nesterov"], v["lr_in_momentum"]),
     rows_fn=lambda v: [("b", 0.0)],
     doc="b ← μ b + g;  x ← x − η b")

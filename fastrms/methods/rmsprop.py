@@ -20,16 +20,16 @@ from numba.extending import register_jitable
 from .. import _checks as ck
 from .base import (
     COMMON,
-    LR,
     MOMENTUM,
     MOMENTUM_SLOTS,
     Hyper,
     Method,
     check_nesterov,
     common_coefficients,
+    descend,
     gamma_check,
     gradient,
-    keep,
+    momentum_direction,
     momentum_terms,
     overflow_check,
     params,
@@ -47,12 +47,12 @@ PARAMS = ("adagrad", "eps", "eps_in_sqrt", "bias_correction", "momentum", "neste
 P_ADAGRAD, P_EPS, P_EPS_IN_SQRT, P_BIAS, P_MU, P_NESTEROV, P_LR_INSIDE, P_LR_DECAY = params(PARAMS)
 
 
-# flags: (centered, momentum, eps_zero, bias_correction, eps_outside);
+# flags: (centered, momentum, eps_zero, bias_correction, eps_outside, nesterov, lr_inside);
 # state rows: s, then m if centered, then b if momentum
 @rule
 def rmsprop(x, g, S, i, h, flags):
     """One element of RMSProp (see the module docstring)."""
-    centered, with_momentum, eps_zero, bias_correction, eps_outside, general = flags
+    centered, with_momentum, eps_zero, bias_correction, eps_outside, nesterov, lr_inside, general = flags
     g = gradient(x, g, h, general)
     s = h[GAMMA] * S[0, i] + h[W] * (g * g)
     S[0, i] = s
@@ -67,11 +67,8 @@ def rmsprop(x, g, S, i, h, flags):
     d = math.sqrt(v) + h[EPS_OUT] if eps_outside else math.sqrt(v + h[EPS_IN])
     u = overflow_check(ratio(g, d) if eps_zero else g / d, s)
     if with_momentum:
-        j = 2 if centered else 1
-        b = h[MU] * S[j, i] + h[A] * u
-        S[j, i] = b
-        u = h[C_U] * u + h[C_B] * b
-    return keep(x, h, general) - h[LR] * u
+        u = momentum_direction(u, S, 2 if centered else 1, i, h, MU, nesterov, lr_inside)
+    return descend(x, u, h, general, lr_inside)
 
 
 @register_jitable
@@ -87,8 +84,7 @@ def rmsprop_coefficients(p, t, lr, gamma, gfactor, out):
     out[EPS_IN] = p[P_EPS] if p[P_EPS_IN_SQRT] != 0.0 else 0.0
     out[EPS_OUT] = 0.0 if p[P_EPS_IN_SQRT] != 0.0 else p[P_EPS]
     out[BC] = 1.0 - math.pow(gamma, float(t)) if p[P_BIAS] != 0.0 else 1.0
-    # without a buffer (μ = 0) there is nothing for η to sit inside of
-    momentum_terms(p[P_MU], p[P_NESTEROV], p[P_LR_INSIDE] if p[P_MU] > 0.0 else 0.0, lr, out, MU)
+    momentum_terms(p[P_MU], p[P_NESTEROV], p[P_LR_INSIDE], lr, out, MU)
 
 
 def rms_hypers(**defaults):
@@ -110,7 +106,12 @@ def _pack(v):
         raise ValueError("bias_correction needs gamma < 1 (1 − γ^t would be 0)")
     return {"adagrad": 0.0, "eps": v["eps"], "eps_in_sqrt": v["eps_in_sqrt"],
             "bias_correction": v["bias_correction"], "momentum": v["momentum"], "nesterov": v["nesterov"],
-            "lr_in_momentum": v["lr_in_momentum"], "lr_decay": 0.0}
+            "lr_in_momentum": _lr_inside(v), "lr_decay": 0.0}
+
+
+def _lr_inside(v):
+    """Whether η sits in the momentum buffer: only where there is one (μ > 0, or scheduled)."""
+    return bool(v["lr_in_momentum"] and v["momentum"] > 0)
 
 
 def _rows(v):
@@ -125,7 +126,7 @@ def _rows(v):
 METHOD = Method(
     "rmsprop", "RMSProp", rmsprop, rmsprop_coefficients, rms_hypers(), _pack, SLOTS, PARAMS,
     flags_fn=lambda v: (v["centered"], v["momentum"] > 0, v["eps"] == 0, v["bias_correction"],
-                        not v["eps_in_sqrt"]),
+                        not v["eps_in_sqrt"], v["momentum"] > 0 and v["nesterov"], _lr_inside(v)),
     rows_fn=_rows,
     varies_fn=lambda v: v["bias_correction"],
     doc="s ← γ s + (1 − γ) g²;  x ← x − η g / √(s + ε)")
