@@ -370,6 +370,7 @@ def main(argv=None):
                     help="only the whole solves, each candidate in a fresh process (bench/solves.py)")
     ap.add_argument("--dask", action="store_true", help="only the Dask benchmark (bench/dask_bench.py)")
     ap.add_argument("--kernels", action="store_true", help="only the update-kernel table")
+    ap.add_argument("--in-place", action="store_true", help="only minimize in place (bench/in_place.py)")
     args = ap.parse_args(argv)
     alone = {  # flag: (module, what it prints first, keyword arguments of its run())
         "gpu_only": ("gpu", "GPU", {}),
@@ -378,6 +379,7 @@ def main(argv=None):
         "many": ("many_arrays", "many arrays", {}),
         "dask": ("dask_bench", "fastrms on Dask", {}),
         "batched": ("batched", "batched solves", {}),
+        "in_place": ("in_place", "minimize in place", {}),
     }
     for flag, (module, label, kwargs) in alone.items():
         if getattr(args, flag):

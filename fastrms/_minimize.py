@@ -34,6 +34,7 @@ DRIVER_OPTIONS = {
     "driver": "auto",       # 'auto', 'python' or 'compiled'
     "backend": "auto",      # 'auto' (where x0 lives), 'cpu' or 'cuda'
     "check_every": 1,       # run the stopping tests every that many steps (GPU: a host round trip)
+    "in_place": False,      # one buffer for x, stepped in place (CPU; see _solve for divergence)
     # mini-batch (stochastic) mode: the data arrays in args are split along axis 0
     "batch_size": None,     # rows per step (None: all the data every step)
     "epochs": None,         # passes over the data (sets maxiter)
@@ -101,9 +102,15 @@ def _split(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
         driver[flag] = ck.boolean(flag, driver[flag])
     driver["maxiter"] = ck.count("maxiter", driver["maxiter"], hi=MAX_ITER)
     driver["gtol"] = ck.nonneg("gtol", driver["gtol"])
-    for flag in ("disp", "history", "trajectory", "batched"):
+    for flag in ("disp", "history", "trajectory", "batched", "in_place"):
         driver[flag] = ck.boolean(flag, driver[flag])
     driver["seed"] = ck.seed("seed", driver["seed"])
+    if driver["in_place"]:
+        for name, bad, why in (
+                ("check_every", driver["check_every"] != 1, "in_place already steps in place between tests"),
+                ("batched", driver["batched"], "batched problems keep two buffers")):
+            if bad:
+                raise ValueError(f"in_place=True cannot be combined with {name}: {why}")
     if driver["driver"] not in ("auto", "python", "compiled"):
         raise ck.unknown("driver", str(driver["driver"]), ("auto", "python", "compiled"))
     if driver["backend"] not in ("auto", *kernels.BACKENDS):
@@ -193,17 +200,47 @@ def _problem(fun, jac, args, x, shape, backend, kind, opts, B=None) -> Problem:
     return Problem(fun, jac, args, shape, x.dtype, batches, backend, kind, batch=B)
 
 
+# A run with in_place=True writes x_{k+1} over x_k.  If that step diverges, x_k is lost; the
+# front then repeats the run from x0 with checks and two buffers, as without in_place, which
+# ends at the same iterate when dF is deterministic and is an ordinary checked run otherwise:
+# either way the result is that of a checked run.  Mini-batches get a drawn seed, so that the
+# repeat sees the same batches.
+RERUN_NOTE = ("(in_place: the step from that iterate had overwritten it, so the run was repeated "
+              "from x0 with checks to return it.)")
+
+
+def _draw_seed() -> int:
+    return np.random.SeedSequence().entropy
+
+
 def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
+    if opts["in_place"]:
+        if callback is not None:
+            raise ValueError("in_place=True cannot be combined with a callback: a diverged in-place run "
+                             "is repeated from x0, which would call the callback twice")
+        if opts["batch_size"] is not None and opts["seed"] is None:
+            opts = {**opts, "seed": _draw_seed()}
     x, shape, backend, kind = _start(x0, opts)
-    mstate = MethodState(config, x.size, x.dtype, backend)
-    problem = _problem(fun, jac, args, x, shape, backend, kind, opts)
+    if opts["in_place"] and not backend.host_memory:
+        raise ValueError("in_place=True runs on the CPU backend (on a GPU the two buffers stay)")
+
+    def solve(x, in_place: bool, spent=(0, 0)):
+        mstate = MethodState(config, x.size, x.dtype, backend)
+        problem = _problem(fun, jac, args, x, shape, backend, kind, opts)
+        problem.nfev, problem.njev = spent
+        driver = _choose_driver(problem, x, mstate, {**opts, "in_place": in_place}, callback)
+        end = "epochs" if opts["epochs"] is not None else "maxiter"
+        out = driver.run(problem, mstate, x, maxiter=_maxiter(opts, problem), gtol=opts["gtol"],
+                         callback=callback, history=opts["history"], trajectory=opts["trajectory"],
+                         every=opts["history_every"], end=end, check_every=opts["check_every"],
+                         in_place=in_place)
+        return problem, out
+
+    problem, out = solve(x, opts["in_place"])
+    rerun = out.reason == "diverged_in_place"
+    if rerun:
+        problem, out = solve(_start(x0, opts)[0], False, (problem.nfev, problem.njev))
     batches = problem.batches
-    maxiter = _maxiter(opts, problem)
-    end = "epochs" if opts["epochs"] is not None else "maxiter"
-    driver = _choose_driver(problem, x, mstate, opts, callback)
-    out = driver.run(problem, mstate, x, maxiter=maxiter, gtol=opts["gtol"], callback=callback,
-                     history=opts["history"], trajectory=opts["trajectory"], every=opts["history_every"],
-                     end=end, check_every=opts["check_every"])
     f = out.f if out.f is not None else problem.value(out.x)
     if not np.isfinite(f) and out.status != NAN:
         out.reason = "loss_at_end"  # every update was finite, but F is not: never a success
@@ -211,7 +248,7 @@ def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
     res = OptimizeResult(
         x=x_end, fun=f, jac=g_end, nit=out.nit,
         nfev=problem.nfev, njev=problem.njev, status=out.status,
-        success=out.status == 0, message=out.message)
+        success=out.status == 0, message=f"{out.message} {RERUN_NOTE}" if rerun else out.message)
     if out.losses is not None:
         res.history = {"loss": np.asarray(out.losses), "gnorm": np.asarray(out.gnorms),
                        "step": np.asarray(out.steps)}
@@ -281,7 +318,8 @@ def _choose_driver(problem: Problem, x, mstate: MethodState, opts: dict, callbac
     loop = compiled_batched if batched else compiled
     if why is None:
         try:
-            problem.compiled = loop.prepare(problem, mstate, x, _maxiter(opts, problem))
+            problem.compiled = loop.prepare(problem, mstate, x, _maxiter(opts, problem),
+                                            **({"in_place": True} if opts.get("in_place") else {}))
         except TypeError as e:
             why = str(e)
     if why is None:

@@ -34,8 +34,8 @@ from .outcome import END_REASONS, Outcome
 
 # How a call of the loop ended: an index into END_REASONS (the drivers' one vocabulary),
 # or one of the codes after it that the host turns into an exception or a resumed call.
-CONVERGED, MAXITER, DIVERGED, LOSS = (END_REASONS.index(r)
-                                      for r in ("converged", "maxiter", "diverged", "loss"))
+CONVERGED, MAXITER, DIVERGED, DIVERGED_IN_PLACE, LOSS = (
+    END_REASONS.index(r) for r in ("converged", "maxiter", "diverged", "diverged_in_place", "loss"))
 BAD_SHAPE, USER_ERROR, BAD_LR, BAD_GAMMA, PAUSED = range(len(END_REASONS), len(END_REASONS) + 5)
 BAD_SCHEDULE = PAUSED + 1  # + the row of the scheduled hyperparameter that left its interval
 
@@ -155,16 +155,20 @@ def _loop(fun, jac, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, g
             code = BAD_SCHEDULE + bad
             break
         COEF(p, t0 + k + 1, lr, gamma, gfactor, h)  # noqa: F821
-        n_big, n_bad = STEP(x, gf, S, h, gtol, spare)  # noqa: F821
+        n_big, n_bad = STEP(x, gf, S, h, gtol, spare)  # noqa: F821 - (in place: spare is x)
         if n_bad:
-            code = DIVERGED
+            code = DIVERGED_IN_PLACE if IN_PLACE and n_big else DIVERGED  # noqa: F821
             break
         if n_big == 0:
             code = CONVERGED
             break
         k += 1
-        x, spare = spare, x
-    return code, k, f, x, gf.copy(), nfev, njev, n_rec
+        if not IN_PLACE:  # noqa: F821
+            x, spare = spare, x
+    # the last gradient is copied only when the run ends: a copy per chunk cost a large x (whose chunks
+    # are one step each) a copy of g every step
+    g_end = gf.copy() if code != PAUSED else np.empty(0, dtype=x.dtype)
+    return code, k, f, x, g_end, nfev, njev, n_rec
 
 
 class _LRU(OrderedDict):
@@ -316,20 +320,21 @@ def _signature(fun, jac, xt, at, bt):
 _drivers_by_sigs = _LRU(64)
 
 
-def _driver(mstate, sigs, combined: bool, parallel: bool, mask):
+def _driver(mstate, sigs, combined: bool, parallel: bool, mask, in_place: bool = False):
     method = mstate.config.method
-    fast = (id(sigs), method.name, mstate.config.flags, combined, parallel, mstate.dtype.str, mask)
+    fast = (id(sigs), method.name, mstate.config.flags, combined, parallel, mstate.dtype.str, mask, in_place)
     with _cache_lock:
         hit = _drivers_by_sigs.get(fast)
     if hit is not None and hit[0] is sigs:  # (the entry holds sigs, so its id is not reused meanwhile)
         return hit[1]
     fsig, jsig, xt, at = sigs[:4]
-    key = (method.name, mstate.config.flags, combined, parallel, mstate.dtype, fsig, jsig, xt, at, mask)
+    key = (method.name, mstate.config.flags, combined, parallel, mstate.dtype, fsig, jsig, xt, at, mask,
+           in_place)
     with _cache_lock:
         drive = _drivers.get(key)
     if drive is None:
         try:
-            drive = _build_driver(mstate, sigs, combined, parallel, mask)
+            drive = _build_driver(mstate, sigs, combined, parallel, mask, in_place)
         except numba.core.errors.NumbaError as e:  # never a Numba traceback for the user
             raise TypeError(f"the compiled loop cannot be built for these functions and args: "
                             f"{str(e).splitlines()[0]}") from None
@@ -340,7 +345,7 @@ def _driver(mstate, sigs, combined: bool, parallel: bool, mask):
     return drive
 
 
-def _build_driver(mstate, sigs, combined: bool, parallel: bool, mask):
+def _build_driver(mstate, sigs, combined: bool, parallel: bool, mask, in_place: bool):
     fsig, jsig, xt, at = sigs[:4]
     dt = numba.from_dtype(mstate.dtype)
     flat = types.Array(dt, 1, "C")
@@ -354,13 +359,13 @@ def _build_driver(mstate, sigs, combined: bool, parallel: bool, mask):
         types.Array(types.int64, 2, "C"), types.intp, types.intp, f64, f64, ints, types.Array(dt, 2, "C"),
         types.Array(types.float64, 2, "C"), ints)
     method = mstate.config.method
-    step = mstate.kernels.variant(checked=True, parallel=parallel)
+    step = mstate.kernels.variant(checked=True, parallel=parallel, in_place=in_place)
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
     batch_tag = "b" + flag_tag(mask) if mask else "full"
     name = (f"drive_{method.rule.__name__}_{method.coefficients.__name__}_{flag_tag(mstate.config.flags)}_"
             f"{'fg' if combined else 'f_g'}_{'par' if parallel else 'ser'}_{'cast' if cast else 'g'}_"
-            f"{batch_tag}")
-    fn = bind(_loop, name, STEP=step, COEF=method.coefficients, CAST=cast,
+            f"{batch_tag}{'_inplace' if in_place else ''}")
+    fn = bind(_loop, name, STEP=step, COEF=method.coefficients, CAST=cast, IN_PLACE=in_place,
               EVAL=_eval_combined if combined else _eval_separate,
               BATCHED=mask is not None, DATA=mask if mask is not None else ())
     return jit(fn, signature=sig, nogil=True)
@@ -369,8 +374,8 @@ def _build_driver(mstate, sigs, combined: bool, parallel: bool, mask):
 MAX_ORDER_BYTES = 256 * 2 ** 20  # the row orders of all epochs are handed to the loop at once
 
 
-def prepare(problem, mstate, x, maxiter: int):
-    """(driver, signatures) for this problem, or a TypeError saying why not."""
+def prepare(problem, mstate, x, maxiter: int, in_place: bool = False):
+    """(driver, signatures, parallel) for this problem, or a TypeError saying why not."""
     b = problem.batches
     sample = None
     if b is not None:
@@ -380,7 +385,7 @@ def prepare(problem, mstate, x, maxiter: int):
     sigs = signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample)
     mask = b.mask if b is not None else None
     parallel = cpu.use_parallel(x.size, x.itemsize)
-    return _driver(mstate, sigs, problem.jac is True, parallel, mask), sigs, parallel
+    return _driver(mstate, sigs, problem.jac is True, parallel, mask, in_place), sigs, parallel
 
 
 # -- exceptions raised inside F and dF ----------------------------------------------
@@ -440,7 +445,8 @@ def _first_chunk(x, args) -> int:
 
 
 def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history: bool = False,
-        trajectory: bool = False, every: int = 1, end: str = "maxiter", check_every: int = 1) -> Outcome:
+        trajectory: bool = False, every: int = 1, end: str = "maxiter", check_every: int = 1,
+        in_place: bool = False) -> Outcome:
     """The compiled twin of python_loop.run (same arguments, same Outcome).
 
     Every step is checked whatever ``check_every`` says: on the CPU the stopping
@@ -449,7 +455,7 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
     may be huge) and Ctrl-C stops the run between chunks.
     """
     shape, b = problem.shape, problem.batches
-    drive, sigs, parallel = problem.compiled or prepare(problem, mstate, x, maxiter)
+    drive, sigs, parallel = problem.compiled or prepare(problem, mstate, x, maxiter, in_place)
     cfg = mstate.config
     lr_kind, lr_p = _schedule(cfg.values["lr"])
     gamma_kind, gamma_p = _schedule(cfg.values.get("gamma", 0.0))
@@ -459,7 +465,7 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
     gtol_x = x.dtype.type(gtol if gtol > 0 else -1.0)
     batch, per_epoch = (b.size, b.per_epoch) if b is not None else (0, 1)
     losses, gnorms, steps, xs = [], [], [], []
-    buffers = (x, np.empty_like(x))
+    buffers = (x, x) if in_place else (x, np.empty_like(x))
     k, chunk = 0, _first_chunk(x, problem.args)
     lock = cpu.parallel_lock() if parallel else contextlib.nullcontext()
     with _CatchUserErrors() as catch, lock:

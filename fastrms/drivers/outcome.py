@@ -17,6 +17,8 @@ MESSAGES = {
     "diverged_unchecked": (NAN, "NaN result encountered: the run diverged after iteration {k}, between "
                                 "two stopping tests (check_every > 1; lower lr?); x is iteration {k}, "
                                 "the last checked finite iterate."),
+    "diverged_in_place": (NAN, "NaN result encountered: the update became non-finite at iteration {k} "
+                               "(in_place: x is overwritten, and the front recomputes it)"),
     "loss_at_end": (NAN, "NaN result encountered: the objective is not finite at the final x "
                          "(iteration {k}), although every update was; check F."),
     "loss": (NAN, "NaN result encountered: the loss became non-finite at iteration {k} "

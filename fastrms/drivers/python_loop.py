@@ -19,7 +19,7 @@ from .problem import Problem
 
 def run(problem: Problem, mstate: MethodState, x: np.ndarray, *, maxiter: int, gtol: float,
         callback=None, history: bool = False, trajectory: bool = False, every: int = 1,
-        end: str = "maxiter", check_every: int = 1) -> Outcome:
+        end: str = "maxiter", check_every: int = 1, in_place: bool = False) -> Outcome:
     """Iterate from the flat array x (owned by the driver) until a stopping test fires.
 
     ``every``: record the loss every that many steps (and at the end); ``end``: the
@@ -27,12 +27,14 @@ def run(problem: Problem, mstate: MethodState, x: np.ndarray, *, maxiter: int, g
     ``check_every``: run the stopping tests (gtol, non-finite update) every that many
     steps, stepping in place in between (on a GPU each test is a host round trip);
     then a copy of the last checked finite iterate is kept, to return if the run
-    diverges between two tests.
+    diverges between two tests.  ``in_place``: one buffer, x_{k+1} written over x_k
+    (kernels/cpu.py's _step_checked_in_place); a run that diverges then ends with
+    reason 'diverged_in_place' and x_k lost, for the front to recompute.
     """
     gtol_k = x.dtype.type(gtol if gtol > 0 else -1.0)
     backend = mstate.backend
-    spare = backend.empty_like(x)
-    step_checked = backend.checked_stepper(mstate, x.size)
+    spare = x if in_place else backend.empty_like(x)
+    step_checked = backend.checked_stepper(mstate, x.size, in_place)
     step = backend.stepper(mstate, x.size)
     want_f = history or callback is not None
     out = Outcome(problem.shape, history, trajectory, backend)
@@ -69,14 +71,15 @@ def run(problem: Problem, mstate: MethodState, x: np.ndarray, *, maxiter: int, g
             mstate.t += 1
             k += 1
             continue
-        n_big, n_bad = step_checked(x, g, h, gtol_k, spare)
+        n_big, n_bad = step_checked(x, g, h, gtol_k, x if in_place else spare)
         if n_bad:
-            return finish(k, x, f, g, "diverged")
+            return finish(k, x, f, g, "diverged_in_place" if in_place and n_big else "diverged")
         if n_big == 0:
             return finish(k, x, f, g, "converged")
         mstate.t += 1
         k += 1
-        x, spare = spare, x
+        if not in_place:
+            x, spare = spare, x
         if kept is not None:
             backend.copy(x, kept)
             k_kept = k

@@ -54,7 +54,8 @@ class Backend(Protocol):
     # kernels
     def kernels(self, config) -> Any: ...
     def stepper(self, mstate, n: int): ...                          # (x, g, h) -> None, in place
-    def checked_stepper(self, mstate, n: int): ...                  # (x, g, h, gtol, out) -> (n_big, n_bad)
+    # (x, g, h, gtol, out) -> (n_big, n_bad); in_place: out is x
+    def checked_stepper(self, mstate, n: int, in_place: bool = False): ...
     # batched problems (mstate a BatchedState; B rows of x, one per problem)
     def rows_step(self, mstate, x: Any, g: Any, H, active) -> None: ...
     def rows_checked_stepper(self, mstate, n: int): ...  # (x, g, H, active, gtol, out, big, bad) -> None

@@ -68,6 +68,36 @@ def _step_checked(x, g, S, h, gtol, out):  # pragma: no cover - compiled
     return n_big, n_bad
 
 
+def _step_checked_in_place(x, g, S, h, gtol, out):  # pragma: no cover - compiled
+    """_step_checked writing x itself (out is unused; the signature is _step_checked's): minimize's
+    in_place mode, one buffer and the in-place kernel's memory traffic.
+
+    A scan for the first |g_i| > gtol comes first, and ends at once unless the run is nearly
+    converged.  Where there is none, the run has converged at x, which is left as it is (only the
+    non-finite count is taken).  Otherwise x_{k+1} overwrites x_k, so if n_bad > 0 as well, x_k
+    is lost: the driver reports that, and the front recomputes x_k (see _minimize._solve).
+    """
+    hh = to_fixed_tuple(h, NH)  # noqa: F821
+    first = 0
+    while first < x.size and not abs(g[first]) > gtol:  # (NaN is not > gtol, as in _step_checked)
+        first += 1
+    if first == x.size:
+        n_bad = 0
+        for i in prange(x.size):
+            xi = RULE(x[i], g[i], S, i, hh, FLAGS)  # noqa: F821
+            n_bad += not (xi - xi == 0)
+        return 0, n_bad
+    # n_big is not counted in the writing pass, which must stay at the in-place step's cost: the
+    # scan found a large |g_i|, and the drivers only compare n_big with 0.  (A float sum of
+    # xi − xi would be cheaper still, but without reassociation it does not vectorize.)
+    n_bad = 0
+    for i in prange(x.size):
+        xi = RULE(x[i], g[i], S, i, hh, FLAGS)  # noqa: F821
+        x[i] = xi
+        n_bad += not (xi - xi == 0)
+    return 1, n_bad
+
+
 def row_tuple(H, b, nh):
     """(H[b, 0], …, H[b, nh − 1]) as a tuple; compiled only, see _row_tuple_typed."""
 
@@ -192,7 +222,7 @@ def _compile(template, rule, flags: tuple, nh: int, parallel: bool, cache: bool 
 
 
 class CpuKernels:
-    """The four compiled kernels of one (rule, flags) pair, compiled on first use."""
+    """The kernels of one (rule, flags) pair, each template serial and parallel, compiled on first use."""
 
     def __init__(self, rule, flags: tuple, nh: int):
         self.rule, self.flags, self.nh = rule, tuple(bool(f) for f in flags), nh
@@ -218,9 +248,9 @@ class CpuKernels:
         """In-place kernel ``(x, g, S, h) -> None`` suited to n elements of itemsize bytes."""
         return self._callable(_step, n, itemsize)
 
-    def step_checked(self, n: int, itemsize: int = 8):
-        """Checked kernel ``(x, g, S, h, gtol, out) -> (n_big, n_bad)``."""
-        return self._callable(_step_checked, n, itemsize)
+    def step_checked(self, n: int, itemsize: int = 8, in_place: bool = False):
+        """Checked kernel ``(x, g, S, h, gtol, out) -> (n_big, n_bad)`` (in_place: x is the output)."""
+        return self._callable(_step_checked_in_place if in_place else _step_checked, n, itemsize)
 
     # The rows kernels run serially: on this machine their prange variant (over problems) ran
     # 1.2 to 2x slower than the serial one at every size measured, 8 to 10,000 elements per
@@ -239,11 +269,13 @@ class CpuKernels:
         """Many-arrays kernel ``(xs, gs, offsets, pieces, chunks, S, h) -> None`` for n elements in all."""
         return self._callable(_step_arrays, n, itemsize)
 
-    def variant(self, checked: bool, parallel: bool, batched: bool = False):
+    def variant(self, checked: bool, parallel: bool, batched: bool = False, in_place: bool = False):
         """A specific variant as a Numba dispatcher (the compiled driver and the benchmarks name it;
         a caller from Python that picks a parallel one holds ``parallel_lock()``)."""
         if batched:
             return self._get(_step_rows_checked if checked else _step_rows, parallel)
+        if checked and in_place:
+            return self._get(_step_checked_in_place, parallel)
         return self._get(_step_checked if checked else _step, parallel)
 
 
@@ -450,9 +482,9 @@ class CpuBackend:
         else:
             mstate.kernels.rows(x.size, x.itemsize)(x, g, mstate.S, H, active)
 
-    def checked_stepper(self, mstate, n):
+    def checked_stepper(self, mstate, n, in_place: bool = False):
         """step_checked with the kernel for n elements looked up once (the loop calls it every step)."""
-        kernel, S = mstate.kernels.step_checked(n, mstate.dtype.itemsize), mstate.S
+        kernel, S = mstate.kernels.step_checked(n, mstate.dtype.itemsize, in_place), mstate.S
         return lambda x, g, h, gtol, out: kernel(x, g, S, h, gtol, out)
 
 

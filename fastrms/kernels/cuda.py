@@ -594,8 +594,10 @@ class CudaBackend:
         S = mstate.S
         return lambda x, g, h: launch(x, g, S, tuple(h))
 
-    def checked_stepper(self, mstate, n):
+    def checked_stepper(self, mstate, n, in_place: bool = False):
         """``(x, g, h, gtol, out) -> (any |g_i| > gtol, any out_i non-finite)`` for n elements."""
+        if in_place:  # (the front refuses it first, with a message)
+            raise NotImplementedError("in_place runs on the CPU backend")
         kernel = mstate.kernels.launch(_step_checked, *launch_config(n, mstate.dtype.itemsize), mstate.dtype)
         # the stop flags and stamps belong to this run: concurrent runs never see each other's
         stop = self.cuda.to_device(np.zeros(2, np.int64))
