@@ -143,8 +143,8 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
     ``jac=True`` means F returns (f, g).  F and dF receive x in x0's shape and
     dtype, plus ``*args``.  ``options`` holds the driver options (``maxiter``
     1000, ``gtol`` 1e-5 on max|g|, ``disp``, ``history``, ``trajectory``,
-    ``preset``, ``dtype``, ``driver``, ``backend``) and the method's
-    hyperparameters (``lr``, ``gamma``, ``eps`` ... see ``fastrms.methods``).
+    ``preset``, ``dtype``, ``driver``, ``backend``, ``in_place`` ...) and the
+    method's hyperparameters (``lr``, ``gamma``, ``eps`` ... see ``fastrms.methods``).
 
     Returns scipy's OptimizeResult: x (x0's shape), fun, jac, nit, nfev, njev,
     status (0 converged, 1 maxiter, 3 non-finite, 99 callback), success,
