@@ -122,7 +122,7 @@ def _loop(fun, jac, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, g
             steps[n_rec] = k
             n_rec += 1
         if xs.shape[0]:
-            xs[k - k0] = x
+            cpu.copy_range(x, xs[k - k0], 0, x.size)
         if f_now and not math.isfinite(f):
             code = LOSS
             break

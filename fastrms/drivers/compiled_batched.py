@@ -116,7 +116,7 @@ def _loop_rows(fun, jac, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, l
                     elif end_is_maxiter and gtol > 0 and gmax <= gtol:
                         reasons[b] = CONVERGED
                     nit[b] = k
-                    g_end[b * n:(b + 1) * n] = gf[b * n:(b + 1) * n]
+                    cpu.copy_range(gf, g_end, b * n, (b + 1) * n)
             break
         t = t0 + k
         if clip_norm < math.inf:
@@ -165,8 +165,8 @@ def _loop_rows(fun, jac, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, l
                     nit[b] = k
                     active[b] = False
                     # both buffers keep x_k, so swapping them never moves this problem again
-                    spare[b * n:(b + 1) * n] = x[b * n:(b + 1) * n]
-                    g_end[b * n:(b + 1) * n] = gf[b * n:(b + 1) * n]
+                    cpu.copy_range(x, spare, b * n, (b + 1) * n)
+                    cpu.copy_range(gf, g_end, b * n, (b + 1) * n)
                 else:
                     running += 1
         if running == 0:

@@ -327,6 +327,15 @@ def row_counts(g, out, gtol, big, bad):  # pragma: no cover - compiled
 
 
 @jit(nogil=True)
+def copy_range(src, dst, start, stop):  # pragma: no cover - compiled
+    """dst[start:stop] ← src[start:stop].  The compiled drivers copy with this loop: Numba builds the
+    error message of an array-to-slice assignment with compiled str() and f-strings, which cost the
+    first compile of a driver in each process about 5 s."""
+    for i in range(start, stop):
+        dst[i] = src[i]
+
+
+@jit(nogil=True)
 def row_norms(a, out):  # pragma: no cover - compiled
     """out[b] ← (max |a_b,i|, ‖a_b‖₂) for each row b of a (B, n), as max_abs and norm2 per row."""
     for b in range(a.shape[0]):
