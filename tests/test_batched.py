@@ -115,7 +115,9 @@ def dF_jit(X, A, y):
     G = np.empty_like(X)
     for b in range(X.shape[0]):
         r = A[b] @ X[b] - y[b]
-        G[b] = A[b].T @ r / A.shape[1]
+        gb = A[b].T @ r / A.shape[1]
+        for i in range(gb.size):  # (G[b] = gb would compile Numba's shape-mismatch message: seconds)
+            G[b, i] = gb[i]
     return G
 
 

@@ -9,8 +9,15 @@ import fastrms
 from fastrms import experiments as ex
 from fastrms.datasets import airfoil
 
-da = pytest.importorskip("dask.array", reason="needs dask: pip install 'fastrms[dask]'")
-distributed = pytest.importorskip("distributed")
+da = distributed = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _dask():
+    # imported when this file's first test runs, not at collection: every xdist worker collects every file
+    global da, distributed
+    da = pytest.importorskip("dask.array", reason="needs dask: pip install 'fastrms[dask]'")
+    distributed = pytest.importorskip("distributed")
 
 OPTS = {"lr": 0.01, "gamma": 0.9, "maxiter": 30, "gtol": 0}
 

@@ -68,8 +68,9 @@ def same(r_c, r_p):
         np.testing.assert_array_equal(r_c.trajectory, r_p.trajectory)
 
 
-@pytest.mark.parametrize("name", list(ex.AX_RUNS))
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+# float32 for the richest run only: each (method, dtype) is a compiled loop of its own (seconds of the suite)
+@pytest.mark.parametrize("name,dtype", [(name, np.float64) for name in ex.AX_RUNS]
+                         + [("rmsprop+momentum", np.float32)])
 def test_compiled_equals_python_loop_on_ax_identity(name, dtype):
     method, opts = ex.AX_RUNS[name]
     r_c, r_p = both(F, dF, np.zeros((5, 5), dtype), args=(ex.A_SEED.astype(dtype),), method=method,
@@ -168,12 +169,16 @@ def test_compiled_code_is_cached_across_processes(tmp_path):
         print(json.dumps({"hits": sum(d.stats.cache_hits.values()),
                           "misses": sum(d.stats.cache_misses.values()), "x": res.x.tolist()}))
     ''')
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"),
-           "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    # fastrms's own cache location: a fresh NUMBA_CACHE_DIR would make the first process compile all of
+    # fastrms (seconds of the suite); the driver may then already be on disk from an earlier test or
+    # run (the driver is keyed by argument types, not by the user's functions), so the first process
+    # compiles it or loads it, and the second must load it
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    env.pop("NUMBA_CACHE_DIR", None)
     runs = [json.loads(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                                       text=True, check=True, cwd=tmp_path).stdout.splitlines()[-1])
             for _ in range(2)]
-    assert runs[0]["misses"] == 1 and runs[0]["hits"] == 0
+    assert runs[0]["misses"] + runs[0]["hits"] == 1
     assert runs[1]["hits"] == 1 and runs[1]["misses"] == 0
     assert runs[0]["x"] == runs[1]["x"]
 

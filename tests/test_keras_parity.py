@@ -15,12 +15,20 @@ import pytest
 
 import fastrms
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
-jax = pytest.importorskip("jax", reason="keras parity tests run Keras on its jax backend")
-jax.config.update("jax_enable_x64", True)
-keras = pytest.importorskip("keras", reason="keras parity tests need keras (pip install keras jax)")
-if keras.backend.backend() != "jax":
-    pytest.skip(f"keras was imported with the {keras.backend.backend()} backend", allow_module_level=True)
+jax = keras = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _keras():
+    # imported when this file's first test runs, not at collection: every xdist worker collects every file,
+    # and these imports cost seconds each
+    global jax, keras
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    jax = pytest.importorskip("jax", reason="keras parity tests run Keras on its jax backend")
+    jax.config.update("jax_enable_x64", True)
+    keras = pytest.importorskip("keras", reason="keras parity tests need keras (pip install keras jax)")
+    if keras.backend.backend() != "jax":
+        pytest.skip(f"keras was imported with the {keras.backend.backend()} backend")
 
 CLASSES = {"SGD": "Momentum", "RMSprop": "RMSProp", "Adam": "Adam", "AdamW": "AdamW", "Adagrad": "Adagrad",
            "Adadelta": "Adadelta", "Lion": "Lion"}
@@ -57,11 +65,14 @@ def _id(case):
     return name + "-" + ("-".join(f"{k}{v}" for k, v in h.items()) or "defaults")
 
 
-class InverseTime(keras.optimizers.schedules.LearningRateSchedule):
+def inverse_time():
     """A float64 schedule of Keras's step counter (Keras's built-in ones compute in float32)."""
 
-    def __call__(self, step):
-        return 0.05 / (1.0 + 0.3 * step)
+    class InverseTime(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            return 0.05 / (1.0 + 0.3 * step)
+
+    return InverseTime()
 
 
 def _run_both(name, hyper, lr, rng, steps=12, n=6):
@@ -88,7 +99,7 @@ def test_matches_keras_step_by_step(case, rng):
 def test_matches_keras_with_learning_rate_callables(name, rng):
     # Keras calls a plain callable with no arguments and a LearningRateSchedule with its step counter
     hyper = {"SGD": {"momentum": 0.9}, "RMSprop": {"momentum": 0.9}}.get(name, {})
-    _run_both(name, hyper, InverseTime(), rng)
+    _run_both(name, hyper, inverse_time(), rng)
     state = {"lr": 0.02}
     _run_both(name, hyper, lambda: state["lr"], rng)
 
@@ -100,7 +111,6 @@ def test_global_clipnorm_and_clipnorm_are_exclusive_as_in_keras():
 
 # -- Keras's own golden-value tests, replayed through the keras preset -------------------------------
 
-GOLDEN_DIR = pathlib.Path(keras.__file__).parent / "src" / "optimizers"
 
 
 class _Replay(ast.NodeVisitor):
@@ -152,7 +162,7 @@ class _Shim:
 
 
 def _golden_body(cls):
-    path = GOLDEN_DIR / f"{cls.lower()}_test.py"
+    path = pathlib.Path(keras.__file__).parent / "src" / "optimizers" / f"{cls.lower()}_test.py"
     if not path.exists():
         pytest.skip(f"this keras wheel does not ship {path.name}")
     for node in ast.walk(ast.parse(path.read_text())):

@@ -11,10 +11,18 @@ import pytest
 
 import fastrms
 
-optax = pytest.importorskip("optax", reason="optax parity tests need optax (pip install optax)")
-jax = pytest.importorskip("jax")
-jax.config.update("jax_enable_x64", True)
-jnp = jax.numpy
+optax = jax = jnp = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _optax():
+    # imported when this file's first test runs, not at collection: every xdist worker collects every file,
+    # and these imports cost seconds each
+    global optax, jax, jnp
+    optax = pytest.importorskip("optax", reason="optax parity tests need optax (pip install optax)")
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jnp = jax.numpy
 
 
 def _grid(**axes):

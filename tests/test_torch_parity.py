@@ -5,7 +5,15 @@ import pytest
 
 import fastrms
 
-torch = pytest.importorskip("torch", reason="torch parity tests need torch (pip install torch==2.13.0)")
+torch = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _torch():
+    # imported when this file's first test runs, not at collection: every xdist worker collects every file,
+    # and these imports cost seconds each
+    global torch
+    torch = pytest.importorskip("torch", reason="torch parity tests need torch (pip install torch==2.13.0)")
 
 TORCH_CASES = [
     ("RMSprop", "rmsprop", {}),
