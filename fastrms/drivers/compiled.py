@@ -163,8 +163,7 @@ def _loop(fun, jac, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, g
             code = CONVERGED
             break
         k += 1
-        if not IN_PLACE:  # noqa: F821
-            x, spare = spare, x
+        x, spare = spare, x  # (in place both are x)
     # the last gradient is copied only when the run ends: a copy per chunk cost a large x (whose chunks
     # are one step each) a copy of g every step
     g_end = gf.copy() if code != PAUSED else np.empty(0, dtype=x.dtype)

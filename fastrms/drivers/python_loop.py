@@ -71,15 +71,14 @@ def run(problem: Problem, mstate: MethodState, x: np.ndarray, *, maxiter: int, g
             mstate.t += 1
             k += 1
             continue
-        n_big, n_bad = step_checked(x, g, h, gtol_k, x if in_place else spare)
+        n_big, n_bad = step_checked(x, g, h, gtol_k, spare)  # (in place: spare is x)
         if n_bad:
             return finish(k, x, f, g, "diverged_in_place" if in_place and n_big else "diverged")
         if n_big == 0:
             return finish(k, x, f, g, "converged")
         mstate.t += 1
         k += 1
-        if not in_place:
-            x, spare = spare, x
+        x, spare = spare, x
         if kept is not None:
             backend.copy(x, kept)
             k_kept = k
