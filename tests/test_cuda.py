@@ -115,6 +115,8 @@ def test_device_errors():
         fastrms.minimize(_F, _dF, cuda.to_device(np.zeros(2)), options={"backend": "cpu"})
     with pytest.raises(TypeError, match="float32 or float64"):
         fastrms.RMSProp(cuda.to_device(np.zeros(3, np.int64)))
+    with pytest.raises(ValueError, match="in_place=True runs on the CPU backend"):
+        fastrms.minimize(_F, _dF, cuda.to_device(np.zeros(2)), options={"in_place": True})
 
 
 def test_a_gradient_seen_before_is_checked_against_each_stepper():

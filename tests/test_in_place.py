@@ -95,13 +95,42 @@ def test_in_place_with_mini_batches_repeats_the_same_batches(monkeypatch):
     assert unseeded.x.tobytes() == checked.x.tobytes() and RERUN_NOTE in unseeded.message
 
 
-@pytest.mark.parametrize("options, callback, words", [
-    ({"check_every": 2}, None, "check_every"),
-    ({"batched": True}, None, "batched"),
-    ({}, lambda res: None, "callback"),
+@pytest.mark.parametrize("options, callback, error, words", [
+    ({"check_every": 2}, None, ValueError, "check_every"),
+    ({"batched": True}, None, ValueError, "batched"),
+    ({}, lambda res: None, ValueError, "callback"),
+    ({"in_place": "yes"}, None, TypeError, "in_place must be True or False"),
 ])
-def test_in_place_refuses_what_it_cannot_keep(options, callback, words):
+def test_in_place_refuses_what_it_cannot_keep(options, callback, error, words):
     x0 = np.zeros((2, 3))
-    with pytest.raises(ValueError, match=words):
+    with pytest.raises(error, match=words):
         fastrms.minimize(lambda x: np.sum(x * x, axis=-1), lambda x: 2 * x, x0, callback=callback,
                          options={"in_place": True, **options})
+
+
+@njit(cache=True)
+def dF_raising(X, A):  # the type signature of FUNCTIONS["compiled"]: the same compiled in-place loop
+    if X[0, 0] > 0.01:
+        raise ValueError("boom: X[0, 0] passed 0.01")
+    return A.T @ (A @ X - np.eye(A.shape[0]))
+
+
+@pytest.mark.parametrize("driver", ["python", "compiled"])
+def test_an_exception_in_the_gradient_reaches_the_user(driver):
+    f = FUNCTIONS[driver][0]
+    with pytest.raises(ValueError, match=r"boom: X\[0, 0\] passed 0.01"):
+        fastrms.minimize(f, dF_raising, np.zeros((N, N)), args=(A,), method="gd",
+                         options={"lr": 0.004, "maxiter": 5000, "driver": driver, "in_place": True})
+
+
+@pytest.mark.parametrize("driver", ["python", "compiled"])
+def test_in_place_runs_from_threads_agree_with_serial_runs(driver, threads_agree):
+    f, df = FUNCTIONS[driver]
+
+    def solve(case):  # converged, maxiter, and a diverged run that is repeated
+        lr, gtol, maxiter = CASES[case]
+        return fastrms.minimize(f, df, np.zeros((N, N)), args=(A,), method="gd",
+                                options={"lr": lr, "gtol": gtol, "maxiter": maxiter, "driver": driver,
+                                         "in_place": True}).x
+
+    threads_agree(solve, list(CASES))
