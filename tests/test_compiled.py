@@ -89,6 +89,16 @@ def test_compiled_fun_returning_f_and_g():
     same(r_c, r_p)
 
 
+@pytest.mark.parametrize("every", [2, 3])
+def test_a_run_ending_between_recorded_losses_reports_its_final_loss(every):
+    # converges at k = 11, between two recorded losses: fun is F at the final x, never a stale NaN
+    r_c, r_p = both(quad, dquad, np.zeros(3), args=(np.ones(3), 1.0), method="gd",
+                    options={"lr": 0.25, "gtol": 1e-3, "history": True, "history_every": every})
+    same(r_c, r_p)
+    assert r_c.success and r_c.nit == 11 and r_c.nit % every
+    assert r_c.fun == quad(r_c.x, np.ones(3), 1.0) and r_c.nfev == 11 // every + 2
+
+
 @pytest.mark.parametrize("method,opts", [
     ("adam", {"amsgrad": True, "lr": schedules.cosine(0.1, 100, warmup=5)}),
     ("rmsprop", {"gamma": schedules.step(0.9, 0.95, 10), "bias_correction": False, "clip_norm": 0.5}),

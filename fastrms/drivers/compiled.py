@@ -1,11 +1,12 @@
 """The compiled driver: the whole loop in nopython mode, for Numba-jitted F and dF.
 
-The loop below is compiled with an explicit signature whose function
-parameters are ``numba.types.FunctionType``: one compilation per argument-type
-signature (x's dtype and ndim, the types of ``args``), cached on disk, and any
-user function of that signature runs through it.  Passing dispatchers as plain
-arguments would instead recompile the driver for every new user function and
-never hit the disk cache (a dispatcher's type name carries its address).
+The loop below is compiled once per function-type signature (x's dtype and
+ndim, the types of ``args``, what F and dF return), cached on disk, and any
+user function of that signature runs through it: F and dF arrive as the
+addresses of their compiled code (see function_at).  Passing dispatchers as
+arguments would recompile the driver for every new user function and never
+hit the disk cache (a dispatcher's type name carries its address); passing
+them as first-class function objects costs about 8 µs a function a call.
 
 Globals are frozen into jitted code when it compiles: data must reach F and dF
 through ``args``, never through module globals.
@@ -14,6 +15,7 @@ through ``args``, never through module globals.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import sys
 import threading
@@ -23,8 +25,9 @@ from collections import OrderedDict
 import numba
 import numpy as np
 from numba import types
+from numba.core import cgutils
 from numba.core.registry import CPUDispatcher
-from numba.extending import overload, register_jitable
+from numba.extending import intrinsic, overload, register_jitable
 
 from .. import _checks as ck
 from ..kernels import cpu
@@ -40,6 +43,28 @@ BAD_SHAPE, USER_ERROR, BAD_LR, BAD_GAMMA, PAUSED = range(len(END_REASONS), len(E
 BAD_SCHEDULE = PAUSED + 1  # + the row of the scheduled hyperparameter that left its interval
 
 
+@intrinsic
+def function_at(typingctx, ftype, address):
+    """The first-class function of type ``ftype`` whose C wrapper is at ``address``.
+
+    Numba calls a first-class function through its C wrapper unless it also has the
+    entry point of Numba's own calling convention (jit_addr, left null here): the
+    wrapper hands an exception raised in the function to sys.unraisablehook and
+    returns zeros, where propagating it would leak every array the loop holds.
+    """
+    fnty = ftype.instance_type
+
+    def codegen(context, builder, sig, args):
+        voidptr = context.get_value_type(types.voidptr)
+        fn = cgutils.create_struct_proxy(fnty)(context, builder)
+        fn.c_addr = builder.inttoptr(args[1], voidptr)
+        fn.py_addr = voidptr(None)
+        fn.jit_addr = voidptr(None)
+        return fn._getvalue()
+
+    return fnty(ftype, address), codegen
+
+
 @register_jitable
 def _eval_separate(fun, jac, x, args, batch_args, want_f):
     g = jac(x, *batch_args)
@@ -52,6 +77,16 @@ def _eval_separate(fun, jac, x, args, batch_args, want_f):
 def _eval_combined(fun, jac, x, args, batch_args, want_f):
     f, g = fun(x, *args)
     return float(f), g, 1
+
+
+@register_jitable
+def _value_separate(fun, x, args):
+    return float(fun(x, *args))
+
+
+@register_jitable
+def _value_combined(fun, x, args):
+    return float(fun(x, *args)[0])
 
 
 def _take(args, rows, mask):
@@ -75,23 +110,29 @@ def _take_typed(args, rows, mask):
     return take_impl(mask, "[rows]")
 
 
-def _loop(fun, jac, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, gamma_p, clip_norm,
+def _loop(fns, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, gamma_p, clip_norm,
           t0, k0, k_stop, maxiter, gtol, want_f, every, order, batch, per_epoch, losses, gnorms, steps,
           xs, sched, err):  # pragma: no cover - compiled
     """Same steps and stopping tests as drivers/python_loop.py, without leaving nopython mode.
 
     Runs iterations k0 … k_stop − 1 and returns PAUSED at k_stop, so the host can
     look at signals (Ctrl-C) and grow the history between calls; x is x_k there.
-    err[0] is set by the host's unraisable hook when F or dF raised.  Each row of sched
-    is a scheduled packed hyperparameter: [index in p, schedule kind, lo, hi, lo open,
+    fns holds the addresses of F and dF (see function_at); err[0] is set by the host's
+    unraisable hook when F or dF raised.  Each row of sched is a
+    scheduled packed hyperparameter: [index in p, schedule kind, lo, hi, lo open,
     hi open, the schedule's 5 parameters]; its value goes into p every step.
+    Where the run ends, f is F at the x returned.
     """
+    fun = function_at(F_TYPE, fns[0])  # noqa: F821 - bound per driver
+    jac = function_at(G_TYPE, fns[1])  # noqa: F821
+    xv, sv = x.reshape(shape), spare.reshape(shape)  # the user's shape, made once, swapped with x
     k = k0
     nfev = 0
     njev = 0
     n_rec = 0
     code = MAXITER
     f = np.nan
+    fresh = False  # f is F at x
     gf = np.empty(0, dtype=x.dtype)
     while True:
         if k == k_stop and k < maxiter:
@@ -101,11 +142,12 @@ def _loop(fun, jac, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, g
         if BATCHED:  # noqa: F821 - bound per driver
             epoch, j = divmod(k, per_epoch)
             rows = order[epoch, j * batch:(j + 1) * batch]
-            f, g, nf = EVAL(fun, jac, x.reshape(shape), args, _take(args, rows, DATA), f_now)  # noqa: F821
+            f, g, nf = EVAL(fun, jac, xv, args, _take(args, rows, DATA), f_now)  # noqa: F821
         else:
-            f, g, nf = EVAL(fun, jac, x.reshape(shape), args, args, f_now)  # noqa: F821
+            f, g, nf = EVAL(fun, jac, xv, args, args, f_now)  # noqa: F821
         nfev += nf
         njev += 1
+        fresh = nf == 1
         if err[0]:  # F or dF raised: what it returned is garbage
             code = USER_ERROR
             break
@@ -128,33 +170,34 @@ def _loop(fun, jac, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, g
             break
         if k == maxiter:
             break
-        gfactor = 1.0
-        if clip_norm < math.inf:
-            gfactor = clip_norm / max(cpu.norm2(gf), clip_norm)
-        lr = schedule_value(lr_kind, lr_p, t0 + k)
-        gamma = schedule_value(gamma_kind, gamma_p, t0 + k)
-        if not (lr >= 0.0 and lr < math.inf):
-            code = BAD_LR
-            f = lr
-            break
-        if not (gamma >= 0.0 and gamma <= 1.0):
-            code = BAD_GAMMA
-            f = gamma
-            break
-        bad = -1
-        for r in range(sched.shape[0]):
-            v = schedule_value(int(sched[r, 1]), sched[r, 6:], t0 + k)
-            above = v > sched[r, 2] if sched[r, 4] != 0.0 else v >= sched[r, 2]
-            below = v < sched[r, 3] if sched[r, 5] != 0.0 else v <= sched[r, 3]
-            if not (above and below):
-                bad = r
-                f = v
+        if VARIES or k == k0:  # noqa: F821 - constant coefficients are computed once a call
+            gfactor = 1.0
+            if clip_norm < math.inf:
+                gfactor = clip_norm / max(cpu.norm2(gf), clip_norm)
+            lr = schedule_value(lr_kind, lr_p, t0 + k)
+            gamma = schedule_value(gamma_kind, gamma_p, t0 + k)
+            if not (lr >= 0.0 and lr < math.inf):
+                code = BAD_LR
+                f = lr
                 break
-            p[int(sched[r, 0])] = v
-        if bad >= 0:
-            code = BAD_SCHEDULE + bad
-            break
-        COEF(p, t0 + k + 1, lr, gamma, gfactor, h)  # noqa: F821
+            if not (gamma >= 0.0 and gamma <= 1.0):
+                code = BAD_GAMMA
+                f = gamma
+                break
+            bad = -1
+            for r in range(sched.shape[0]):
+                v = schedule_value(int(sched[r, 1]), sched[r, 6:], t0 + k)
+                above = v > sched[r, 2] if sched[r, 4] != 0.0 else v >= sched[r, 2]
+                below = v < sched[r, 3] if sched[r, 5] != 0.0 else v <= sched[r, 3]
+                if not (above and below):
+                    bad = r
+                    f = v
+                    break
+                p[int(sched[r, 0])] = v
+            if bad >= 0:
+                code = BAD_SCHEDULE + bad
+                break
+            COEF(p, t0 + k + 1, lr, gamma, gfactor, h)  # noqa: F821
         n_big, n_bad = STEP(x, gf, S, h, gtol, spare)  # noqa: F821 - (in place: spare is x)
         if n_bad:
             code = DIVERGED_IN_PLACE if IN_PLACE and n_big else DIVERGED  # noqa: F821
@@ -164,6 +207,12 @@ def _loop(fun, jac, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, g
             break
         k += 1
         x, spare = spare, x  # (in place both are x)
+        xv, sv = sv, xv
+    if not fresh and (code == CONVERGED or code == MAXITER or code == DIVERGED):
+        f = VALUE(fun, xv, args)  # noqa: F821
+        nfev += 1
+        if err[0]:
+            code = USER_ERROR
     # the last gradient is copied only when the run ends: a copy per chunk cost a large x (whose chunks
     # are one step each) a copy of g every step
     g_end = gf.copy() if code != PAUSED else np.empty(0, dtype=x.dtype)
@@ -235,33 +284,14 @@ def _function_type(dispatcher, argtypes, what):
     raise TypeError(f"{what}: no compiled signature for {argtypes}")
 
 
-class _Address:
-    """A jitted function as a first-class function whose address and type are resolved once.
-
-    Numba would otherwise look the address up, and build the FunctionType, again
-    on every driver call (tens of microseconds for two functions).  This follows
-    Numba's WrapperAddressProtocol; ``_numba_type_`` makes typing it a lookup.
-    """
-
-    def __init__(self, dispatcher, sig):
-        from numba.experimental.function_type import _get_wrapper_address
-
-        self.dispatcher, self.sig = dispatcher, sig
-        self.address = _get_wrapper_address(dispatcher, sig)
-        self._numba_type_ = types.FunctionType(sig)
-
-    def __wrapper_address__(self):
-        return self.address
-
-    def signature(self):
-        return self.sig
-
-
-def _first_class(dispatcher, sig):
+def _address(dispatcher, sig) -> int:
+    """The address of the C wrapper of ``dispatcher``'s code for ``sig`` (Numba's own lookup for a
+    dispatcher passed as a first-class function), or a TypeError."""
     try:
-        return _Address(dispatcher, sig)
-    except (ImportError, AttributeError, TypeError):  # private Numba API moved: let Numba convert
-        return dispatcher
+        cres = dispatcher.get_compile_result(sig)
+        return cres.library.get_pointer_to_function(cres.fndesc.llvm_cfunc_wrapper_name)
+    except AttributeError as e:  # Numba's internals moved: the Python loop runs it instead
+        raise TypeError(f"this Numba does not expose compiled addresses ({e})") from None
 
 
 def _fingerprint(a):
@@ -311,7 +341,10 @@ def _signature(fun, jac, xt, at, bt):
     if not (isinstance(gtype, types.Array) and isinstance(gtype.dtype, (types.Float, types.Integer))
             and gtype.ndim == xt.ndim):
         raise TypeError(f"dF must return a real array of x's ndim ({xt.ndim}-d), returns {gtype}")
-    return fsig, jsig, xt, at, _first_class(fun, fsig), _first_class(jac if jac is not True else fun, jsig)
+    fns = np.array([_address(fun, fsig), _address(fun if jac is True else jac, jsig)], np.int64)
+    fns.flags.writeable = False
+    # (the entry holds fun and jac: their code stays alive as long as these addresses are handed out)
+    return fsig, jsig, xt, at, fns
 
 
 # the same lookup by the identity of a signatures tuple (signature_for hands out the cached one):
@@ -321,14 +354,15 @@ _drivers_by_sigs = _LRU(64)
 
 def _driver(mstate, sigs, combined: bool, parallel: bool, mask, in_place: bool = False):
     method = mstate.config.method
-    fast = (id(sigs), method.name, mstate.config.flags, combined, parallel, mstate.dtype.str, mask, in_place)
+    fast = (id(sigs), method.name, mstate.config.flags, mstate.config.varies, combined, parallel,
+            mstate.dtype.str, mask, in_place)
     with _cache_lock:
         hit = _drivers_by_sigs.get(fast)
     if hit is not None and hit[0] is sigs:  # (the entry holds sigs, so its id is not reused meanwhile)
         return hit[1]
     fsig, jsig, xt, at = sigs[:4]
-    key = (method.name, mstate.config.flags, combined, parallel, mstate.dtype, fsig, jsig, xt, at, mask,
-           in_place)
+    key = (method.name, mstate.config.flags, mstate.config.varies, combined, parallel, mstate.dtype, fsig,
+           jsig, xt, at, mask, in_place)
     with _cache_lock:
         drive = _drivers.get(key)
     if drive is None:
@@ -344,6 +378,16 @@ def _driver(mstate, sigs, combined: bool, parallel: bool, mask, in_place: bool =
     return drive
 
 
+# the addresses of F's and dF's code (their C wrappers)
+ADDRESSES = types.Array(types.int64, 1, "C", readonly=True)
+
+
+def function_types_tag(fsig, jsig) -> str:
+    """A short name for F's and dF's signatures: the argument types do not decide what F and dF
+    return, and each pair of function types is a driver (and a cache file) of its own."""
+    return hashlib.sha1(f"{fsig}|{jsig}".encode()).hexdigest()[:8]
+
+
 def _build_driver(mstate, sigs, combined: bool, parallel: bool, mask, in_place: bool):
     fsig, jsig, xt, at = sigs[:4]
     dt = numba.from_dtype(mstate.dtype)
@@ -352,20 +396,24 @@ def _build_driver(mstate, sigs, combined: bool, parallel: bool, mask, in_place: 
     ints = types.Array(types.int64, 1, "C")
     sig = types.Tuple((types.intp, types.intp, types.float64, flat, flat, types.intp, types.intp,
                        types.intp))(
-        types.FunctionType(fsig), types.FunctionType(jsig), flat, flat, types.UniTuple(types.intp, xt.ndim),
+        ADDRESSES, flat, flat, types.UniTuple(types.intp, xt.ndim),
         at, types.Array(dt, 2, "C"), f64, flat, types.intp, f64, types.intp, f64, types.float64,
         types.intp, types.intp, types.intp, types.intp, dt, types.boolean, types.intp,
         types.Array(types.int64, 2, "C"), types.intp, types.intp, f64, f64, ints, types.Array(dt, 2, "C"),
-        types.Array(types.float64, 2, "C"), ints)
+        types.Array(types.float64, 2, "C"), types.Array(types.int64, 1, "C"))
     method = mstate.config.method
     step = mstate.kernels.variant(checked=True, parallel=parallel, in_place=in_place)
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
     batch_tag = "b" + flag_tag(mask) if mask else "full"
+    varies = mstate.config.varies
     name = (f"drive_{method.rule.__name__}_{method.coefficients.__name__}_{flag_tag(mstate.config.flags)}_"
+            f"{'v' if varies else 'c'}_"
             f"{'fg' if combined else 'f_g'}_{'par' if parallel else 'ser'}_{'cast' if cast else 'g'}_"
-            f"{batch_tag}{'_inplace' if in_place else ''}")
-    fn = bind(_loop, name, STEP=step, COEF=method.coefficients, CAST=cast, IN_PLACE=in_place,
+            f"{batch_tag}{'_inplace' if in_place else ''}_{function_types_tag(fsig, jsig)}")
+    fn = bind(_loop, name, STEP=step, COEF=method.coefficients, CAST=cast, IN_PLACE=in_place, VARIES=varies,
               EVAL=_eval_combined if combined else _eval_separate,
+              VALUE=_value_combined if combined else _value_separate,
+              F_TYPE=types.FunctionType(fsig), G_TYPE=types.FunctionType(jsig),
               BATCHED=mask is not None, DATA=mask if mask is not None else ())
     return jit(fn, signature=sig, nogil=True)
 
@@ -439,8 +487,42 @@ MAX_FIRST_CHUNK = 4096
 
 
 def _first_chunk(x, args) -> int:
-    work = x.size + sum(a.size for a in args if isinstance(a, np.ndarray))
+    work = x.size
+    for a in args:
+        if isinstance(a, np.ndarray):
+            work += a.size
     return max(1, min(MAX_FIRST_CHUNK, FIRST_CHUNK_WORK // max(work, 1)))
+
+
+def other(buffers, x):
+    """The one of two buffers that x is not (the second, in place, where both are x).  A compiled
+    function returning one of its array arguments hands back that very object; the address
+    comparison is there for a Numba that would box a new one."""
+    a, b = buffers
+    if x is a:
+        return b
+    if x is b:
+        return a
+    return b if a.ctypes.data == x.ctypes.data else a
+
+
+# (config, its schedules as the loop reads them) by the config's id: configs are cached and never
+# mutated (presets.configure), and the entry holds its config, so the id is not reused meanwhile
+_constants = _LRU(64)
+
+
+def _loop_constants(cfg):
+    """(lr kind, lr params, γ kind, γ params, scheduled rows) of a config, made once."""
+    with _cache_lock:
+        hit = _constants.get(id(cfg))
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    sched = np.array([[i, s.code, *interval.as_row(), *s.params] for i, _, s, interval in cfg.scheduled],
+                     dtype=np.float64).reshape(-1, 11)
+    made = (*_schedule(cfg.values["lr"]), *_schedule(cfg.values.get("gamma", 0.0)), sched)
+    with _cache_lock:
+        _constants.put(id(cfg), (cfg, made))
+    return made
 
 
 def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history: bool = False,
@@ -456,11 +538,8 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
     shape, b = problem.shape, problem.batches
     drive, sigs, parallel = problem.compiled or prepare(problem, mstate, x, maxiter, in_place)
     cfg = mstate.config
-    lr_kind, lr_p = _schedule(cfg.values["lr"])
-    gamma_kind, gamma_p = _schedule(cfg.values.get("gamma", 0.0))
-    sched = np.array([[i, s.code, *interval.as_row(), *s.params] for i, _, s, interval in cfg.scheduled],
-                     dtype=np.float64).reshape(-1, 11)
-    order = (b.orders(maxiter) if b is not None else np.zeros((1, 1), np.int64)).astype(np.int64)
+    lr_kind, lr_p, gamma_kind, gamma_p, sched = _loop_constants(cfg)
+    order = b.orders(maxiter).astype(np.int64) if b is not None else _NO_ORDER
     gtol_x = x.dtype.type(gtol if gtol > 0 else -1.0)
     batch, per_epoch = (b.size, b.per_epoch) if b is not None else (0, 1)
     losses, gnorms, steps, xs = [], [], [], []
@@ -473,10 +552,10 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
             n = k_stop - k + 1
             rec = (np.empty(n), np.empty(n), np.empty(n, np.int64)) if history else _NO_HISTORY
             xs_k = np.empty((n if trajectory else 0, x.size), x.dtype)
-            spare = buffers[1] if buffers[0].ctypes.data == x.ctypes.data else buffers[0]
+            spare = other(buffers, x)
             began = time.perf_counter()
             code, k_end, f, x, g, nfev, njev, n_rec = drive(
-                sigs[4], sigs[5], x, spare, shape, problem.args, mstate.S, mstate.p, mstate.h,
+                sigs[4], x, spare, shape, problem.args, mstate.S, mstate.p, mstate.h,
                 lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], mstate.t, k, k_stop, maxiter,
                 gtol_x, history, every, order, batch, per_epoch, *rec, xs_k, sched, catch.err)
             took = time.perf_counter() - began
@@ -504,8 +583,7 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
     if trajectory:
         out.xs = list(np.concatenate(xs).reshape((-1, *shape)))
     reason = end if code == MAXITER else END_REASONS[code]
-    f_end = f if (history or (problem.jac is True and b is None)) else None
-    return out.finish(k, x, f_end, g, reason, gtol)
+    return out.finish(k, x, f if code != DIVERGED_IN_PLACE else None, g, reason, gtol)
 
 
 def raise_for(code: int, catch, shape, cfg, value: float, t: int) -> None:
@@ -524,3 +602,4 @@ def raise_for(code: int, catch, shape, cfg, value: float, t: int) -> None:
 
 
 _NO_HISTORY = (np.empty(0), np.empty(0), np.empty(0, np.int64))
+_NO_ORDER = np.zeros((1, 1), np.int64)  # (read only by the loop)

@@ -1,7 +1,7 @@
 """The compiled driver for B independent problems: batched_loop.py's steps without leaving nopython mode.
 
-Built like compiled.py's loop (explicit signature with first-class F and dF, cached on disk,
-resumable chunks, exceptions from F and dF re-raised on the host) and from the same kernels:
+Built like compiled.py's loop (explicit signature, F and dF by the addresses of their code, cached
+on disk, resumable chunks, exceptions from F and dF re-raised on the host) and from the same kernels:
 the rows kernel of the method's rule, and the method's coefficient function filled per row.
 Only dF is called inside the loop; the host evaluates F (B losses) once at the end.
 """
@@ -34,6 +34,8 @@ from .compiled import (
     MAXITER,
     PAUSED,
     USER_ERROR,
+    function_at,
+    function_types_tag,
 )
 from .outcome import END_REASONS
 
@@ -67,7 +69,7 @@ def _take_rows_typed(args, rows, mask):
     return compiled.take_impl(mask, "[:, rows]")
 
 
-def _loop_rows(fun, jac, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kind, lr_p, gamma_kind,
+def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kind, lr_p, gamma_kind,
                gamma_p, clip_norm, t0, k0, k_stop, maxiter, gtol, end_is_maxiter, order, batch, per_epoch,
                sched, active, nit, reasons, big, bad, err):  # pragma: no cover - compiled
     """Iterations k0 … k_stop − 1 of B problems; returns PAUSED at k_stop (x is x_k there).
@@ -75,6 +77,9 @@ def _loop_rows(fun, jac, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, l
     reasons[b] and nit[b] record where problem b stopped (an index into END_REASONS);
     lr_kind / gamma_kind < 0: LR / GAMMA hold per-problem values, else a shared schedule.
     """
+    fun = function_at(F_TYPE, fns[0])  # noqa: F821 - bound per driver
+    jac = function_at(G_TYPE, fns[1])  # noqa: F821
+    xv, sv = x.reshape(shape), spare.reshape(shape)  # the user's shape, made once, swapped with x
     B = H.shape[0]
     n = x.size // B
     all_running = True
@@ -92,9 +97,9 @@ def _loop_rows(fun, jac, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, l
         if BATCHED:  # noqa: F821 - bound per driver
             epoch, j = divmod(k, per_epoch)
             rows = order[epoch, j * batch:(j + 1) * batch]
-            g = GRADIENT(fun, jac, x.reshape(shape), _take_rows(args, rows, DATA))  # noqa: F821
+            g = GRADIENT(fun, jac, xv, _take_rows(args, rows, DATA))  # noqa: F821
         else:
-            g = GRADIENT(fun, jac, x.reshape(shape), args)  # noqa: F821
+            g = GRADIENT(fun, jac, xv, args)  # noqa: F821
         njev += 1
         if err[0]:
             code = USER_ERROR
@@ -153,6 +158,7 @@ def _loop_rows(fun, jac, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, l
             if n_bad == 0 and n_big == x.size:  # no problem stopped
                 k += 1
                 x, spare = spare, x
+                xv, sv = sv, xv
                 continue
             cpu.row_counts(gf, spare, gtol, big, bad)
         else:
@@ -175,6 +181,7 @@ def _loop_rows(fun, jac, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, l
         all_running = running == B
         k += 1
         x, spare = spare, x
+        xv, sv = sv, xv
     return code, k, bad_value, x, njev
 
 
@@ -189,7 +196,7 @@ def _build(bstate, sigs, combined: bool, parallel: bool, mask):
     f64_2 = types.Array(types.float64, 2, "C")
     ip = types.intp
     sig = types.Tuple((ip, ip, types.float64, flat, ip))(
-        types.FunctionType(fsig), types.FunctionType(jsig), flat, flat, flat, types.UniTuple(ip, xt.ndim), at,
+        compiled.ADDRESSES, flat, flat, flat, types.UniTuple(ip, xt.ndim), at,
         types.Array(dt, 2, "C"), f64_2, types.Array(dt, 2, "C"), f64, f64, f64, ip, f64, ip, f64,
         types.float64, ip, ip, ip, ip, dt, types.boolean, types.Array(types.int64, 2, "C"), ip, ip, f64_2,
         types.Array(types.boolean, 1, "C"), types.Array(ip, 1, "C"), types.Array(ip, 1, "C"),
@@ -200,12 +207,13 @@ def _build(bstate, sigs, combined: bool, parallel: bool, mask):
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
     name = (f"drive_rows_{method.rule.__name__}_{flag_tag(bstate.config.flags)}_"
             f"{'v' if bstate._varies else 'c'}{'u' if bstate.uniform else 'r'}_{'fg' if combined else 'f_g'}_"
-            f"{'par' if parallel else 'ser'}_"
-            f"{'cast' if cast else 'g'}_{'b' + flag_tag(mask) if mask else 'full'}")
+            f"{'par' if parallel else 'ser'}_{'cast' if cast else 'g'}_"
+            f"{'b' + flag_tag(mask) if mask else 'full'}_{function_types_tag(fsig, jsig)}")
     fill = bstate._fill
     fn = bind(_loop_rows, name, STEP=step, FILL=fill, CAST=cast, VARIES=bstate._varies, FLAT=flat,
               UNIFORM=bstate.uniform,
               GRADIENT=_gradient_combined if combined else _gradient_separate,
+              F_TYPE=types.FunctionType(fsig), G_TYPE=types.FunctionType(jsig),
               BATCHED=mask is not None, DATA=mask if mask is not None else ())
     return jit(fn, signature=sig, nogil=True)
 
@@ -274,10 +282,10 @@ def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str
     with compiled._CatchUserErrors() as catch, lock:
         while True:
             k_stop = min(maxiter, k + chunk)
-            spare = buffers[1] if buffers[0].ctypes.data == x.ctypes.data else buffers[0]
+            spare = compiled.other(buffers, x)
             began = time.perf_counter()
             code, k_end, bad_value, x, njev = drive(
-                sigs[4], sigs[5], x, spare, g_end, shape, problem.args, bstate.S, bstate.P, bstate.H, LR,
+                sigs[4], x, spare, g_end, shape, problem.args, bstate.S, bstate.P, bstate.H, LR,
                 GAMMA, bstate.GF, lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], bstate.t, k,
                 k_stop, maxiter, gtol_x, end == "maxiter", order, batch, per_epoch, sched, active, nit,
                 reasons, big, bad, catch.err)
