@@ -301,6 +301,10 @@ def test_compiled_runs_in_chunks_equal_one_run(monkeypatch):
                                options={"driver": "compiled", "maxiter": 500, "history": True,
                                         "trajectory": True, "history_every": 7})
     assert chunked.x.tobytes() == whole.x.tobytes() and chunked.nit == whole.nit
+    # F at the final x (evaluated after the loop when nit is no multiple of 7) and every count agree
+    k = whole.nit
+    assert k % 7 and (chunked.fun, chunked.nfev, chunked.njev) == (whole.fun, whole.nfev, whole.njev) == (
+        quad(whole.x, np.ones(3)), k // 7 + 2, k + 1)
     for k in ("loss", "gnorm", "step"):
         np.testing.assert_array_equal(chunked.history[k], whole.history[k])
     np.testing.assert_array_equal(chunked.trajectory, whole.trajectory)
