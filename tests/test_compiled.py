@@ -89,6 +89,20 @@ def test_compiled_fun_returning_f_and_g():
     same(r_c, r_p)
 
 
+@njit(cache=True)
+def quad_and_grad(x, c, w):
+    return quad(x, c, w), dquad(x, c, w)
+
+
+def test_history_every_holds_when_the_loss_comes_with_every_gradient():
+    # jac=True: F comes with every gradient, and the history is still taken every 3rd step
+    r_c, r_p = both(quad_and_grad, True, np.zeros(3), args=(np.ones(3), 1.0), method="gd",
+                    options={"lr": 0.25, "gtol": 1e-3, "history": True, "history_every": 3})
+    same(r_c, r_p)
+    np.testing.assert_array_equal(r_p.history["step"], [0, 3, 6, 9])
+    assert r_p.nit == 11 and r_p.fun == quad(r_p.x, np.ones(3), 1.0)
+
+
 @pytest.mark.parametrize("every", [2, 3])
 def test_a_run_ending_between_recorded_losses_reports_its_final_loss(every):
     # converges at k = 11, between two recorded losses: fun is F at the final x, never a stale NaN
