@@ -141,6 +141,20 @@ def test_compiled_loop_equals_python_loop_and_separate_calls(lr, rng):
     _assert_same_as_separate(py, "rmsprop", X0, (A, y), options, (F_jit, dF_jit))
 
 
+@pytest.mark.parametrize("method,options", [("rmsprop", {"momentum": 0.9}), ("gd", {"clip_norm": 0.5})])
+def test_compiled_minibatches_equal_the_python_loop(method, options, rng):
+    # dF must see each mini-batch in the same layout in both loops (rows cut along axis 1 by NumPy
+    # indexing are not C-contiguous; Numba's are), or its matrix products round differently
+    A, y = _least_squares(rng)
+    X0 = rng.normal(size=(B, N))
+    options = {**options, "batched": True, "lr": np.geomspace(1e-3, 0.3, B), "batch_size": M, "epochs": 3,
+               "seed": 3}  # (every row each step, in a new order: the layouts then differed)
+    py, co = (fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method=method,
+                               options={**options, "driver": d}) for d in ("python", "compiled"))
+    for key in ("x", "jac", "nit", "status", "fun"):
+        np.testing.assert_array_equal(py[key], co[key], err_msg=key)
+
+
 def test_stepper_over_rows_equals_separate_steppers(rng):
     X = rng.normal(size=(5, 3, 2))
     grads = [rng.normal(size=X.shape) for _ in range(6)]

@@ -231,6 +231,7 @@ def test_compiled_minibatches_equal_the_python_loop(opts):
     from fastrms.datasets import airfoil
 
     X, y = airfoil()
+    X = np.asfortranarray(X)  # batches are C-contiguous in both loops, whatever the data's layout
     x0 = np.zeros(6, np.float32)
     r_c, r_p = both(lin_loss, lin_grad, x0, args=(X, y), options={"lr": 0.01, **opts})
     same(r_c, r_p)

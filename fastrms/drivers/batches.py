@@ -56,6 +56,7 @@ class Batches:
     def __call__(self, k: int) -> tuple:
         epoch, j = divmod(k, self.per_epoch)
         rows = self.order(epoch)[j * self.size:(j + 1) * self.size]
-        if self.axis:
-            return tuple(a[:, rows] if i in self.data else a for i, a in enumerate(self.args))
+        if self.axis:  # (a[:, rows] is not C-contiguous: the compiled loop's batches are, and dF must
+            # see the same layout in both loops to round the same)
+            return tuple(np.take(a, rows, axis=1) if i in self.data else a for i, a in enumerate(self.args))
         return tuple(a[rows] if i in self.data else a for i, a in enumerate(self.args))

@@ -421,6 +421,15 @@ def _build_driver(mstate, sigs, combined: bool, parallel: bool, mask, in_place: 
 MAX_ORDER_BYTES = 256 * 2 ** 20  # the row orders of all epochs are handed to the loop at once
 
 
+def batch_sample(b) -> tuple:
+    """args with each data array replaced by an empty one of the type of its mini-batches, to type
+    dF with: rows taken by an index array make a new C-contiguous array, in NumPy (the Python
+    loop) and in Numba (this loop) alike, whatever the layout of the data.  (A slice of the data
+    would type dF for the data's layout: for batched problems' data, cut along axis 1, a
+    non-contiguous one, whose matrix products round differently from the Python loop's.)"""
+    return tuple(np.empty((0,) * a.ndim, a.dtype) if i in b.data else a for i, a in enumerate(b.args))
+
+
 def prepare(problem, mstate, x, maxiter: int, in_place: bool = False):
     """(driver, signatures, parallel) for this problem, or a TypeError saying why not."""
     b = problem.batches
@@ -428,7 +437,7 @@ def prepare(problem, mstate, x, maxiter: int, in_place: bool = False):
     if b is not None:
         if (maxiter // b.per_epoch + 1) * b.N * 8 > MAX_ORDER_BYTES:
             raise TypeError("the epochs' row orders are too large to hand to the compiled loop")
-        sample = tuple(a[:b.size] if i in b.data else a for i, a in enumerate(b.args))
+        sample = batch_sample(b)
     sigs = signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample)
     mask = b.mask if b is not None else None
     parallel = cpu.use_parallel(x.size, x.itemsize)

@@ -225,7 +225,7 @@ def prepare(problem, bstate: BatchedState, x, maxiter: int):
     if b is not None:
         if (maxiter // b.per_epoch + 1) * b.N * 8 > compiled.MAX_ORDER_BYTES:
             raise TypeError("the epochs' row orders are too large to hand to the compiled loop")
-        sample = tuple(a[:, :b.size] if i in b.data else a for i, a in enumerate(b.args))
+        sample = compiled.batch_sample(b)
     sigs = compiled.signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample)
     mask = b.mask if b is not None else None
     # the rows kernels run serially (see kernels/cpu.py); the flat one for uniform batches as one
