@@ -115,6 +115,26 @@ def dF_raising(X, A):  # the type signature of FUNCTIONS["compiled"]: the same c
     return A.T @ (A @ X - np.eye(A.shape[0]))
 
 
+def test_a_gradient_that_keeps_x_in_place():
+    # dF keeps every x it is given: the loop moves to a fresh buffer each time, and in place that
+    # buffer must then be the one stepped (it went on stepping the kept one, a step behind)
+    kept = []
+
+    def dF_keeping(X, A):
+        kept.append(X)
+        return dF(X, A)
+
+    runs = {}
+    for in_place in (False, True):
+        kept.clear()
+        opts = {"lr": 0.004, "maxiter": 20, "gtol": 0, "in_place": in_place}
+        runs[in_place] = fastrms.minimize(F, dF_keeping, np.zeros((N, N)), args=(A,), method="gd",
+                                          options=opts)
+        assert len({k.tobytes() for k in kept}) == 21  # 21 different iterates, each left as dF saw it
+    assert runs[True].x.tobytes() == runs[False].x.tobytes()
+    assert runs[True].fun == runs[False].fun and runs[True].nit == runs[False].nit == 20
+
+
 @pytest.mark.parametrize("driver", ["python", "compiled"])
 def test_an_exception_in_the_gradient_reaches_the_user(driver):
     f = FUNCTIONS[driver][0]

@@ -55,6 +55,8 @@ def run(problem: Problem, mstate: MethodState, x: np.ndarray, *, maxiter: int, g
         f, g = problem.evaluate(x, f_now, k)
         if problem.retained:  # F or dF kept x: leave that buffer to them, never write it again
             x, problem.retained = backend.copy(x), False
+            if in_place:  # one buffer: the copy is it from now on
+                spare = x
         out.record(k, x, f if f_now else None, g)  # (jac=True gives f every step; history_every holds)
         if f_now and not math.isfinite(f):
             return finish(k, x, f, g, "loss")
