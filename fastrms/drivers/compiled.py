@@ -118,9 +118,8 @@ def _loop(fns, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, gamma_
     Runs iterations k0 … k_stop − 1 and returns PAUSED at k_stop, so the host can
     look at signals (Ctrl-C) and grow the history between calls; x is x_k there.
     fns holds the addresses of F and dF (see function_at); err[0] is set by the host's
-    unraisable hook when F or dF raised.  Each row of sched is a
-    scheduled packed hyperparameter: [index in p, schedule kind, lo, hi, lo open,
-    hi open, the schedule's 5 parameters]; its value goes into p every step.
+    unraisable hook when F or dF raised.  Each row of sched is a scheduled packed
+    hyperparameter (methods.Config.schedule_rows); its value goes into p every step.
     Where the run ends, f is F at the x returned.
     """
     fun = function_at(F_TYPE, fns[0])  # noqa: F821 - bound per driver
@@ -515,25 +514,6 @@ def other(buffers, x):
     return b if a.ctypes.data == x.ctypes.data else a
 
 
-# (config, its schedules as the loop reads them) by the config's id: configs are cached and never
-# mutated (presets.configure), and the entry holds its config, so the id is not reused meanwhile
-_constants = _LRU(64)
-
-
-def _loop_constants(cfg):
-    """(lr kind, lr params, γ kind, γ params, scheduled rows) of a config, made once."""
-    with _cache_lock:
-        hit = _constants.get(id(cfg))
-    if hit is not None and hit[0] is cfg:
-        return hit[1]
-    sched = np.array([[i, s.code, *interval.as_row(), *s.params] for i, _, s, interval in cfg.scheduled],
-                     dtype=np.float64).reshape(-1, 11)
-    made = (*_schedule(cfg.values["lr"]), *_schedule(cfg.values.get("gamma", 0.0)), sched)
-    with _cache_lock:
-        _constants.put(id(cfg), (cfg, made))
-    return made
-
-
 def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history: bool = False,
         trajectory: bool = False, every: int = 1, end: str = "maxiter", check_every: int = 1,
         in_place: bool = False) -> Outcome:
@@ -547,8 +527,9 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
     shape, b = problem.shape, problem.batches
     drive, sigs, parallel = problem.compiled or prepare(problem, mstate, x, maxiter, in_place)
     cfg = mstate.config
-    lr_kind, lr_p, gamma_kind, gamma_p, sched = _loop_constants(cfg)
-    order = b.orders(maxiter).astype(np.int64) if b is not None else _NO_ORDER
+    lr_kind, lr_p = _schedule(cfg.values["lr"])
+    gamma_kind, gamma_p = _schedule(cfg.values.get("gamma", 0.0))
+    order = b.orders(maxiter).astype(np.int64) if b is not None else NO_ORDER
     gtol_x = x.dtype.type(gtol if gtol > 0 else -1.0)
     batch, per_epoch = (b.size, b.per_epoch) if b is not None else (0, 1)
     losses, gnorms, steps, xs = [], [], [], []
@@ -566,7 +547,7 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
             code, k_end, f, x, g, nfev, njev, n_rec = drive(
                 sigs[4], x, spare, shape, problem.args, mstate.S, mstate.p, mstate.h,
                 lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], mstate.t, k, k_stop, maxiter,
-                gtol_x, history, every, order, batch, per_epoch, *rec, xs_k, sched, catch.err)
+                gtol_x, history, every, order, batch, per_epoch, *rec, xs_k, cfg.schedule_rows, catch.err)
             took = time.perf_counter() - began
             problem.nfev += nfev
             problem.njev += njev
@@ -611,4 +592,4 @@ def raise_for(code: int, catch, shape, cfg, value: float, t: int) -> None:
 
 
 _NO_HISTORY = (np.empty(0), np.empty(0), np.empty(0, np.int64))
-_NO_ORDER = np.zeros((1, 1), np.int64)  # (read only by the loop)
+NO_ORDER = np.zeros((1, 1), np.int64)  # the row orders without mini-batches (read only by the loops)

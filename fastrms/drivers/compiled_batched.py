@@ -265,9 +265,7 @@ def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str
     cfg = bstate.config
     lr_kind, lr_p, LR = _lr_gamma(bstate, "lr")
     gamma_kind, gamma_p, GAMMA = _lr_gamma(bstate, "gamma")
-    sched = np.array([[i, s.code, *interval.as_row(), *s.params] for i, _, s, interval in cfg.scheduled],
-                     dtype=np.float64).reshape(-1, 11)
-    order = (b.orders(maxiter) if b is not None else np.zeros((1, 1), np.int64)).astype(np.int64)
+    order = b.orders(maxiter).astype(np.int64) if b is not None else compiled.NO_ORDER
     gtol_x = x.dtype.type(gtol if gtol > 0 else -1.0)
     batch, per_epoch = (b.size, b.per_epoch) if b is not None else (0, 1)
     active = np.ones(B, dtype=np.bool_)
@@ -287,8 +285,8 @@ def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str
             code, k_end, bad_value, x, njev = drive(
                 sigs[4], x, spare, g_end, shape, problem.args, bstate.S, bstate.P, bstate.H, LR,
                 GAMMA, bstate.GF, lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], bstate.t, k,
-                k_stop, maxiter, gtol_x, end == "maxiter", order, batch, per_epoch, sched, active, nit,
-                reasons, big, bad, catch.err)
+                k_stop, maxiter, gtol_x, end == "maxiter", order, batch, per_epoch, cfg.schedule_rows, active,
+                nit, reasons, big, bad, catch.err)
             took = time.perf_counter() - began
             problem.njev += njev
             done, k = k_end - k, k_end

@@ -295,6 +295,13 @@ class Config:
                      for n, i in self.method.schedulable.items() if callable(self.values[n]))
 
     @cached_property
+    def schedule_rows(self) -> np.ndarray:
+        """``scheduled`` as the compiled loops read it (and never write), a row each: [index in p,
+        schedule kind, lo, hi, lo open, hi open, the schedule's 5 parameters]."""
+        return np.array([[i, s.code, *interval.as_row(), *s.params] for i, _, s, interval in self.scheduled],
+                        dtype=np.float64).reshape(-1, 11)
+
+    @cached_property
     def _structure(self) -> dict:
         """The values that decide the state rows, flags and packing: a scheduled one counts as
         present (inf), so a scheduled μ has its buffer even where the schedule passes 0."""
