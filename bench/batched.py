@@ -133,6 +133,9 @@ def _jax(A, y, X0, reps):
     import jax
     import optax
 
+    # the table says CPU: on a GPU machine jax would run there, and take 75% of its memory
+    # up front (which starved the GPU tables of a full ``--gpu`` run)
+    jax.config.update("jax_platforms", "cpu")
     jax.config.update("jax_enable_x64", True)
     jnp = jax.numpy
     opt = optax.rmsprop(LR, decay=GAMMA, eps=EPS, momentum=MU)

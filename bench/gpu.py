@@ -84,9 +84,26 @@ def run(sizes=(100_000, 1_000_000, 10_000_000, 100_000_000, 200_000_000)):
                 rows.append(row)
                 print(f"  {name} {row['dtype']} n={n:>11,} {variant:17} {t_fused * 1e3:8.3f} ms "
                       f"{row['fused_GBps']:7.1f} GB/s  (copy {row['copy_GBps']:7.1f} GB/s)", flush=True)
-            x = g = s = y = opt = None  # free the device memory before the next size
-            cupy.get_default_memory_pool().free_all_blocks()
+            x = g = s = y = opt = p = topt = None  # free the device memory before the next size
+            _release(cupy, torch)
     return {"kernels": rows, "host": host_overhead(cupy, torch), "solve": solve_ax(cupy)}
+
+
+def _release(cupy, torch):
+    """Hand every freed block back to the device: CuPy's pool, numba-cuda's deferred
+    deallocations and torch's caching allocator each keep what they freed, and a 200M-element
+    float64 row needs ~13 GB at once (a full ``--gpu`` run once ran out of memory there)."""
+    import gc
+
+    from numba import cuda
+
+    gc.collect()
+    cuda.current_context().deallocations.clear()
+    cupy.get_default_memory_pool().free_all_blocks()
+    if torch is not None:
+        torch.cuda.empty_cache()
+    free, total = cuda.current_context().get_memory_info()
+    print(f"  device memory free after the size: {free / 2**30:.1f} of {total / 2**30:.1f} GiB", flush=True)
 
 
 def host_overhead(cupy, torch, sizes=(1_000, 100_000), steps=2000, rounds=5):
