@@ -255,6 +255,10 @@ def test_corrupt_cache_files_are_recompiled(tmp_path):
 
 def test_ctrl_c_stops_a_long_compiled_loop():
     code = textwrap.dedent("""
+        import signal
+        # Python's Ctrl-C handler, as in a terminal: a job started in the background by a
+        # non-interactive shell inherits SIGINT ignored (POSIX), and so would this child
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         import numpy as np, fastrms
         from numba import njit
         # the types of this file's quad and dquad: the compiled loop comes from the disk cache
@@ -268,6 +272,8 @@ def test_ctrl_c_stops_a_long_compiled_loop():
         c = np.full(3, 2.0)
         fastrms.minimize(f, df, np.ones(3), args=(c,), method="gd", options={**opts, "maxiter": 10})
         print("ready", flush=True)
+        import faulthandler
+        faulthandler.dump_traceback_later(45)  # where it is, should Ctrl-C not stop it
         fastrms.minimize(f, df, np.ones(3), args=(c,), method="gd", options={**opts, "maxiter": 10**15})
         print("finished", flush=True)
     """)
@@ -279,6 +285,10 @@ def test_ctrl_c_stops_a_long_compiled_loop():
         time.sleep(1.0)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)  # 1e15 steps would take years
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("Ctrl-C did not stop the compiled loop within 60 s; the child's stderr:\n"
+                    + proc.communicate()[1][-6000:])
     finally:
         proc.kill()
     assert "KeyboardInterrupt" in err and "finished" not in out
