@@ -69,6 +69,14 @@ class Schedule:
         return _NAMES[self.kind]
 
 
+def kind_and_params(value) -> tuple[int, np.ndarray]:
+    """(kind, params) of a Schedule or a constant, as schedule_value reads them (a constant is a
+    kind of its own that schedule_value returns unchanged)."""
+    if isinstance(value, Schedule):
+        return value.code, np.asarray(value.params, np.float64)
+    return 0, np.array([float(value), 0.0, 0.0, 1.0, 0.0])
+
+
 def _make(kind, value, warmup, a=0.0, b=1.0, c=0.0) -> Schedule:
     value, warmup = float(value), float(warmup)
     if not value > 0:

@@ -246,13 +246,6 @@ _drivers = _LRU(32)
 _cache_lock = threading.Lock()
 
 
-def _schedule(value):
-    """(kind, params) of a float or a Schedule, for schedule_value."""
-    if isinstance(value, Schedule):
-        return value.code, np.asarray(value.params, np.float64)
-    return 0, np.array([float(value), 0.0, 0.0, 1.0, 0.0])
-
-
 def is_jitted(f) -> bool:
     return isinstance(f, CPUDispatcher)
 
@@ -527,8 +520,7 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
     shape, b = problem.shape, problem.batches
     drive, sigs, parallel = problem.compiled or prepare(problem, mstate, x, maxiter, in_place)
     cfg = mstate.config
-    lr_kind, lr_p = _schedule(cfg.values["lr"])
-    gamma_kind, gamma_p = _schedule(cfg.values.get("gamma", 0.0))
+    lr_kind, lr_p, gamma_kind, gamma_p = cfg.lr_gamma_schedules
     order = b.orders(maxiter).astype(np.int64) if b is not None else NO_ORDER
     gtol_x = x.dtype.type(gtol if gtol > 0 else -1.0)
     batch, per_epoch = (b.size, b.per_epoch) if b is not None else (0, 1)

@@ -20,7 +20,7 @@ from numba.extending import overload, register_jitable
 from ..kernels import cpu
 from ..kernels._jit import bind, flag_tag, jit
 from ..method_state import BatchedState
-from ..schedules import Schedule, schedule_value
+from ..schedules import Schedule, kind_and_params, schedule_value
 from . import compiled
 from .batched_loop import BatchOutcome
 from .compiled import (
@@ -254,7 +254,7 @@ def _lr_gamma(bstate: BatchedState, name: str):
     value = bstate.config.values.get(name, 0.0)
     if not isinstance(value, Schedule):
         return -1, np.zeros(5), np.full(bstate.B, float(value))
-    kind, p = compiled._schedule(value)
+    kind, p = kind_and_params(value)
     return kind, p, np.zeros(bstate.B)
 
 

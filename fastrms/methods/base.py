@@ -25,7 +25,7 @@ import numpy as np
 from numba.extending import overload, register_jitable
 
 from .. import _checks as ck
-from ..schedules import as_schedule
+from ..schedules import as_schedule, kind_and_params
 
 # h[0 … 4], common to every rule:
 #   LR      step multiplier η_t (1 when η lives inside the momentum buffer)
@@ -300,6 +300,12 @@ class Config:
         schedule kind, lo, hi, lo open, hi open, the schedule's 5 parameters]."""
         return np.array([[i, s.code, *interval.as_row(), *s.params] for i, _, s, interval in self.scheduled],
                         dtype=np.float64).reshape(-1, 11)
+
+    @cached_property
+    def lr_gamma_schedules(self) -> tuple:
+        """(lr kind, lr params, γ kind, γ params) as the compiled loop reads them (kind_and_params);
+        γ is 0 for a method without one."""
+        return (*kind_and_params(self.values["lr"]), *kind_and_params(self.values.get("gamma", 0.0)))
 
     @cached_property
     def _structure(self) -> dict:
