@@ -112,7 +112,7 @@ def _take_typed(args, rows, mask):
 
 def _loop(fns, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, gamma_p, clip_norm,
           t0, k0, k_stop, maxiter, gtol, want_f, every, order, batch, per_epoch, losses, gnorms, steps,
-          xs, sched, err):  # pragma: no cover - compiled
+          xs, sched, err, par):  # pragma: no cover - compiled
     """Same steps and stopping tests as drivers/python_loop.py, without leaving nopython mode.
 
     Runs iterations k0 … k_stop − 1 and returns PAUSED at k_stop, so the host can
@@ -120,7 +120,8 @@ def _loop(fns, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, gamma_
     fns holds the addresses of F and dF (see function_at); err[0] is set by the host's
     unraisable hook when F or dF raised.  Each row of sched is a scheduled packed
     hyperparameter (methods.Config.schedule_rows); its value goes into p every step.
-    Where the run ends, f is F at the x returned.
+    Where the run ends, f is F at the x returned.  par: step with STEP_PAR rather than STEP
+    (the parallel and serial kernels of a racing driver; the same kernel otherwise).
     """
     fun = function_at(F_TYPE, fns[0])  # noqa: F821 - bound per driver
     jac = function_at(G_TYPE, fns[1])  # noqa: F821
@@ -197,7 +198,10 @@ def _loop(fns, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, gamma_
                 code = BAD_SCHEDULE + bad
                 break
             COEF(p, t0 + k + 1, lr, gamma, gfactor, h)  # noqa: F821
-        n_big, n_bad = STEP(x, gf, S, h, gtol, spare)  # noqa: F821 - (in place: spare is x)
+        if par:  # (in place: spare is x)
+            n_big, n_bad = STEP_PAR(x, gf, S, h, gtol, spare)  # noqa: F821
+        else:
+            n_big, n_bad = STEP(x, gf, S, h, gtol, spare)  # noqa: F821
         if n_bad:
             code = DIVERGED_IN_PLACE if IN_PLACE and n_big else DIVERGED  # noqa: F821
             break
@@ -370,6 +374,9 @@ def _driver(mstate, sigs, combined: bool, parallel: bool, mask, in_place: bool =
     return drive
 
 
+RACE = "race"  # a driver with both kernels, for a run that races them (kernels/cpu.py, Race)
+MODE_TAGS = {False: "ser", True: "par", RACE: "race"}
+
 # the addresses of F's and dF's code (their C wrappers)
 ADDRESSES = types.Array(types.int64, 1, "C", readonly=True)
 
@@ -392,17 +399,20 @@ def _build_driver(mstate, sigs, combined: bool, parallel: bool, mask, in_place: 
         at, types.Array(dt, 2, "C"), f64, flat, types.intp, f64, types.intp, f64, types.float64,
         types.intp, types.intp, types.intp, types.intp, dt, types.boolean, types.intp,
         types.Array(types.int64, 2, "C"), types.intp, types.intp, f64, f64, ints, types.Array(dt, 2, "C"),
-        types.Array(types.float64, 2, "C"), types.Array(types.int64, 1, "C"))
+        types.Array(types.float64, 2, "C"), types.Array(types.int64, 1, "C"), types.boolean)
     method = mstate.config.method
-    step = mstate.kernels.variant(checked=True, parallel=parallel, in_place=in_place)
+    # parallel: False, True, or RACE (both kernels, the host picks one per call: see run)
+    step, step_par = (mstate.kernels.variant(checked=True, parallel=p, in_place=in_place)
+                      for p in ((False, True) if parallel == RACE else (parallel, parallel)))
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
     batch_tag = "b" + flag_tag(mask) if mask else "full"
     varies = mstate.config.varies
     name = (f"drive_{method.rule.__name__}_{method.coefficients.__name__}_{flag_tag(mstate.config.flags)}_"
             f"{'v' if varies else 'c'}_"
-            f"{'fg' if combined else 'f_g'}_{'par' if parallel else 'ser'}_{'cast' if cast else 'g'}_"
+            f"{'fg' if combined else 'f_g'}_{MODE_TAGS[parallel]}_{'cast' if cast else 'g'}_"
             f"{batch_tag}{'_inplace' if in_place else ''}_{function_types_tag(fsig, jsig)}")
-    fn = bind(_loop, name, STEP=step, COEF=method.coefficients, CAST=cast, IN_PLACE=in_place, VARIES=varies,
+    fn = bind(_loop, name, STEP=step, STEP_PAR=step_par, COEF=method.coefficients, CAST=cast,
+              IN_PLACE=in_place, VARIES=varies,
               EVAL=_eval_combined if combined else _eval_separate,
               VALUE=_value_combined if combined else _value_separate,
               F_TYPE=types.FunctionType(fsig), G_TYPE=types.FunctionType(jsig),
@@ -423,7 +433,7 @@ def batch_sample(b) -> tuple:
 
 
 def prepare(problem, mstate, x, maxiter: int, in_place: bool = False):
-    """(driver, signatures, parallel) for this problem, or a TypeError saying why not."""
+    """(driver, signatures, parallel: False, True or RACE) for this problem, or a TypeError saying why not."""
     b = problem.batches
     sample = None
     if b is not None:
@@ -432,7 +442,7 @@ def prepare(problem, mstate, x, maxiter: int, in_place: bool = False):
         sample = batch_sample(b)
     sigs = signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample)
     mask = b.mask if b is not None else None
-    parallel = cpu.use_parallel(x.size, x.itemsize)
+    parallel = RACE if cpu.races(x.size, x.itemsize, maxiter) else cpu.use_parallel(x.size, x.itemsize)
     return _driver(mstate, sigs, problem.jac is True, parallel, mask, in_place), sigs, parallel
 
 
@@ -527,10 +537,13 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
     losses, gnorms, steps, xs = [], [], [], []
     buffers = (x, x) if in_place else (x, np.empty_like(x))
     k, chunk = 0, _first_chunk(x, problem.args)
+    # a racing driver's first chunks are the race's blocks, each timed (kernels/cpu.py, Race)
+    race = cpu.Race() if parallel == RACE else None
     lock = cpu.parallel_lock() if parallel else contextlib.nullcontext()
     with _CatchUserErrors() as catch, lock:
         while True:
-            k_stop = min(maxiter, k + chunk)
+            racing = race is not None and not race.decided
+            k_stop = min(maxiter, k + (race.BLOCK if racing else chunk))
             n = k_stop - k + 1
             rec = (np.empty(n), np.empty(n), np.empty(n, np.int64)) if history else _NO_HISTORY
             xs_k = np.empty((n if trajectory else 0, x.size), x.dtype)
@@ -539,8 +552,11 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
             code, k_end, f, x, g, nfev, njev, n_rec = drive(
                 sigs[4], x, spare, shape, problem.args, mstate.S, mstate.p, mstate.h,
                 lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], mstate.t, k, k_stop, maxiter,
-                gtol_x, history, every, order, batch, per_epoch, *rec, xs_k, cfg.schedule_rows, catch.err)
+                gtol_x, history, every, order, batch, per_epoch, *rec, xs_k, cfg.schedule_rows, catch.err,
+                race.parallel if race is not None else parallel)
             took = time.perf_counter() - began
+            if racing:
+                race.block_done(took)
             problem.nfev += nfev
             problem.njev += njev
             if history:

@@ -34,7 +34,8 @@ def run(problem: Problem, mstate: MethodState, x: np.ndarray, *, maxiter: int, g
     gtol_k = x.dtype.type(gtol if gtol > 0 else -1.0)
     backend = mstate.backend
     spare = x if in_place else backend.empty_like(x)
-    step_checked = backend.checked_stepper(mstate, x.size, in_place)
+    # (a long run times the serial and parallel kernels in its first steps: kernels/cpu.py, Race)
+    step_checked = backend.checked_stepper(mstate, x.size, in_place, steps=maxiter if check_every == 1 else 0)
     step = backend.stepper(mstate, x.size)
     want_f = history or callback is not None
     out = Outcome(problem.shape, history, trajectory, backend)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from functools import cache
 
 # See fastrms/__init__.py: a short OpenMP spin, unless the user chose one (repeated
@@ -236,7 +237,10 @@ class CpuKernels:
         return k
 
     def _callable(self, template, n: int, itemsize: int):
-        parallel = use_parallel(n, itemsize)
+        return self._guarded(template, use_parallel(n, itemsize))
+
+    def _guarded(self, template, parallel: bool):
+        """The variant, callable from Python (under workqueue, a parallel one takes a lock)."""
         key = (template.__name__, parallel, "guarded")
         k = self._cache.get(key)
         if k is None:
@@ -251,6 +255,11 @@ class CpuKernels:
     def step_checked(self, n: int, itemsize: int = 8, in_place: bool = False):
         """Checked kernel ``(x, g, S, h, gtol, out) -> (n_big, n_bad)`` (in_place: x is the output)."""
         return self._callable(_step_checked_in_place if in_place else _step_checked, n, itemsize)
+
+    def step_checked_racing(self, in_place: bool = False):
+        """step_checked whose first calls race its serial and parallel variants (see Race)."""
+        template = _step_checked_in_place if in_place else _step_checked
+        return racing_stepper(self._guarded(template, False), self._guarded(template, True))
 
     # The rows kernels run serially: on this machine their prange variant (over problems) ran
     # 1.2 to 2x slower than the serial one at every size measured, 8 to 10,000 elements per
@@ -362,6 +371,79 @@ def use_parallel(n: int, itemsize: int = 8) -> bool:
         if threads < 2:
             return False
     return nbytes >= PARALLEL_MIN_BYTES.get(layer, max(PARALLEL_MIN_BYTES.values()))
+
+
+# minimize does not trust the size rule alone where it could be wrong: between the parallel
+# threshold and RACE_MAX_BYTES, a parallel update can lose to the serial one once the user's
+# gradient runs between two updates (its BLAS threads and the kernel's wake and spin in turn),
+# on many cores under OpenMP, or where Numba sees more cores than the process may use (a
+# container's CPU quota).  There a run of at least RACE_MIN_STEPS steps times both kernels in
+# its own first steps (Race) and keeps the faster.  Above RACE_MAX_BYTES the parallel kernel won
+# by 1.7x or more on every machine and layer measured (bench/RESULTS.md).  Serial and parallel
+# kernels give the same iterates bit for bit, so the race changes only the time.
+RACE_MAX_BYTES = 8 * 2**20
+RACE_MIN_STEPS = 64
+
+
+def races(n: int, itemsize: int, steps: int) -> bool:
+    """Whether a run of ``steps`` steps over n elements of itemsize bytes races the two kernels."""
+    return steps >= RACE_MIN_STEPS and n * itemsize <= RACE_MAX_BYTES and use_parallel(n, itemsize)
+
+
+class Race:
+    """Serial or parallel: blocks of BLOCK steps run serial, parallel, serial, parallel; the first
+    block of each kernel is a warm-up (first calls, the thread pool starting), and the second,
+    timed from the end of the block before it (so it includes the user's gradient), decides.
+
+    A driver asks ``parallel`` which kernel the next block runs, calls ``block_done(seconds)``
+    after each block, and once ``decided`` runs ``parallel`` for the rest of the run.
+    """
+
+    BLOCK = 4
+    ORDER = (False, True, False, True)
+    STEPS = BLOCK * len(ORDER)
+
+    def __init__(self) -> None:
+        self.block = 0
+        self.seconds: dict[bool, float] = {}
+        self.parallel = self.ORDER[0]
+        self.decided = False
+
+    def block_done(self, seconds: float) -> None:
+        if self.block >= len(self.ORDER) // 2:  # (the second half of ORDER is timed)
+            self.seconds[self.ORDER[self.block]] = seconds
+        self.block += 1
+        if self.block < len(self.ORDER):
+            self.parallel = self.ORDER[self.block]
+        else:
+            self.parallel = self.seconds[True] < self.seconds[False]
+            self.decided = True
+
+
+def racing_stepper(serial, parallel):
+    """A checked step ``(x, g, S, h, gtol, out)`` that races the serial and the parallel kernel
+    over its first Race.STEPS calls (see Race), then calls the faster."""
+    race = Race()
+    kernels = (serial, parallel)
+    calls = 0
+    began = 0.0
+
+    def step(x, g, S, h, gtol, out):
+        nonlocal calls, began
+        if race.decided:
+            return kernels[race.parallel](x, g, S, h, gtol, out)
+        if calls == 0:
+            began = time.perf_counter()
+        result = kernels[race.parallel](x, g, S, h, gtol, out)
+        calls += 1
+        if calls % Race.BLOCK == 0:
+            now = time.perf_counter()
+            race.block_done(now - began)
+            began = now
+        return result
+
+    step.race = race
+    return step
 
 
 def parallel_lock():
@@ -491,9 +573,14 @@ class CpuBackend:
         else:
             mstate.kernels.rows(x.size, x.itemsize)(x, g, mstate.S, H, active)
 
-    def checked_stepper(self, mstate, n, in_place: bool = False):
-        """step_checked with the kernel for n elements looked up once (the loop calls it every step)."""
-        kernel, S = mstate.kernels.step_checked(n, mstate.dtype.itemsize, in_place), mstate.S
+    def checked_stepper(self, mstate, n, in_place: bool = False, steps: int = 0):
+        """step_checked with the kernel for n elements looked up once (the loop calls it every step);
+        for a run of ``steps`` steps where races() says so, the serial and parallel kernels race."""
+        kernels, itemsize, S = mstate.kernels, mstate.dtype.itemsize, mstate.S
+        if races(n, itemsize, steps):
+            kernel = kernels.step_checked_racing(in_place)
+        else:
+            kernel = kernels.step_checked(n, itemsize, in_place)
         return lambda x, g, h, gtol, out: kernel(x, g, S, h, gtol, out)
 
 

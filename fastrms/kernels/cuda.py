@@ -594,8 +594,9 @@ class CudaBackend:
         S = mstate.S
         return lambda x, g, h: launch(x, g, S, tuple(h))
 
-    def checked_stepper(self, mstate, n, in_place: bool = False):
-        """``(x, g, h, gtol, out) -> (any |g_i| > gtol, any out_i non-finite)`` for n elements."""
+    def checked_stepper(self, mstate, n, in_place: bool = False, steps: int = 0):
+        """``(x, g, h, gtol, out) -> (any |g_i| > gtol, any out_i non-finite)`` for n elements
+        (``steps``, the run's length, matters only on the CPU: its kernels race)."""
         if in_place:  # (the front refuses it first, with a message)
             raise NotImplementedError("in_place runs on the CPU backend")
         kernel = mstate.kernels.launch(_step_checked, *launch_config(n, mstate.dtype.itemsize), mstate.dtype)
