@@ -378,9 +378,9 @@ def use_parallel(n: int, itemsize: int = 8) -> bool:
 # gradient runs between two updates (its BLAS threads and the kernel's wake and spin in turn),
 # on many cores under OpenMP, or where Numba sees more cores than the process may use (a
 # container's CPU quota).  There a run of at least RACE_MIN_STEPS steps times both kernels in
-# its own first steps (Race) and keeps the faster.  Above RACE_MAX_BYTES the parallel kernel won
-# by 1.7x or more on every machine and layer measured (bench/RESULTS.md).  Serial and parallel
-# kernels give the same iterates bit for bit, so the race changes only the time.
+# its own first steps (Race) and keeps the faster.  From RACE_MAX_BYTES up the parallel kernel
+# was the faster in every serial/parallel table measured, by 1.15 to 6.6x (bench/RESULTS.md).
+# Serial and parallel kernels give the same iterates bit for bit: the race changes only the time.
 RACE_MAX_BYTES = 8 * 2**20
 RACE_MIN_STEPS = 64
 
