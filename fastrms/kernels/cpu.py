@@ -407,7 +407,10 @@ class Race:
         self.block = 0
         self.seconds: dict[bool, float] = {}
         self.parallel = self.ORDER[0]
-        self.decided = False
+
+    @property
+    def decided(self) -> bool:
+        return self.block == len(self.ORDER)
 
     def block_done(self, seconds: float) -> None:
         if self.block >= len(self.ORDER) // 2:  # (the second half of ORDER is timed)
@@ -417,7 +420,6 @@ class Race:
             self.parallel = self.ORDER[self.block]
         else:
             self.parallel = self.seconds[True] < self.seconds[False]
-            self.decided = True
 
 
 def racing_stepper(serial, parallel):
