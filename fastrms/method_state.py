@@ -38,7 +38,10 @@ class MethodState:
         self.kernels = backend.kernels(config)
         self._varies = config.varies
         self._clip_norm = config["clip_norm"]
-        self._ready = False
+        self._ready = False  # (BatchedState's H)
+        # h, once computed, where it cannot change from step to step: a stepper's step reads it
+        # without a call (None until then, and while h varies)
+        self.constant_h = None
 
     def value(self, name: str) -> float:
         """The value of a possibly scheduled hyperparameter at the coming step."""
@@ -51,8 +54,8 @@ class MethodState:
                      norm: Callable[[], float] | None = None) -> np.ndarray:
         """h for step t + 1 (cast into self.h, in x's dtype); clip_norm reads ‖g‖₂, or calls norm()
         for it (several arrays: their global norm, computed only when clipping needs it)."""
-        if self._ready and not self._varies:
-            return self.h
+        if self.constant_h is not None:
+            return self.constant_h
         gfactor = 1.0
         if self._clip_norm < math.inf and (g is not None or norm is not None):
             value = norm() if norm is not None else self.backend.norms(g)[1]
@@ -61,7 +64,8 @@ class MethodState:
             self.p[i] = ck.scheduled(name, schedule(self.t), self.t, interval)
         self.config.method.coefficients(self.p, self.t + 1, self.value("lr"), self.value("gamma"),
                                         gfactor, self.h)
-        self._ready = True
+        if not self._varies:
+            self.constant_h = self.h
         return self.h
 
     # -- state ---------------------------------------------------------------
@@ -97,6 +101,7 @@ class MethodState:
         self.backend.load_state(self.S, host)
         self.t = t
         self._ready = False
+        self.constant_h = None
 
 
 def _fill_rows(P, t, LR, GAMMA, GF, H, active):  # pragma: no cover - compiled

@@ -28,7 +28,7 @@ class Optimizer:
     def __init__(self, x: Any, *, preset: str | None = None, batched: bool = False,
                  **hyperparameters: Any) -> None:
         self.x = x
-        self._leaves = None
+        self._leaves = self._single = None
         if _structure.is_structure(x):  # several arrays (a model's weights and biases): one kernel
             self._init_arrays(x, preset, batched, hyperparameters)
             return
@@ -49,7 +49,7 @@ class Optimizer:
         else:
             config = presets.configure(self.method, hyperparameters, preset)
             self._mstate = MethodState(config, n, dtype, self._backend)
-            self._step = self._backend.stepper(self._mstate, n)
+            self._single = _single_step(self._backend, self._mstate, self._shaped)
         self._flat = self._shaped.reshape(self._shaped.size)
         self._kind = self._backend.array_kind(x)
 
@@ -78,14 +78,13 @@ class Optimizer:
 
     def step(self, g: Any) -> None:
         """One update of x in place with gradient g (same shape as x; not modified)."""
+        if self._single is not None:  # first: a small step costs little more than its kernel
+            return self._single(g)
         if self._leaves is not None:
             return self._step_arrays(g)
         e = self._mstate
-        gf = self._backend.step_gradient(g, self._shaped)
-        if self._batched:
-            self._backend.rows_step(e, self._flat, gf, e.row_coefficients(gf, self._active), self._active)
-        else:
-            self._step(self._flat, gf, e.coefficients(gf))
+        gf = self._backend.gradient_for(self._shaped)(g)
+        self._backend.rows_step(e, self._flat, gf, e.row_coefficients(gf, self._active), self._active)
         e.t += 1
 
     @property
@@ -146,6 +145,21 @@ class Optimizer:
         else:
             what = f"<{self._shaped.dtype} array {tuple(self._shaped.shape)}>"
         return f"{type(self).__name__}({what}, t={self.t}, {hp})"
+
+
+def _single_step(backend, mstate: MethodState, x_shaped) -> Any:
+    """``step(g)`` of a stepper over one array, its parts looked up once: g checked (and
+    flattened), h, the in-place kernel, t + 1."""
+    gradient, kernel = backend.gradient_for(x_shaped), backend.stepper(mstate, mstate.n)
+    flat = x_shaped.reshape(x_shaped.size)
+
+    def step(g) -> None:
+        gf = gradient(g)
+        h = mstate.constant_h
+        kernel(flat, gf, mstate.coefficients(gf) if h is None else h)
+        mstate.t += 1
+
+    return step
 
 
 def _restore(cls, x, preset, hyperparameters, state):

@@ -80,3 +80,42 @@ def test_float64_gradient_on_float32_x_is_cast():
     x = np.ones(4, np.float32)
     fastrms.GradientDescent(x, lr=0.5).step(np.ones(4))
     assert x.dtype == np.float32 and np.all(x == 0.5)
+
+
+def test_every_form_of_gradient_steps_as_the_plain_one(rng):
+    """The step's common case is tested inline (steppers._single_step): whatever g looks like,
+    step after step on one stepper, the result is that of the same values as a plain array."""
+    x0 = rng.normal(size=(4, 3))
+    grads = [rng.normal(size=(4, 3)) for _ in range(6)]
+    forms = [lambda g: g,
+             lambda g: np.asfortranarray(g),                    # same shape, not C-contiguous
+             lambda g: np.repeat(g, 2, axis=1)[:, ::2],          # a strided view
+             lambda g: g.tolist(),                               # not an array
+             lambda g: g.astype(np.float32),                     # another dtype: cast
+             lambda g: g.view(np.ma.MaskedArray)]                # a subclass
+    x, y = x0.copy(), x0.copy()
+    plain, varied = fastrms.RMSProp(x, lr=0.1, momentum=0.5), fastrms.RMSProp(y, lr=0.1, momentum=0.5)
+    for g, form in zip(grads, forms, strict=True):
+        plain.step(np.ascontiguousarray(g, np.float32).astype(np.float64) if form is forms[4] else g)
+        varied.step(form(g))
+    assert x.tobytes() == y.tobytes() and varied.t == 6
+    with pytest.raises(ValueError, match=r"shape \(3, 4\), but x has shape \(4, 3\)"):
+        varied.step(np.ones((3, 4)))  # the same size in another shape
+    with pytest.raises(ValueError, match="shape"):
+        varied.step(np.ones(12))
+    assert varied.t == 6 and x.tobytes() == y.tobytes()  # a refused step changes nothing
+
+
+def test_a_scheduled_stepper_recomputes_its_coefficients_every_step():
+    """h is read without a call once computed only where it cannot change (MethodState.constant_h)."""
+    x = np.zeros(3)
+    opt = fastrms.GradientDescent(x, lr=lambda t: 0.1 * (t + 1))
+    for _ in range(3):
+        opt.step(np.ones(3))
+    np.testing.assert_allclose(x, -(0.1 + 0.2 + 0.3))
+    assert opt._mstate.constant_h is None
+    fixed = fastrms.GradientDescent(np.zeros(3), lr=0.1)
+    fixed.step(np.ones(3))
+    assert fixed._mstate.constant_h is not None
+    fixed.load_state_dict({"t": 5})
+    assert fixed._mstate.constant_h is None  # recomputed after a restore

@@ -40,7 +40,7 @@ class Backend(Protocol):
     def array_kind(self, a: Any) -> str: ...
     def param_array(self, x: Any) -> Any: ...                       # x, shaped, checked for in-place steps
     def as_gradient(self, g: Any, x_shaped: Any) -> Any: ...       # flat, x's dtype, or a clear error
-    def step_gradient(self, g: Any, x_shaped: Any) -> Any: ...     # the same, valid while g is held
+    def gradient_for(self, x_shaped: Any) -> Any: ...              # g -> as_gradient, valid while g is held
     def view(self, x: Any, shape: tuple, kind: str) -> Any: ...    # x as F and dF see it
     def result(self, a: Any, shape: tuple, kind: str) -> Any: ...  # a as minimize returns it
     # buffers and state

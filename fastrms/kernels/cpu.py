@@ -489,7 +489,7 @@ class CpuBackend:
 
     param_array = staticmethod(_arrays.check_param_array)
     as_gradient = staticmethod(_arrays.as_gradient)  # every step: no wrapper
-    step_gradient = as_gradient
+    gradient_for = staticmethod(_arrays.gradient_for)
 
     def view(self, x, shape, kind):
         """A read-only view: F and dF must not write into the driver's buffer."""

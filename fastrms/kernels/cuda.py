@@ -21,7 +21,7 @@ import sys
 import threading
 import types
 import weakref
-from functools import cache, lru_cache
+from functools import cache, lru_cache, partial
 
 import numpy as np
 
@@ -719,6 +719,10 @@ class CudaBackend:
         elif key[1] != tuple(x.shape) or flat.dtype != x.dtype:
             return self.as_gradient(g, x)  # the same memory seen by another stepper: its errors
         return flat
+
+    def gradient_for(self, x):
+        """step_gradient with x bound (what a stepper calls every step)."""
+        return partial(self.step_gradient, x=x)
 
 
 _FLAT_GRADIENTS: dict = {}  # (pointer, shape, strides, typestr) -> a checked flat view without an owner
