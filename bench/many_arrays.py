@@ -62,7 +62,7 @@ def run(rounds=7, steps=20):
         cands["torch.optim.RMSprop(foreach=True) over the list"] = topt.step
     except ImportError:
         pass
-    times = in_turns(cands, rounds, inner=steps)
+    times = in_turns(cands, rounds, inner=steps, settle=1, settle_s=0.01)
     # the answer: fastrms over the list and over the flat buffer took the same steps
     check = fastrms.RMSProp([a.copy() for a in xs], **opts)
     ref = fastrms.RMSProp(np.concatenate([a.ravel() for a in xs]), **opts)  # (flat_x has been stepped)

@@ -6,12 +6,16 @@ import time
 
 
 def in_turns(candidates: dict, rounds: int, inner: int = 1, warm: bool = True, sync=None,
-             settle: int = 0) -> dict:
+             settle: int = 0, settle_s: float = 0.0) -> dict:
     """{name: [seconds per call, one per round]}: the candidates timed in turn, round by round, so
     that the shared machine's slow and fast moments fall on all of them alike.  Each timing is
     ``inner`` calls; ``warm`` calls each once first (compilation); ``sync`` (a GPU's) brackets it.
     ``settle`` untimed calls precede each timing: in turns, a candidate otherwise finds its arrays
-    evicted by the one before it, and in-cache sizes would time the order, not the candidates."""
+    evicted by the one before it, and in-cache sizes would time the order, not the candidates.
+    ``settle_s``: and for at least that many seconds.  A thread pool left idle while another
+    candidate ran (torch's, NumPy's, one thread of Python) starts slow for a millisecond or more:
+    measured on the 2-core machine, the parallel update after torch's step took 1.2–2x its time
+    after 20 untimed calls (~1 ms) and its usual time after 10 ms."""
     sync = sync or (lambda: None)
     if warm:
         for fn in candidates.values():
@@ -20,6 +24,9 @@ def in_turns(candidates: dict, rounds: int, inner: int = 1, warm: bool = True, s
     for _ in range(rounds):
         for name, fn in candidates.items():
             for _ in range(settle):
+                fn()
+            began = time.perf_counter()
+            while time.perf_counter() - began < settle_s:
                 fn()
             sync()
             t = time.perf_counter()

@@ -198,7 +198,7 @@ def bench_kernels(sizes, reps):
                     cands["torch"] = torch.optim.RMSprop([p], lr=1e-6, alpha=0.9, eps=1e-6, foreach=True,
                                                          centered=name == "centered", **kw).step
                 # small sizes repeat inside one timing; each starts with its own arrays in cache
-                times = in_turns(cands, reps, inner=max(1, min(50, 2_000_000 // n)), settle=1)
+                times = in_turns(cands, reps, inner=max(1, min(50, 2_000_000 // n)), settle=1, settle_s=0.01)
                 med = {c_: statistics.median(v) for c_, v in times.items()}
                 row = {"dtype": np.dtype(dtype).name, "n": n, "variant": name, "streams": k,
                        "fused_s": med["fused"], "fused_min_s": min(times["fused"]),

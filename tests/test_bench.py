@@ -1,6 +1,7 @@
 """The benchmark's baselines compute what fastrms computes (a faster wrong baseline proves nothing)."""
 
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +62,16 @@ def test_the_hand_written_loop_solves_the_same_problem():
             np.testing.assert_allclose(X, res.x, rtol=1e-10, atol=1e-13)
         else:
             assert jit_F(X, A) == pytest.approx(res.fun, rel=1e-4)
+
+
+def test_in_turns_settles_each_candidate_for_the_time_asked():
+    """A parallel candidate after another one's turn starts slow for a millisecond or more, so
+    each timing may be preceded by settle_s seconds of untimed calls of the same candidate."""
+    from bench.report import in_turns
+
+    stamps = {"a": [], "b": []}
+    cands = {name: (lambda name=name: stamps[name].append(time.perf_counter())) for name in stamps}
+    times = in_turns(cands, rounds=1, inner=3, warm=False, settle=1, settle_s=0.02)
+    assert {k: len(v) for k, v in times.items()} == {"a": 1, "b": 1}
+    for calls in stamps.values():  # untimed calls, then the 3 timed ones at least 0.02 s later
+        assert len(calls) >= 2 + 3 and calls[-3] - calls[0] >= 0.02
