@@ -39,6 +39,8 @@ class Optimizer:
         # batched: each row x[b] is its own problem (per-row hyperparameters: 1-D arrays of length B)
         self._batched = batched or any(isinstance(v, np.ndarray) and v.ndim for v in hyperparameters.values())
         n, dtype = self._shaped.size, self._shaped.dtype
+        self._flat = self._shaped.reshape(n)
+        self._gradient = self._backend.gradient_for(self._shaped)  # g checked and flat, every step
         if self._batched:
             if len(self._shaped.shape) < 1:
                 raise ValueError("a batched stepper needs x of shape (B, ...): one row per problem")
@@ -49,8 +51,8 @@ class Optimizer:
         else:
             config = presets.configure(self.method, hyperparameters, preset)
             self._mstate = MethodState(config, n, dtype, self._backend)
-            self._single = _single_step(self._backend, self._mstate, self._shaped)
-        self._flat = self._shaped.reshape(self._shaped.size)
+            self._single = _single_step(self._gradient, self._backend.stepper(self._mstate, n), self._mstate,
+                                        self._flat)
         self._kind = self._backend.array_kind(x)
 
     def _init_arrays(self, x, preset, batched, hyperparameters) -> None:
@@ -66,7 +68,7 @@ class Optimizer:
         config = presets.configure(self.method, hyperparameters, preset)
         self._mstate = MethodState(config, leaves.n, leaves.dtype, self._backend)
         self._kernel = self._backend.arrays_stepper(self._mstate)
-        self._shaped = self._flat = None
+        self._shaped = self._flat = self._gradient = None
         self._kind = "numpy"
 
     def _step_arrays(self, grads) -> None:
@@ -83,7 +85,7 @@ class Optimizer:
         if self._leaves is not None:
             return self._step_arrays(g)
         e = self._mstate
-        gf = self._backend.gradient_for(self._shaped)(g)
+        gf = self._gradient(g)
         self._backend.rows_step(e, self._flat, gf, e.row_coefficients(gf, self._active), self._active)
         e.t += 1
 
@@ -147,11 +149,9 @@ class Optimizer:
         return f"{type(self).__name__}({what}, t={self.t}, {hp})"
 
 
-def _single_step(backend, mstate: MethodState, x_shaped) -> Any:
+def _single_step(gradient, kernel, mstate: MethodState, flat) -> Any:
     """``step(g)`` of a stepper over one array, its parts looked up once: g checked (and
-    flattened), h, the in-place kernel, t + 1."""
-    gradient, kernel = backend.gradient_for(x_shaped), backend.stepper(mstate, mstate.n)
-    flat = x_shaped.reshape(x_shaped.size)
+    flattened) by ``gradient``, h, the in-place ``kernel`` over x's ``flat`` memory, t + 1."""
 
     def step(g) -> None:
         gf = gradient(g)
