@@ -62,6 +62,8 @@ def as_gradient(g, x):
     if type(g) is np.ndarray and g.shape == x.shape and g.dtype is x.dtype and g.flags.c_contiguous:
         return g if g.ndim == 1 else g.reshape(-1)
     if not isinstance(g, np.ndarray):
+        if g is None:  # np.asarray(None) is a 0-d object array: its shape () would mislead
+            raise TypeError("the gradient is None; step(g) needs an array of x's shape")
         try:
             g = np.asarray(g)
         except (ValueError, TypeError) as e:

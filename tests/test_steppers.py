@@ -103,6 +103,8 @@ def test_every_form_of_gradient_steps_as_the_plain_one(rng):
         varied.step(np.ones((3, 4)))  # the same size in another shape
     with pytest.raises(ValueError, match="shape"):
         varied.step(np.ones(12))
+    with pytest.raises(TypeError, match="gradient is None"):  # not "the gradient has shape ()"
+        varied.step(None)
     assert varied.t == 6 and x.tobytes() == y.tobytes()  # a refused step changes nothing
 
 

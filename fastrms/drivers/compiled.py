@@ -65,7 +65,10 @@ def function_at(typingctx, ftype, address):
     return fnty(ftype, address), codegen
 
 
-@register_jitable
+# Inlined into the loop's IR: a register_jitable is otherwise compiled as a function of its own,
+# in a library that LLVM cannot inline across, and its (f, g, nf) return through memory cost
+# about a tenth of a 5x5 AX = I step (bench/RESULTS.md, item 4).
+@register_jitable(inline="always")
 def _eval_separate(fun, jac, x, args, batch_args, want_f):
     g = jac(x, *batch_args)
     if want_f:
@@ -73,7 +76,7 @@ def _eval_separate(fun, jac, x, args, batch_args, want_f):
     return np.nan, g, 0
 
 
-@register_jitable
+@register_jitable(inline="always")
 def _eval_combined(fun, jac, x, args, batch_args, want_f):
     f, g = fun(x, *args)
     return float(f), g, 1

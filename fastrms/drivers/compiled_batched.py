@@ -42,12 +42,12 @@ from .outcome import END_REASONS
 STOPPED = -1  # every problem has stopped
 
 
-@register_jitable
+@register_jitable(inline="always")  # as compiled._eval_separate: once a step
 def _gradient_separate(fun, jac, x, batch_args):
     return jac(x, *batch_args)
 
 
-@register_jitable
+@register_jitable(inline="always")
 def _gradient_combined(fun, jac, x, batch_args):
     return fun(x, *batch_args)[1]
 

@@ -683,6 +683,8 @@ class CudaBackend:
         """g as a flat device array of x's dtype and shape (keeping g alive), or a clear error."""
         dev = as_device(g)
         if dev is None:
+            if g is None:
+                raise TypeError("the gradient is None; step(g) needs an array of x's shape")
             a = np.asarray(g)
             if a.dtype.kind not in "fiu":
                 raise TypeError(f"the gradient must hold real numbers, got dtype {a.dtype}")
