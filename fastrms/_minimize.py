@@ -277,8 +277,8 @@ def _solve_batched(fun, jac, x0, args, method, hyper, opts, callback) -> Optimiz
     if len(shape) < 1:
         raise ValueError("batched problems need x0 of shape (B, ...): one row per problem")
     B = shape[0]
-    config, per_problem = presets.configure_batch(method.name, hyper, opts["preset"], B)
-    bstate = BatchedState(config, per_problem, B, x.size // B, x.dtype, backend)
+    config, per_problem, varies = presets.configure_batch(method.name, hyper, opts["preset"], B)
+    bstate = BatchedState(config, per_problem, B, x.size // B, x.dtype, backend, varies)
     problem = _problem(fun, jac, args, x, shape, backend, kind, opts, B)
     maxiter = _maxiter(opts, problem)
     driver = _choose_driver(problem, x, bstate, opts, callback)

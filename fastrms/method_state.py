@@ -121,8 +121,10 @@ class BatchedState(MethodState):
     state rows span all B·n elements; each problem has its own packed parameters P[b], η and γ,
     and coefficients H[b] (per-problem hyperparameters, see presets.configure_batch)."""
 
-    def __init__(self, config: Config, per_problem: dict, B: int, n: int, dtype, backend=CPU):
+    def __init__(self, config: Config, per_problem: dict, B: int, n: int, dtype, backend=CPU,
+                 varies: bool = False):
         super().__init__(config, B * n, dtype, backend)
+        self._varies = config.varies or varies  # (some problem's own values may make H vary)
         self.B = B
         self.P = np.tile(self.p, (B, 1))
         for name, i in config.method.schedulable.items():

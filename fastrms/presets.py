@@ -139,15 +139,19 @@ def _momentum_as_in(preset: str, options: dict, defaults: dict, aliases: dict) -
     return options
 
 
-def configure_batch(method: str, options: dict, preset: str | None, B: int) -> tuple[methods.Config, dict]:
+def configure_batch(method: str, options: dict, preset: str | None,
+                    B: int) -> tuple[methods.Config, dict, bool]:
     """``configure`` for B problems at once: a hyperparameter may also be a 1-D NumPy array of
     length B, one value per problem (lr, gamma, and every packed numeric one: momentum, eps,
-    β1, weight decay ...).  Returns (the config the kernels are built from, {name: array}).
+    β1, weight decay ...).  Returns (the config the kernels are built from, {name: array},
+    whether any problem's coefficients change from step to step).
 
-    Every distinct value is validated as a constant would be.  Values that change the kernel's
-    compile-time structure (μ > 0 gives a momentum buffer, ε = 0 a guarded division) are
-    combined: the batch runs the kernel that every problem's values need, which computes the
-    same numbers for the others (μ = 0 in a momentum kernel is the plain step, bit for bit).
+    Every problem's combination of values is validated as one problem's constants would be,
+    cross-checks included (Adam's eps_root needs v_hat, nesterov needs μ > 0 ...).  Values that
+    change the kernel's compile-time structure (μ > 0 gives a momentum buffer, ε = 0 a guarded
+    division) are combined: the batch runs the kernel that every problem's values need, which
+    computes the same numbers for the others (μ = 0 in a momentum kernel is the plain step, bit
+    for bit).  So is "varies": one problem's Adagrad lr_decay > 0 makes every step recompute H.
     """
     m = methods.get(method)
     names = {**methods.ALIASES, **(PRESET_ALIASES.get(preset.lower(), {}) if isinstance(preset, str) else {})}
@@ -178,9 +182,21 @@ def configure_batch(method: str, options: dict, preset: str | None, B: int) -> t
             check(lr[0], float(value))
         scalars[lr[0]] = float(lr[1][0])
     keys = [key for key, _ in arrays.values()]
-    combos = np.unique(np.stack([a for _, a in arrays.values()], axis=1), axis=0) if arrays else [()]
-    configs = [configure(m.name, {**scalars, **{k: float(v) for k, v in zip(keys, row, strict=True)}}, preset)
-               for row in combos]
+    columns = np.stack([a for _, a in arrays.values()], axis=1) if arrays else None
+    combos = np.unique(columns, axis=0) if arrays else [()]
+    configs = []
+    for row in combos:
+        try:
+            values = {k: float(v) for k, v in zip(keys, row, strict=True)}
+            c = configure(m.name, {**scalars, **values}, preset)
+            c.packed()  # the method's cross-checks (pack_fn), which the chosen config alone would get
+        except (TypeError, ValueError) as e:
+            if columns is None:
+                raise
+            b = int(np.flatnonzero(((columns == row) | (columns != columns)).all(axis=1))[0])  # (NaN)
+            raise type(e)(f"problem {b} ({', '.join(f'{k}={v:g}' for k, v in values.items())}): "
+                          f"{e}") from None
+        configs.append(c)
     flags = tuple(any(col) for col in zip(*(c.flags for c in configs), strict=True))
     chosen = next((c for c in configs if c.flags == flags), None)
     if chosen is None:
@@ -190,4 +206,4 @@ def configure_batch(method: str, options: dict, preset: str | None, B: int) -> t
     per_problem = {name: a for name, (_, a) in arrays.items()}
     if lr is not None:
         per_problem["lr"] = lr[1]
-    return chosen, per_problem
+    return chosen, per_problem, any(c.varies for c in configs)

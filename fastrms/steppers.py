@@ -45,8 +45,8 @@ class Optimizer:
             if len(self._shaped.shape) < 1:
                 raise ValueError("a batched stepper needs x of shape (B, ...): one row per problem")
             B = self._shaped.shape[0]
-            config, per_problem = presets.configure_batch(self.method, hyperparameters, preset, B)
-            self._mstate = BatchedState(config, per_problem, B, n // B, dtype, self._backend)
+            config, per_problem, varies = presets.configure_batch(self.method, hyperparameters, preset, B)
+            self._mstate = BatchedState(config, per_problem, B, n // B, dtype, self._backend, varies)
             self._active = np.ones(B, dtype=np.bool_)
         else:
             config = presets.configure(self.method, hyperparameters, preset)

@@ -89,6 +89,41 @@ def test_per_problem_hyperparameters_of_other_methods(method, options, rng):
     _assert_same_as_separate(res, method, X0, (A, y), options)
 
 
+def test_one_problems_varying_coefficients_are_recomputed_every_step(rng):
+    """Adagrad's lr_decay > 0 makes the coefficients change every step.  The batch's config is one
+    problem's (here problem 0, lr_decay = 0), so the batch must still vary when another problem's
+    values do: it had computed H once, and the other problems' η never decayed."""
+    A, y = _least_squares(rng)
+    X0 = rng.normal(size=(B, N))
+    decay = np.where(np.arange(B) % 2, 0.05, 0.0)
+    options = {"lr": 0.1, "lr_decay": decay, "maxiter": 30, "gtol": 0}
+    res = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method="adagrad",
+                           options={**options, "batched": True, "driver": "compiled"})
+    _assert_same_as_separate(res, "adagrad", X0, (A, y), options, (F_jit, dF_jit))
+    Xb = X0.copy()  # a stepper over the rows (the Python loops' coefficients)
+    rows = fastrms.Adagrad(Xb, lr=0.1, lr_decay=decay)
+    grads = [rng.normal(size=X0.shape) for _ in range(4)]
+    for g in grads:
+        rows.step(g)
+    for b in range(B):
+        x = X0[b].copy()
+        one = fastrms.Adagrad(x, lr=0.1, lr_decay=decay[b])
+        for g in grads:
+            one.step(g[b])
+        np.testing.assert_array_equal(x, Xb[b], err_msg=f"problem {b}")
+
+
+def test_each_problems_values_get_one_problems_cross_checks():
+    """Per-problem values are checked together as one problem's would be (not only the values of
+    the problem whose config the batch runs), and the error names the problem."""
+    with pytest.raises(ValueError, match=r"problem 1 \(eps_root=0.01\): .*v_hat"):
+        fastrms.Adam(np.zeros((3, 4)), eps_root=np.array([0.0, 0.01, 0.0]))
+    with pytest.raises(ValueError, match=r"problem 1 \(momentum=0\): nesterov=True needs momentum > 0"):
+        fastrms.minimize(F, dF, np.zeros((3, N)), args=(np.ones((3, M, N)), np.ones((3, M))),
+                         method="momentum",
+                         options={"batched": True, "momentum": np.array([0.9, 0.0, 0.5]), "nesterov": True})
+
+
 def test_per_problem_minibatches_equal_separate_runs(rng):
     A, y = _least_squares(rng)
     X0 = np.zeros((B, N))
