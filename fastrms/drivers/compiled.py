@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from functools import cache
 
 import numba
 import numpy as np
@@ -177,30 +178,12 @@ def _loop(fns, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, gamma_
             gfactor = 1.0
             if clip_norm < math.inf:
                 gfactor = clip_norm / max(cpu.norm2(gf), clip_norm)
-            lr = schedule_value(lr_kind, lr_p, t0 + k)
-            gamma = schedule_value(gamma_kind, gamma_p, t0 + k)
-            if not (lr >= 0.0 and lr < math.inf):
-                code = BAD_LR
-                f = lr
-                break
-            if not (gamma >= 0.0 and gamma <= 1.0):
-                code = BAD_GAMMA
-                f = gamma
-                break
-            bad = -1
-            for r in range(sched.shape[0]):
-                v = schedule_value(int(sched[r, 1]), sched[r, 6:], t0 + k)
-                above = v > sched[r, 2] if sched[r, 4] != 0.0 else v >= sched[r, 2]
-                below = v < sched[r, 3] if sched[r, 5] != 0.0 else v <= sched[r, 3]
-                if not (above and below):
-                    bad = r
-                    f = v
-                    break
-                p[int(sched[r, 0])] = v
+            bad, value = COEFFICIENTS_AT(p, sched, t0 + k, lr_kind, lr_p,  # noqa: F821 - bound per method
+                                         gamma_kind, gamma_p, gfactor, h)
             if bad >= 0:
-                code = BAD_SCHEDULE + bad
+                code = bad
+                f = value
                 break
-            COEF(p, t0 + k + 1, lr, gamma, gfactor, h)  # noqa: F821
         if par:  # (in place: spare is x)
             n_big, n_bad = STEP_PAR(x, gf, S, h, gtol, spare)  # noqa: F821
         else:
@@ -223,6 +206,45 @@ def _loop(fns, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, gamma_
     # are one step each) a copy of g every step
     g_end = gf.copy() if code != PAUSED else np.empty(0, dtype=x.dtype)
     return code, k, f, x, g_end, nfev, njev, n_rec
+
+
+@jit(nogil=True)
+def scheduled_values(sched, t, p):  # pragma: no cover - compiled
+    """p[..., index] ← each scheduled packed hyperparameter's value at step t (a row of sched each,
+    see methods.Config.schedule_rows; p is one problem's parameters or B problems' rows).
+    Returns (-1, 0.0), or the first row whose value left its interval and that value."""
+    for r in range(sched.shape[0]):
+        v = schedule_value(int(sched[r, 1]), sched[r, 6:], t)
+        above = v > sched[r, 2] if sched[r, 4] != 0.0 else v >= sched[r, 2]
+        below = v < sched[r, 3] if sched[r, 5] != 0.0 else v <= sched[r, 3]
+        if not (above and below):
+            return r, v
+        p[..., int(sched[r, 0])] = v
+    return -1, 0.0
+
+
+def _coefficients_at(p, sched, t, lr_kind, lr_p, gamma_kind, gamma_p, gfactor, h):  # pragma: no cover
+    """h ← the method's coefficients for step t + 1, with η, γ and the scheduled rows at step t.
+    Returns (-1, 0.0), or the loop's end code for the value that left its interval and that value."""
+    lr = schedule_value(lr_kind, lr_p, t)
+    gamma = schedule_value(gamma_kind, gamma_p, t)
+    if not (lr >= 0.0 and lr < math.inf):
+        return BAD_LR, lr
+    if not (gamma >= 0.0 and gamma <= 1.0):
+        return BAD_GAMMA, gamma
+    r, v = scheduled_values(sched, t, p)
+    if r >= 0:
+        return BAD_SCHEDULE + r, v
+    COEF(p, t + 1, lr, gamma, gfactor, h)  # noqa: F821 - bound per method
+    return -1, 0.0
+
+
+@cache
+def coefficients_at(coefficients):
+    """_coefficients_at for one method, compiled apart and cached on disk: inside the loop it was
+    compiled again into every driver (about 0.5 s each, and 1.2 s for the first in a process)."""
+    return jit(bind(_coefficients_at, f"coefficients_at_{coefficients.__name__}", COEF=coefficients),
+               nogil=True)
 
 
 class _LRU(OrderedDict):
@@ -414,8 +436,8 @@ def _build_driver(mstate, sigs, combined: bool, parallel: bool, mask, in_place: 
             f"{'v' if varies else 'c'}_"
             f"{'fg' if combined else 'f_g'}_{MODE_TAGS[parallel]}_{'cast' if cast else 'g'}_"
             f"{batch_tag}{'_inplace' if in_place else ''}_{function_types_tag(fsig, jsig)}")
-    fn = bind(_loop, name, STEP=step, STEP_PAR=step_par, COEF=method.coefficients, CAST=cast,
-              IN_PLACE=in_place, VARIES=varies,
+    fn = bind(_loop, name, STEP=step, STEP_PAR=step_par, COEFFICIENTS_AT=coefficients_at(method.coefficients),
+              CAST=cast, IN_PLACE=in_place, VARIES=varies,
               EVAL=_eval_combined if combined else _eval_separate,
               VALUE=_value_combined if combined else _value_separate,
               F_TYPE=types.FunctionType(fsig), G_TYPE=types.FunctionType(jsig),

@@ -139,17 +139,9 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kin
                 code, bad_value = BAD_GAMMA, schedule_value(gamma_kind, gamma_p, t)
                 break
             GAMMA[:] = v
-        bad_row = -1
-        for r in range(sched.shape[0]):
-            v = schedule_value(int(sched[r, 1]), sched[r, 6:], t)
-            above = v > sched[r, 2] if sched[r, 4] != 0.0 else v >= sched[r, 2]
-            below = v < sched[r, 3] if sched[r, 5] != 0.0 else v <= sched[r, 3]
-            if not (above and below):
-                bad_row, bad_value = r, v
-                break
-            P[:, int(sched[r, 0])] = v
+        bad_row, v = compiled.scheduled_values(sched, t, P)
         if bad_row >= 0:
-            code = BAD_SCHEDULE + bad_row
+            code, bad_value = BAD_SCHEDULE + bad_row, v
             break
         if VARIES:  # noqa: F821 - else the host filled H once
             FILL(P, t + 1, LR, GAMMA, GF, H, active)  # noqa: F821
