@@ -111,3 +111,27 @@ def scheduled(name: str, value, t: int, rng: Range) -> float:
     if not rng.contains(v):
         raise ValueError(f"the {name} schedule gives {v!r} at step t={t}; {name} must be in {rng.describe()}")
     return v
+
+
+class NotCompilable(TypeError):
+    """A jitted user function cannot be compiled for the arguments fastrms calls it with: no driver
+    can run it, so the front raises this rather than trying another loop."""
+
+
+def not_compilable(what: str, argtypes, error: Exception) -> NotCompilable:
+    """A TypeError for a jitted user function that Numba cannot compile for these argument types,
+    with the reason from Numba's long message (its first line is always "Failed in nopython mode
+    pipeline") and where in the user's code it arose."""
+    lines = [ln.strip() for ln in str(error).splitlines()]
+    reason = next((ln.split(":", 1)[1].strip() for ln in reversed(lines)
+                   if ln.startswith("TypingError:") and ln.split(":", 1)[1].strip()), None)
+    if reason is None:
+        noise = ("Failed in", "During:", "File ", "<source", "^")
+        useful = [ln for ln in lines if ln and not ln.startswith(noise)]
+        reason = useful[0] if useful else type(error).__name__
+        if reason.startswith("No implementation of function") and len(useful) > 1:
+            reason += " " + useful[1].lstrip("> ")
+    where = [ln for ln in lines if ln.startswith("File ") and "site-packages" not in ln]
+    at = f" ({where[-1].rstrip(':')})" if where else ""
+    types = ", ".join(str(t) for t in argtypes)
+    return NotCompilable(f"{what} cannot be compiled for arguments of types ({types}): {reason}{at}")

@@ -320,6 +320,8 @@ def _choose_driver(problem: Problem, x, mstate: MethodState, opts: dict, callbac
         try:
             problem.compiled = loop.prepare(problem, mstate, x, _maxiter(opts, problem),
                                             **({"in_place": True} if opts.get("in_place") else {}))
+        except ck.NotCompilable:  # the Python loop would call the same compiled code, and fail alike
+            raise
         except TypeError as e:
             why = str(e)
     if why is None:

@@ -84,6 +84,32 @@ def test_an_exception_in_a_jitted_objective_reaches_the_user(driver):
     assert res.success
 
 
+@njit
+def _mixed_F(x, A, y):  # x @ A needs one dtype: float32 x with float64 A does not compile
+    r = A @ x - y
+    return 0.5 * np.sum(r * r)
+
+
+@njit
+def _mixed_dF(x, A, y):
+    return A.T @ (A @ x - y)
+
+
+@pytest.mark.parametrize("driver", ["auto", *DRIVERS])
+def test_a_jitted_function_that_cannot_compile_for_x_is_a_clear_type_error(driver):
+    """dtype='float32' with float64 data: Numba cannot compile A @ x.  Every driver names the
+    function, the types, Numba's reason and the line, in one TypeError; 'auto' does not fall
+    back to the Python loop, which would call the same function and fail with Numba's traceback."""
+    A, y = np.eye(3), np.ones(3)
+    with pytest.raises(TypeError, match=r"d?F cannot be compiled for arguments of types \(.*float32.*\): "
+                                         r"'@' arguments must all have the same dtype \(File .*test_field.py"
+                                         r"\", line \d+\)$") as info:
+        fastrms.minimize(_mixed_F, _mixed_dF, np.zeros(3), args=(A, y),
+                         options={"dtype": "float32", "driver": driver})
+    assert type(info.value).__module__.startswith("fastrms")  # not numba.core.errors.TypingError
+    assert fastrms.minimize(_mixed_F, _mixed_dF, np.zeros(3), args=(A, y), options={"driver": driver}).nit
+
+
 # -- threads and processes ------------------------------------------------------------
 
 FORK_SCRIPT = """

@@ -297,8 +297,7 @@ def _function_type(dispatcher, argtypes, what):
     try:
         dispatcher.compile(argtypes)
     except Exception as e:  # a Numba typing error must not reach the user as such
-        raise TypeError(f"{what} cannot be compiled for x and args of types {argtypes}: "
-                        f"{str(e).splitlines()[0]}") from None
+        raise ck.not_compilable(what, argtypes, e) from None
     for sig in dispatcher.nopython_signatures:
         if tuple(sig.args) == tuple(argtypes):
             return sig

@@ -6,8 +6,11 @@ from __future__ import annotations
 import numbers
 import sys
 
+import numba
 import numpy as np
+from numba.core.errors import NumbaError
 
+from .. import _checks as ck
 from ..kernels.cpu import CPU
 from .batches import Batches
 
@@ -92,13 +95,23 @@ class Problem:
             return fn(xu, *args)
         owner = x if x.base is None else x.base  # every view of x has this as its base
         before_x, before_u = sys.getrefcount(owner), sys.getrefcount(xu)
-        out = fn(xu, *args)
+        try:
+            out = fn(xu, *args)
+        except NumbaError as e:  # a jitted F or dF that does not compile for these types
+            raise self._not_compilable(fn, xu, args, e) from None
         # what fn returned may itself be x (dF = lambda x: x) or hold it: that is not a kept x
         held = out if not isinstance(out, tuple) else out[-1]
         own_x = isinstance(held, np.ndarray) and held is not xu and held.base is owner
         if (sys.getrefcount(owner) > before_x + own_x) or (sys.getrefcount(xu) > before_u + (held is xu)):
             self.retained = True
         return out
+
+    def _not_compilable(self, fn, xu, args, e) -> TypeError:
+        try:
+            types = [numba.typeof(a) for a in (xu, *args)]
+        except ValueError:
+            types = [type(a).__name__ for a in (xu, *args)]
+        return ck.not_compilable("dF" if fn is self.jac else "F", types, e)
 
     def value(self, x: np.ndarray) -> float:
         self.nfev += 1
