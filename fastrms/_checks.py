@@ -133,5 +133,7 @@ def not_compilable(what: str, argtypes, error: Exception) -> NotCompilable:
             reason += " " + useful[1].lstrip("> ")
     where = [ln for ln in lines if ln.startswith("File ") and "site-packages" not in ln]
     at = f" ({where[-1].rstrip(':')})" if where else ""
+    if argtypes is None:  # what failed is jitted code that a Python function calls
+        return NotCompilable(f"{what} calls jitted code that cannot be compiled: {reason}{at}")
     types = ", ".join(str(t) for t in argtypes)
     return NotCompilable(f"{what} cannot be compiled for arguments of types ({types}): {reason}{at}")

@@ -110,6 +110,12 @@ def test_a_jitted_function_that_cannot_compile_for_x_is_a_clear_type_error(drive
     assert fastrms.minimize(_mixed_F, _mixed_dF, np.zeros(3), args=(A, y), options={"driver": driver}).nit
 
 
+def test_a_python_gradient_calling_jitted_code_that_cannot_compile_says_so():
+    with pytest.raises(TypeError, match=r"^dF calls jitted code that cannot be compiled: '@' arguments"):
+        fastrms.minimize(lambda x, A, y: 0.0, lambda x, A, y: _mixed_dF(x, A, y), np.zeros(3),
+                         args=(np.eye(3), np.ones(3)), options={"dtype": "float32"})
+
+
 # -- threads and processes ------------------------------------------------------------
 
 FORK_SCRIPT = """

@@ -8,6 +8,7 @@ import sys
 
 import numba
 import numpy as np
+from numba.core.dispatcher import Dispatcher
 from numba.core.errors import NumbaError
 
 from .. import _checks as ck
@@ -107,10 +108,12 @@ class Problem:
         return out
 
     def _not_compilable(self, fn, xu, args, e) -> TypeError:
-        try:
-            types = [numba.typeof(a) for a in (xu, *args)]
-        except ValueError:
-            types = [type(a).__name__ for a in (xu, *args)]
+        types = None
+        if isinstance(fn, Dispatcher):  # (else fn is Python calling jitted code: its types say nothing)
+            try:
+                types = [numba.typeof(a) for a in (xu, *args)]
+            except ValueError:
+                types = [type(a).__name__ for a in (xu, *args)]
         return ck.not_compilable("dF" if fn is self.jac else "F", types, e)
 
     def value(self, x: np.ndarray) -> float:
