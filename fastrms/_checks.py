@@ -19,13 +19,32 @@ def unknown(what: str, name: str, known) -> ValueError:
                       f"(known: {', '.join(sorted(known))})")
 
 
+def _short(value) -> str:
+    """repr(value), cut to a readable length (an integer of 400 digits, a large array)."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:28]}...{text[-28:]} ({len(text)} characters)"
+
+
+def choice(name: str, value, known) -> str:
+    """One of the known names (a string; any other type is a TypeError, not an unknown name)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {', '.join(map(repr, known))}; "
+                        f"got {type(value).__name__} {_short(value)}")
+    if value not in known:
+        raise unknown(name, value, known)
+    return value
+
+
 def real(name: str, value) -> float:
     """A real number (bools and complex numbers are refused)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
             return float(value)
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {_short(value)}")
+    try:
+        value = float(value)
+    except OverflowError:  # a Python int beyond float64
+        raise ValueError(f"{name} is too large to be a float, got {_short(value)}") from None
     if np.isnan(value):
         raise ValueError(f"{name} must not be NaN")
     return value
@@ -81,11 +100,11 @@ def count(name, value, lo=0, hi=None) -> int:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         else:
-            raise TypeError(f"{name} must be an integer, got {value!r}")
+            raise TypeError(f"{name} must be an integer, got {_short(value)}")
     if value < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {value}")
+        raise ValueError(f"{name} must be >= {lo}, got {_short(value)}")
     if hi is not None and value > hi:
-        raise ValueError(f"{name} must be <= {hi} (the platform's integer), got {value}")
+        raise ValueError(f"{name} must be <= {hi} (the platform's integer), got {_short(value)}")
     return int(value)
 
 
@@ -95,9 +114,9 @@ def seed(name, value):
         return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
         raise TypeError(f"{name} must be None, an integer >= 0, a numpy SeedSequence or Generator, "
-                        f"got {type(value).__name__} {value!r}")
+                        f"got {type(value).__name__} {_short(value)}")
     if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
+        raise ValueError(f"{name} must be >= 0, got {_short(value)}")
     return int(value)
 
 
@@ -107,7 +126,10 @@ def scheduled(name: str, value, t: int, rng: Range) -> float:
         v = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"the {name} schedule must return a real number, "
-                        f"got {value!r} at step t={t}") from None
+                        f"got {_short(value)} at step t={t}") from None
+    except OverflowError:
+        raise ValueError(f"the {name} schedule gives {_short(value)} at step t={t}, "
+                         "too large to be a float") from None
     if not rng.contains(v):
         raise ValueError(f"the {name} schedule gives {v!r} at step t={t}; {name} must be in {rng.describe()}")
     return v

@@ -111,10 +111,8 @@ def _split(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
                 ("batched", driver["batched"], "batched problems keep two buffers")):
             if bad:
                 raise ValueError(f"in_place=True cannot be combined with {name}: {why}")
-    if driver["driver"] not in ("auto", "python", "compiled"):
-        raise ck.unknown("driver", str(driver["driver"]), ("auto", "python", "compiled"))
-    if driver["backend"] not in ("auto", *kernels.BACKENDS):
-        raise ck.unknown("backend", str(driver["backend"]), ("auto", *kernels.BACKENDS))
+    ck.choice("driver", driver["driver"], ("auto", "python", "compiled"))
+    ck.choice("backend", driver["backend"], ("auto", *kernels.BACKENDS))
     return driver, hyper
 
 

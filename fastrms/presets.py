@@ -105,9 +105,7 @@ def _configure(method: str, options: dict, preset: str | None) -> methods.Config
     m = methods.get(method)
     if preset is None:
         return m.configure(options)
-    if not isinstance(preset, str) or preset.lower() not in PRESETS:
-        raise ck.unknown("preset", str(preset), PRESETS)
-    preset = preset.lower()
+    preset = ck.choice("preset", preset.lower() if isinstance(preset, str) else preset, tuple(PRESETS))
     table = PRESETS[preset]
     if m.name not in table:
         raise ValueError(f"preset {preset!r} has no {m.name!r}; it covers {sorted(table)}")
@@ -169,11 +167,11 @@ def configure_batch(method: str, options: dict, preset: str | None,
         if name not in allowed:
             raise ValueError(f"{key} must be one value for the whole batch; per-problem arrays are accepted "
                              f"for {', '.join(sorted(allowed))}")
+        if v.dtype.kind not in "fiu":
+            raise TypeError(f"{key} must hold real numbers, got dtype {v.dtype}")
         if v.shape != (B,):
             raise ValueError(f"{key} has shape {v.shape}: a per-problem hyperparameter needs one value per "
                              f"problem, shape ({B},)")
-        if v.dtype.kind not in "fiu":
-            raise TypeError(f"{key} must hold real numbers, got dtype {v.dtype}")
         arrays[name] = (key, v.astype(np.float64))
     lr = arrays.pop("lr", None)
     if lr is not None:

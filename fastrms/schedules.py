@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba.extending import register_jitable
 
+from . import _checks as ck
+
 CONSTANT, EXPONENTIAL, STEP, INVERSE_TIME, COSINE = range(5)
 _NAMES = {"constant": CONSTANT, "exponential": EXPONENTIAL, "step": STEP,
           "inverse_time": INVERSE_TIME, "cosine": COSINE}
@@ -77,15 +79,22 @@ def kind_and_params(value) -> tuple[int, np.ndarray]:
     return 0, np.array([float(value), 0.0, 0.0, 1.0, 0.0])
 
 
-def _make(kind, value, warmup, a=0.0, b=1.0, c=0.0) -> Schedule:
-    value, warmup = float(value), float(warmup)
+def _make(kind, value, warmup, a=0.0, b=1.0, c=0.0, *, names=("a", "b", "c")) -> Schedule:
+    """The Schedule, each parameter checked to be a real number; names say what a, b, c are."""
+    def real(what, v):
+        v = ck.real(f"{kind} schedule: {what}", v)
+        if not math.isfinite(v):
+            raise ValueError(f"{kind} schedule: {what} must be finite, got {v}")
+        return v
+    value, warmup = real("the initial value", value), real("warmup", warmup)
+    a, b, c = (real(n, v) for n, v in zip(names, (a, b, c), strict=True))
     if not value > 0:
         raise ValueError(f"{kind} schedule: the initial value must be > 0, got {value}")
     if warmup < 0:
         raise ValueError(f"{kind} schedule: warmup must be >= 0, got {warmup}")
     if not b > 0:
-        raise ValueError(f"{kind} schedule: the number of steps must be > 0, got {b}")
-    return Schedule(kind, (value, warmup, float(a), float(b), float(c)))
+        raise ValueError(f"{kind} schedule: {names[1]} must be > 0, got {b}")
+    return Schedule(kind, (value, warmup, a, b, c))
 
 
 def constant(value: float, *, warmup: int = 0) -> Schedule:
@@ -94,28 +103,34 @@ def constant(value: float, *, warmup: int = 0) -> Schedule:
 
 def exponential(value: float, rate: float, steps: float, *, staircase: bool = False,
                 warmup: int = 0) -> Schedule:
-    if not 0 < rate:
+    staircase = float(ck.boolean("exponential schedule: staircase", staircase))
+    sched = _make("exponential", value, warmup, rate, steps, staircase, names=("rate", "steps", "staircase"))
+    if not sched.params[2] > 0:
         raise ValueError(f"exponential schedule: rate must be > 0, got {rate}")
-    return _make("exponential", value, warmup, rate, steps, float(staircase))
+    return sched
 
 
 def step(value: float, factor: float, every: int, *, warmup: int = 0) -> Schedule:
-    if not 0 < factor:
+    sched = _make("step", value, warmup, factor, every, names=("factor", "every", "c"))
+    if not sched.params[2] > 0:
         raise ValueError(f"step schedule: factor must be > 0, got {factor}")
-    return _make("step", value, warmup, factor, every)
+    return sched
 
 
 def inverse_time(value: float, rate: float, steps: float = 1.0, *, staircase: bool = False,
                  warmup: int = 0) -> Schedule:
-    if rate < 0:
+    staircase = float(ck.boolean("inverse_time schedule: staircase", staircase))
+    sched = _make("inverse_time", value, warmup, rate, steps, staircase, names=("rate", "steps", "staircase"))
+    if not sched.params[2] >= 0:
         raise ValueError(f"inverse_time schedule: rate must be >= 0, got {rate}")
-    return _make("inverse_time", value, warmup, rate, steps, float(staircase))
+    return sched
 
 
 def cosine(value: float, steps: int, *, final: float = 0.0, warmup: int = 0) -> Schedule:
-    if not 0 <= final <= value:
+    sched = _make("cosine", value, warmup, final, steps, names=("final", "steps", "c"))
+    if not 0 <= sched.params[2] <= sched.params[0]:
         raise ValueError(f"cosine schedule: final must be in [0, value], got {final}")
-    return _make("cosine", value, warmup, final, steps)
+    return sched
 
 
 @dataclass(frozen=True)
@@ -129,21 +144,19 @@ class NoArgs:
         return self.fn()
 
 
-def _takes_no_step(fn) -> bool:
+def _arguments(fn) -> int | None:
+    """How a callable schedule is called: 1 (f(t)), 0 (f()), or None (neither binds)."""
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin without a signature: assume f(t)
-        return False
-    try:
-        sig.bind(0)
-        return False
-    except TypeError:
-        pass
-    try:
-        sig.bind()
-    except TypeError:
-        return False
-    return True
+        return 1
+    for n, args in ((1, (0,)), (0, ())):
+        try:
+            sig.bind(*args)
+            return n
+        except TypeError:
+            pass
+    return None
 
 
 def as_schedule(name: str, value):
@@ -151,7 +164,11 @@ def as_schedule(name: str, value):
     if isinstance(value, Schedule):
         return value
     if callable(value):
-        return NoArgs(value) if _takes_no_step(value) else value
+        n = _arguments(value)
+        if n is None:
+            raise TypeError(f"{name}: a callable schedule is called as f(t) with the step t, or as f(); "
+                            f"{getattr(value, '__name__', type(value).__name__)} takes neither")
+        return NoArgs(value) if n == 0 else value
     if isinstance(value, dict):
         spec = dict(value)
         kind = spec.pop("schedule", None)

@@ -396,6 +396,49 @@ def test_a_python_lr_callable_going_negative_is_a_clear_error():
     fastrms.RMSProp(x, lr=schedules.cosine(0.1, 3)).step(np.ones(2))  # a schedule ending at 0 is fine
 
 
+
+def test_an_integer_beyond_float64_is_a_value_error_with_a_short_message():
+    huge = 10 ** 400
+    for options, match in [({"lr": huge}, "lr is too large to be a float"),
+                           ({"clip_value": -huge}, "clip_value is too large to be a float"),
+                           ({"maxiter": huge}, "maxiter must be <= "),
+                           ({"lr": lambda t: huge}, "the lr schedule gives .* at step t=0, too large")]:
+        with pytest.raises(ValueError, match=match) as info:
+            fastrms.minimize(quad, dquad, np.zeros(3), args=(np.ones(3),), options=options)
+        assert len(str(info.value)) < 200  # the 401 digits are cut
+    with pytest.raises(ValueError, match="lr is too large to be a float"):
+        fastrms.Lion(np.zeros(3), lr=huge)
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"driver": np.array(["python", "compiled"])}, "driver must be a string, one of 'auto', 'python'"),
+    ({"backend": None}, "backend must be a string, one of 'auto', 'cpu'"),
+    ({"preset": True}, "preset must be a string, one of 'd2l'"),
+    ({"lr": lambda t, u: 0.1}, "lr: a callable schedule is called as f\\(t\\) .* <lambda> takes neither")])
+def test_a_name_or_a_callable_of_the_wrong_kind_is_a_type_error(options, match):
+    # before: an array as driver raised NumPy's "truth value of an array is ambiguous", True as preset
+    # was an unknown preset 'True', and a schedule of two arguments failed at its first step
+    with pytest.raises(TypeError, match=match):
+        fastrms.minimize(quad, dquad, np.zeros(3), args=(np.ones(3),), options=options)
+
+
+def test_per_problem_values_of_the_wrong_kind_are_named_before_their_shape():
+    with pytest.raises(TypeError, match="lr must hold real numbers, got dtype <U1"):
+        fastrms.RMSProp(np.zeros((4, 2)), lr=np.array(["a"]))
+
+
+@pytest.mark.parametrize("make, err, match", [
+    (lambda: schedules.constant("0.1"), TypeError, "constant schedule: the initial value must be a real"),
+    (lambda: schedules.exponential(0.1, None, 10), TypeError, "exponential schedule: rate must be a real"),
+    (lambda: schedules.exponential(0.1, 0.5, 10, staircase=1), TypeError, "staircase must be True or False"),
+    (lambda: schedules.step(0.1, 0.5, 0), ValueError, "step schedule: every must be > 0"),
+    (lambda: schedules.cosine(0.1, float("inf")), ValueError, "cosine schedule: steps must be finite"),
+    (lambda: schedules.inverse_time(0.1, 0.5, warmup=float("nan")), ValueError, "warmup must not be NaN"),
+    (lambda: schedules.constant(10 ** 400), ValueError, "initial value is too large to be a float")])
+def test_a_schedules_parameters_are_checked_where_it_is_made(make, err, match):
+    with pytest.raises(err, match=match):
+        make()
+
 # -- numerics -----------------------------------------------------------------------------------
 
 def test_centered_rmsprop_never_takes_the_root_of_a_negative_variance():
