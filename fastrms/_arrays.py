@@ -40,10 +40,14 @@ def as_x0(x0, dtype=None) -> np.ndarray:
 
 
 def check_param_array(x: np.ndarray) -> np.ndarray:
-    """x itself, checked for a stepper that updates it in place."""
+    """x, checked for a stepper that updates it in place, as a plain ndarray over x's memory
+    (a subclass such as np.matrix or np.memmap is updated through that view)."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"steppers update x in place, so x must be a NumPy (or CUDA) array of "
                         f"float32 or float64, got {type(x).__name__}")
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError("x is a masked array: a stepper updates every element of x in place and "
+                        "cannot honour the mask; pass x.data to update all of them")
     if x.dtype not in FLOATS:
         raise kind_error("x", x.dtype)
     if not x.flags.c_contiguous:
@@ -52,7 +56,7 @@ def check_param_array(x: np.ndarray) -> np.ndarray:
         raise ValueError("x is read-only; steppers update x in place")
     if x.size == 0:
         raise ValueError("x is empty: there is nothing to optimize")
-    return x
+    return x if type(x) is np.ndarray else x.view(np.ndarray)
 
 
 def as_gradient(g, x):

@@ -7,7 +7,7 @@ minimize drivers (which step flat buffers); holds no parameter array itself.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
 
 import numpy as np
@@ -74,6 +74,8 @@ class MethodState:
         return {"t": self.t, **{name: host[j] for j, name in enumerate(self.names)}}
 
     def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a dict, as state_dict() returns, got {type(state).__name__}")
         missing = {"t", *self.names} - set(state)
         if missing:
             raise ValueError(f"state is missing {sorted(missing)}")

@@ -75,6 +75,38 @@ def test_stepper_errors():
     with pytest.raises(ValueError, match="missing"):
         opt.load_state_dict({"t": 0})
 
+    for bad in (None, 1.0, [("t", 0)]):
+        with pytest.raises(TypeError, match="state must be a dict"):
+            opt.load_state_dict(bad)
+
+
+class _Sub(np.ndarray):
+    pass
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix's own
+@pytest.mark.parametrize("wrap", [np.asmatrix, lambda a: a.view(_Sub),
+                                  lambda a: a.view(np.recarray)], ids=["matrix", "subclass", "recarray"])
+def test_an_ndarray_subclass_is_updated_in_place_as_the_plain_array(wrap, rng):
+    # before: np.matrix reached Numba as a matrix and failed with a typing traceback
+    x0, grads = rng.normal(size=(1, 5)), rng.normal(size=(3, 1, 5))
+    plain, wrapped = x0.copy(), wrap(x0.copy())
+    a, b = fastrms.Adam(plain, lr=0.1), fastrms.Adam(wrapped, lr=0.1)
+    for g in grads:
+        a.step(g)
+        b.step(g)
+    assert b.x is wrapped and type(wrapped) is not np.ndarray
+    assert np.asarray(wrapped).tobytes() == plain.tobytes()
+
+
+def test_a_masked_array_is_refused_rather_than_its_mask_ignored():
+    x = np.ma.array([1.0, 2.0, 3.0], mask=[False, True, False])
+    with pytest.raises(TypeError, match="masked array: .* cannot honour the mask; pass x.data"):
+        fastrms.RMSProp(x)
+    with pytest.raises(TypeError, match=r"x\[1\]: x is a masked array"):
+        fastrms.RMSProp([np.ones(2), x])  # before: updated its data, the masked element too
+    assert x.data.tolist() == [1.0, 2.0, 3.0]
+
 
 def test_float64_gradient_on_float32_x_is_cast():
     x = np.ones(4, np.float32)
