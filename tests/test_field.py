@@ -463,6 +463,20 @@ def test_eps_zero_and_a_zero_gradient_component_stay_finite():
         assert np.all(np.isfinite(x)) and x[0] == 1.0 and (x[1] < 1.0 or cls is fastrms.Adadelta), cls
 
 
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
+def test_eps_zero_and_a_nonzero_gradient_over_zero_is_reported_not_frozen():
+    # g² underflows to 0, so d = √s = 0 while g is not 0: g/d is -inf, as in torch, not 0 (before,
+    # the element froze silently); only 0/0 stays put
+    x = np.array([1.0, 1.0])
+    fastrms.RMSProp(x, eps=0.0).step(np.array([0.0, 1e-200]))
+    assert x[0] == 1.0 and x[1] == -np.inf
+    res = fastrms.minimize(lambda x: float(x @ x), lambda x: 1e-200 * x, np.ones(2), options={"eps": 0.0})
+    assert res.status == 3 and res.x.tolist() == [1.0, 1.0]
+    # where it would happen at every step, the configuration is refused
+    with pytest.raises(ValueError, match="gamma=1 keeps s at initial_scale=0, and with eps=0"):
+        fastrms.RMSProp(x, eps=0.0, gamma=1.0)
+
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
 @pytest.mark.parametrize("dtype,big", [(np.float64, 1e200), (np.float32, 1e25)])
 def test_an_overflowing_running_mean_is_reported_not_frozen(dtype, big):

@@ -107,10 +107,12 @@ def descend(x, d, h, general, lr_inside):
 
 @register_jitable
 def ratio(g, d):
-    """g / d, and 0 where d = 0: with ε = 0, d is 0 only where every g so far was 0 (or its square
-    underflowed), and 0/0 must not become NaN.  (Written as g − g to stay in x's dtype.)  Only
-    rules compiled for ε = 0 use it (flag eps_zero): with ε > 0, d ≥ √ε or ε is never 0."""
-    return g / d if d != 0 else g - g
+    """g / d, and 0 for 0/0: with ε = 0, an element whose gradients were all 0 has d = 0, and it
+    stays put rather than becoming NaN.  (Written as g − g to stay in x's dtype.)  A nonzero g over
+    d = 0 (γ = 1 with s₀ = 0, or g² underflowing) stays ±inf, as in the frameworks, and is
+    reported as divergence rather than frozen at 0.  Only rules compiled for ε = 0 use it (flag
+    eps_zero): with ε > 0, d ≥ √ε or ε is never 0."""
+    return g / d if d != 0 or g != 0 else g - g
 
 
 @register_jitable

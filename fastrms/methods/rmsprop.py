@@ -104,6 +104,9 @@ def _pack(v):
     check_nesterov(v)
     if v["bias_correction"] and not callable(v["gamma"]) and v["gamma"] >= 1.0:
         raise ValueError("bias_correction needs gamma < 1 (1 − γ^t would be 0)")
+    if not callable(v["gamma"]) and v["gamma"] == 1.0 and v["eps"] == 0 and v["initial_scale"] == 0:
+        raise ValueError("gamma=1 keeps s at initial_scale=0, and with eps=0 every step would divide "
+                         "by √s = 0; give gamma < 1, eps > 0 or initial_scale > 0")
     return {"adagrad": 0.0, "eps": v["eps"], "eps_in_sqrt": v["eps_in_sqrt"],
             "bias_correction": v["bias_correction"], "momentum": v["momentum"], "nesterov": v["nesterov"],
             "lr_in_momentum": _lr_inside(v), "lr_decay": 0.0}
