@@ -45,7 +45,7 @@ def reference_run(method, x0, grads, **o):
         if method == "gd":
             x = x - lr * g
         elif method == "momentum":
-            b = mu * b + g
+            b = mu * b + (g if t == 1 else (1 - o.get("dampening", 0.0)) * g)  # torch's SGD: b₁ = g
             x = x - lr * (g + mu * b if o.get("nesterov") else b)
         elif method in ("rmsprop", "adagrad"):
             if method == "adagrad":

@@ -20,6 +20,7 @@ CASES = [
     ("gd", {"maximize": True, "clip_value": 0.5}),
     ("momentum", {}),
     ("momentum", {"nesterov": True, "momentum": 0.8}),
+    ("momentum", {"dampening": 0.3, "weight_decay": 0.1}),
     ("rmsprop", {}),
     ("rmsprop", {"eps_in_sqrt": False, "eps": 1e-8}),
     ("rmsprop", {"momentum": 0.9}),

@@ -33,6 +33,8 @@ TORCH_CASES = [
     ("Adadelta", "adadelta", {"rho": 0.8, "weight_decay": 0.1}),
     ("SGD", "momentum", {"momentum": 0.9}),
     ("SGD", "momentum", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+    ("SGD", "momentum", {"momentum": 0.9, "dampening": 0.3}),
+    ("SGD", "momentum", {"momentum": 0.5, "dampening": 0.0, "nesterov": True, "maximize": True}),
     ("SGD", "gd", {}),
 ]
 

@@ -1,4 +1,8 @@
-"""Heavy-ball and Nesterov momentum:  b ← μ b + g;  x ← x − η b   (Nesterov: x ← x − η (g + μ b))."""
+"""Heavy-ball and Nesterov momentum:  b ← μ b + g;  x ← x − η b   (Nesterov: x ← x − η (g + μ b)).
+
+dampening τ (torch.optim.SGD): b ← μ b + (1 − τ) g from the second step on; the first step
+sets b = g, as torch does (b₀ = 0 and a weight of 1 at t = 1).
+"""
 
 from __future__ import annotations
 
@@ -24,33 +28,43 @@ from .base import (
 
 SLOTS = MOMENTUM_SLOTS
 MU, A, C_G, C_B = slots(SLOTS)
-PARAMS = ("momentum", "nesterov", "lr_in_momentum")
-P_MU, P_NESTEROV, P_LR_INSIDE = params(PARAMS)
+PARAMS = ("momentum", "nesterov", "lr_in_momentum", "dampening")
+P_MU, P_NESTEROV, P_LR_INSIDE, P_DAMPENING = params(PARAMS)
 
 
 @rule
 def momentum(x, g, S, i, h, flags):
     """b ← μ b + a g;  x ← x − η (c_g g + c_b b):  (c_g, c_b) = (0, 1) heavy ball, (a, μ) Nesterov;
-    a = η when η lives inside the buffer (TensorFlow), else 1 (PyTorch)."""
-    nesterov, lr_inside, general = flags
+    a = η when η lives inside the buffer (TensorFlow), else 1 (PyTorch), times 1 − τ after the
+    first step when dampened."""
+    nesterov, lr_inside, dampened, general = flags
     g = gradient(x, g, h, general)
-    return descend(x, momentum_direction(g, S, 0, i, h, MU, nesterov, lr_inside), h, general, lr_inside)
+    b = momentum_direction(g, S, 0, i, h, MU, nesterov, lr_inside or dampened)
+    return descend(x, b, h, general, lr_inside)
 
 
 @register_jitable
 def momentum_coefficients(p, t, lr, gamma, gfactor, out):
     common_coefficients(p, lr, gfactor, out)
     momentum_terms(p[P_MU], p[P_NESTEROV], p[P_LR_INSIDE], lr, out, MU)
+    if t > 1:
+        out[A] *= 1.0 - p[P_DAMPENING]
 
 
 def _pack(v):
     check_nesterov(v)
-    return {"momentum": v["momentum"], "nesterov": v["nesterov"], "lr_in_momentum": v["lr_in_momentum"]}
+    if v["nesterov"] and v["dampening"] != 0:
+        raise ValueError("nesterov=True needs dampening=0 (as in torch.optim.SGD)")
+    return {"momentum": v["momentum"], "nesterov": v["nesterov"], "lr_in_momentum": v["lr_in_momentum"],
+            "dampening": v["dampening"]}
 
 
 METHOD = Method(
     "momentum", "Momentum", momentum, momentum_coefficients,
-    {**COMMON, **MOMENTUM, "momentum": Hyper(0.9, ck.unit_open, "momentum μ")}, _pack, SLOTS, PARAMS,
-    flags_fn=lambda v: (v["nesterov"], v["lr_in_momentum"]),
+    {**COMMON, **MOMENTUM, "momentum": Hyper(0.9, ck.unit_open, "momentum μ"),
+     "dampening": Hyper(0.0, ck.unit_closed, "dampening τ: b ← μ b + (1 − τ) g after the first step "
+                                             "(torch.optim.SGD)")}, _pack, SLOTS, PARAMS,
+    flags_fn=lambda v: (v["nesterov"], v["lr_in_momentum"], v["dampening"] != 0),
     rows_fn=lambda v: [("b", 0.0)],
+    varies_fn=lambda v: v["dampening"] != 0,  # its weight is 1 at t = 1, 1 − τ after
     doc="b ← μ b + g;  x ← x − η b")
