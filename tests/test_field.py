@@ -456,13 +456,17 @@ def test_centered_rmsprop_never_takes_the_root_of_a_negative_variance():
 
 
 def test_eps_zero_and_a_zero_gradient_component_stay_finite():
-    for cls, kw in [(fastrms.RMSProp, {}), (fastrms.Adagrad, {}), (fastrms.Adam, {}), (fastrms.Adadelta, {}),
+    for cls, kw in [(fastrms.RMSProp, {}), (fastrms.Adagrad, {}), (fastrms.Adam, {}),
                     (fastrms.RMSProp, {"eps_in_sqrt": False, "centered": True})]:
         x = np.array([1.0, 1.0])
         opt = cls(x, eps=0.0, **kw)
         opt.step(np.array([0.0, 0.5]))
-        # (Adadelta with ε = 0 never moves: its step is √δ/√s·g with δ₀ = 0)
-        assert np.all(np.isfinite(x)) and x[0] == 1.0 and (x[1] < 1.0 or cls is fastrms.Adadelta), cls
+        assert np.all(np.isfinite(x)) and x[0] == 1.0 and x[1] < 1.0, cls
+    # Adadelta with ε = 0 would never move (its step is √δ/√s·g with δ₀ = 0): refused, not a silent no-op
+    with pytest.raises(ValueError, match="Adadelta with eps=0 never moves"):
+        fastrms.Adadelta(np.ones(2), eps=0.0)
+    with pytest.raises(ValueError, match=r"problem 0 \(eps=0\): Adadelta with eps=0"):
+        fastrms.Adadelta(np.ones((2, 3)), eps=np.array([0.0, 1e-6]))
 
 
 

@@ -25,7 +25,6 @@ from .base import (
     lr_check,
     overflow_check,
     params,
-    ratio,
     rule,
     slots,
 )
@@ -36,16 +35,16 @@ PARAMS = ("eps",)
 (P_EPS,) = params(PARAMS)
 
 
-# flags: (eps_zero,); state rows: s, delta
+# state rows: s, delta (ε > 0: see _pack)
 @rule
 def adadelta(x, g, S, i, h, flags):
     """One element of Adadelta (see the module docstring)."""
-    eps_zero, general = flags
+    (general,) = flags
     g = gradient(x, g, h, general)
     s = h[RHO] * S[0, i] + h[W] * (g * g)
     S[0, i] = s
     a, d = math.sqrt(S[1, i] + h[EPS]), math.sqrt(s + h[EPS])
-    delta = overflow_check((ratio(a, d) if eps_zero else a / d) * g, s)
+    delta = overflow_check(a / d * g, s)
     S[1, i] = h[RHO] * S[1, i] + h[W] * (delta * delta)
     return keep(x, h, general) - h[LR] * delta
 
@@ -59,11 +58,18 @@ def adadelta_coefficients(p, t, lr, gamma, gfactor, out):
     out[EPS] = p[P_EPS]
 
 
+def _pack(v):
+    if v["eps"] == 0:  # (every framework accepts it and then does nothing, or 0/0 = NaN)
+        raise ValueError("Adadelta with eps=0 never moves: its step √(δ + ε)/√(s + ε)·g starts from "
+                         "δ = 0, and δ stays 0; give eps > 0")
+    return {"eps": v["eps"]}
+
+
 METHOD = Method(
     "adadelta", "Adadelta", adadelta, adadelta_coefficients,
     {**COMMON, "lr": Hyper(1.0, lr_check, COMMON["lr"].doc),
      "gamma": Hyper(0.9, gamma_check, "decay ρ of both running means"),
      "eps": Hyper(1e-6, ck.nonneg, "ε")},
-    lambda v: {"eps": v["eps"]}, SLOTS, PARAMS, flags_fn=lambda v: (v["eps"] == 0,),
+    _pack, SLOTS, PARAMS,
     rows_fn=lambda v: [("s", 0.0), ("delta", 0.0)],
     doc="s ← ρ s + (1 − ρ) g²;  Δ = √(δ + ε)/√(s + ε)·g;  δ ← ρ δ + (1 − ρ) Δ²;  x ← x − η Δ")
