@@ -7,6 +7,11 @@ import numpy as np
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+def none_gradient_error() -> TypeError:
+    # (np.asarray(None) is a 0-d object array: "shape ()" would mislead)
+    return TypeError("the gradient is None; step(g) needs an array of x's shape")
+
+
 def kind_error(what: str, dtype) -> TypeError:
     return TypeError(f"{what} must hold real numbers (float32 or float64; integers are "
                      f"converted to float64), got dtype {dtype}")
@@ -66,8 +71,8 @@ def as_gradient(g, x):
     if type(g) is np.ndarray and g.shape == x.shape and g.dtype is x.dtype and g.flags.c_contiguous:
         return g if g.ndim == 1 else g.reshape(-1)
     if not isinstance(g, np.ndarray):
-        if g is None:  # np.asarray(None) is a 0-d object array: its shape () would mislead
-            raise TypeError("the gradient is None; step(g) needs an array of x's shape")
+        if g is None:
+            raise none_gradient_error()
         try:
             g = np.asarray(g)
         except (ValueError, TypeError) as e:

@@ -684,7 +684,9 @@ class CudaBackend:
         dev = as_device(g)
         if dev is None:
             if g is None:
-                raise TypeError("the gradient is None; step(g) needs an array of x's shape")
+                from .._arrays import none_gradient_error
+
+                raise none_gradient_error()
             a = np.asarray(g)
             if a.dtype.kind not in "fiu":
                 raise TypeError(f"the gradient must hold real numbers, got dtype {a.dtype}")
