@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import fastrms
-from fastrms.drivers import compiled
+from fastrms.drivers import compiled, compiled_batched
 from fastrms.kernels import cpu
 
 # x's bytes in the race band: above the parallel threshold of every layer, far below RACE_MAX_BYTES
@@ -183,3 +183,69 @@ def test_compiled_loop_keeps_the_kernel_that_won(slow, monkeypatch):
     assert "_ser_" in kernels["STEP"].py_func.__name__ and "_par_" in kernels["STEP_PAR"].py_func.__name__
     assert pars[:4] == [False, True, False, True]  # the race's blocks
     assert len(pars) > 4 and set(pars[4:]) == {not slow}
+
+
+# -- batched solves: a uniform batch steps all B·n elements with the one-problem kernel while every
+# problem runs, and races it as one problem's run does
+
+BATCH = (4, N // 4 + 1)  # B·n in the race band
+
+
+@numba.njit(cache=True)
+def _batch_F(X, T):
+    return 0.5 * np.sum((X - T) ** 2, axis=1)
+
+
+@numba.njit(cache=True)
+def _batch_dF(X, T):
+    return X - T
+
+
+def _batch_problem():
+    """Problems that converge one after another (they start 0.5, 0.8, 1.1 and 3 from the target),
+    the last at maxiter: the race runs while all four do, the rows kernel after the first stops."""
+    T = np.random.default_rng(3).normal(size=BATCH)
+    X0 = T + np.array([0.5, 0.8, 1.1, 3.0])[:, None]
+    return T, X0, {"lr": 0.01, "gamma": 0.9, "maxiter": 150, "gtol": 0.05, "batched": True}
+
+
+@needs_threads
+@pytest.mark.parametrize("driver", ["python", "compiled"])
+@pytest.mark.parametrize("slow", [False, True])
+def test_a_batched_run_races_keeps_the_winner_and_equals_an_unraced_one(driver, slow, monkeypatch):
+    T, X0, opts = _batch_problem()
+    opts["driver"] = driver
+    block_done = cpu.Race.block_done
+    decided = []
+
+    def skewed(self, seconds):  # the slow kernel's blocks take a second longer
+        block_done(self, seconds + (1.0 if self.parallel == slow else 0.0))
+        if self.decided:
+            decided.append(self.parallel)
+
+    monkeypatch.setattr(cpu.Race, "block_done", skewed)
+    pars = []
+    if driver == "compiled":  # the kernel flag of each call of the driver
+        prepare = compiled_batched.prepare
+
+        def spied(*args):
+            drive, sigs, parallel = prepare(*args)
+
+            def run(*a):
+                pars.append(a[-1])
+                return drive(*a)
+            return run, sigs, parallel
+
+        monkeypatch.setattr(compiled_batched, "prepare", spied)
+    raced = fastrms.minimize(_batch_F, _batch_dF, X0, args=(T,), options=opts)
+    assert decided == [not slow]  # the race ran, once, and the fast kernel won
+    # three converged one after another (the rows kernel ran too), the last ran to maxiter
+    assert cpu.Race.STEPS < raced.nit[0] < raced.nit[1] < raced.nit[2] < raced.nit[3] == opts["maxiter"]
+    assert list(raced.status) == [0, 0, 0, 1]
+    if driver == "compiled":
+        assert pars[:4] == [False, True, False, True] and set(pars[4:]) == {not slow}
+    monkeypatch.setattr(cpu, "RACE_MIN_STEPS", 10**9)  # the size rule alone: the parallel kernel
+    plain = fastrms.minimize(_batch_F, _batch_dF, X0, args=(T,), options=opts)
+    assert len(decided) == 1
+    for key in ("x", "jac", "nit", "status", "fun"):
+        np.testing.assert_array_equal(raced[key], plain[key], err_msg=key)

@@ -38,7 +38,8 @@ def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, 
     gtol_k = x.dtype.type(gtol if gtol > 0 else -1.0)
     backend = bstate.backend
     spare = backend.empty_like(x)
-    step_checked = backend.rows_checked_stepper(bstate, x.size)
+    # (a long uniform run races the serial and parallel kernels, as python_loop's does)
+    step_checked = backend.rows_checked_stepper(bstate, x.size, steps=maxiter)
     active = np.ones(B, dtype=np.bool_)
     big, bad = np.zeros(B, dtype=np.intp), np.zeros(B, dtype=np.intp)
     out = BatchOutcome(B)

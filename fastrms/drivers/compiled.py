@@ -529,6 +529,34 @@ def _first_chunk(x, args) -> int:
     return max(1, min(MAX_FIRST_CHUNK, FIRST_CHUNK_WORK // max(work, 1)))
 
 
+class Chunks:
+    """Where each of a compiled loop's calls stops: for a racing driver (parallel == RACE) first
+    the race's blocks, each timed (kernels/cpu.py, Race), then chunks of about CHUNK_SECONDS,
+    the first sized by _first_chunk.  ``parallel`` is the kernel flag for the next call."""
+
+    def __init__(self, parallel, x, args):
+        self.race = cpu.Race() if parallel == RACE else None
+        self._parallel = parallel
+        self._chunk = _first_chunk(x, args)
+        self._racing = False
+
+    @property
+    def parallel(self) -> bool:
+        return self.race.parallel if self.race is not None else self._parallel
+
+    def stop(self, k: int, maxiter: int) -> int:
+        """k_stop for a call starting at step k."""
+        self._racing = self.race is not None and not self.race.decided
+        return min(maxiter, k + (self.race.BLOCK if self._racing else self._chunk))
+
+    def done(self, steps: int, seconds: float, paused: bool) -> None:
+        """The call took ``seconds`` for ``steps`` steps, and paused (rather than ended) at k_stop."""
+        if self._racing:
+            self.race.block_done(seconds)
+        if paused:
+            self._chunk = max(1, min(16 * self._chunk, int(steps * CHUNK_SECONDS / max(seconds, 1e-6))))
+
+
 def other(buffers, x):
     """The one of two buffers that x is not (the second, in place, where both are x).  A compiled
     function returning one of its array arguments hands back that very object; the address
@@ -560,14 +588,11 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
     batch, per_epoch = (b.size, b.per_epoch) if b is not None else (0, 1)
     losses, gnorms, steps, xs = [], [], [], []
     buffers = (x, x) if in_place else (x, np.empty_like(x))
-    k, chunk = 0, _first_chunk(x, problem.args)
-    # a racing driver's first chunks are the race's blocks, each timed (kernels/cpu.py, Race)
-    race = cpu.Race() if parallel == RACE else None
+    k, chunks = 0, Chunks(parallel, x, problem.args)
     lock = cpu.parallel_lock() if parallel else contextlib.nullcontext()
     with _CatchUserErrors() as catch, lock:
         while True:
-            racing = race is not None and not race.decided
-            k_stop = min(maxiter, k + (race.BLOCK if racing else chunk))
+            k_stop = chunks.stop(k, maxiter)
             n = k_stop - k + 1
             rec = (np.empty(n), np.empty(n), np.empty(n, np.int64)) if history else _NO_HISTORY
             xs_k = np.empty((n if trajectory else 0, x.size), x.dtype)
@@ -577,10 +602,8 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
                 sigs[4], x, spare, shape, problem.args, mstate.S, mstate.p, mstate.h,
                 lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], mstate.t, k, k_stop, maxiter,
                 gtol_x, history, every, order, batch, per_epoch, *rec, xs_k, cfg.schedule_rows, catch.err,
-                race.parallel if race is not None else parallel)
-            took = time.perf_counter() - began
-            if racing:
-                race.block_done(took)
+                chunks.parallel)
+            chunks.done(k_end - k, time.perf_counter() - began, code == PAUSED)
             problem.nfev += nfev
             problem.njev += njev
             if history:
@@ -589,12 +612,10 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
                 steps.append(rec[2][:n_rec])
             if trajectory:
                 xs.append(xs_k[:k_end - k + (code != PAUSED)])
-            done = k_end - k
             k = k_end
             if code != PAUSED:
                 break
-            # Python runs signal handlers here: Ctrl-C raises KeyboardInterrupt between chunks
-            chunk = max(1, min(16 * chunk, int(done * CHUNK_SECONDS / max(took, 1e-6))))
+            # (Python runs signal handlers here: Ctrl-C raises KeyboardInterrupt between chunks)
     raise_for(code, catch, shape, cfg, f, mstate.t + k)
     mstate.t += k
     out = Outcome(shape, history, trajectory)

@@ -28,7 +28,6 @@ from .compiled import (
     BAD_LR,
     BAD_SCHEDULE,
     BAD_SHAPE,
-    CHUNK_SECONDS,
     CONVERGED,
     DIVERGED,
     MAXITER,
@@ -71,11 +70,12 @@ def _take_rows_typed(args, rows, mask):
 
 def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kind, lr_p, gamma_kind,
                gamma_p, clip_norm, t0, k0, k_stop, maxiter, gtol, end_is_maxiter, order, batch, per_epoch,
-               sched, active, nit, reasons, big, bad, err):  # pragma: no cover - compiled
+               sched, active, nit, reasons, big, bad, err, par):  # pragma: no cover - compiled
     """Iterations k0 … k_stop − 1 of B problems; returns PAUSED at k_stop (x is x_k there).
 
     reasons[b] and nit[b] record where problem b stopped (an index into END_REASONS);
-    lr_kind / gamma_kind < 0: LR / GAMMA hold per-problem values, else a shared schedule.
+    lr_kind / gamma_kind < 0: LR / GAMMA hold per-problem values, else a shared schedule;
+    par: FLAT_PAR rather than FLAT for the uniform flat steps (the same kernel unless racing).
     """
     fun = function_at(F_TYPE, fns[0])  # noqa: F821 - bound per driver
     jac = function_at(G_TYPE, fns[1])  # noqa: F821
@@ -146,7 +146,10 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kin
         if VARIES:  # noqa: F821 - else the host filled H once
             FILL(P, t + 1, LR, GAMMA, GF, H, active)  # noqa: F821
         if UNIFORM and all_running:  # noqa: F821 - see BatchedState.uniform
-            n_big, n_bad = FLAT(x, gf, S, H[0], gtol, spare)  # noqa: F821
+            if par:
+                n_big, n_bad = FLAT_PAR(x, gf, S, H[0], gtol, spare)  # noqa: F821
+            else:
+                n_big, n_bad = FLAT(x, gf, S, H[0], gtol, spare)  # noqa: F821
             if n_bad == 0 and n_big == x.size:  # no problem stopped
                 k += 1
                 x, spare = spare, x
@@ -180,7 +183,7 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kin
 _drivers = compiled._LRU(32)
 
 
-def _build(bstate, sigs, combined: bool, parallel: bool, mask):
+def _build(bstate, sigs, combined: bool, parallel, mask):
     fsig, jsig, xt, at = sigs[:4]
     dt = numba.from_dtype(bstate.dtype)
     flat = types.Array(dt, 1, "C")
@@ -192,18 +195,20 @@ def _build(bstate, sigs, combined: bool, parallel: bool, mask):
         types.Array(dt, 2, "C"), f64_2, types.Array(dt, 2, "C"), f64, f64, f64, ip, f64, ip, f64,
         types.float64, ip, ip, ip, ip, dt, types.boolean, types.Array(types.int64, 2, "C"), ip, ip, f64_2,
         types.Array(types.boolean, 1, "C"), types.Array(ip, 1, "C"), types.Array(ip, 1, "C"),
-        types.Array(ip, 1, "C"), types.Array(ip, 1, "C"), types.Array(types.int64, 1, "C"))
+        types.Array(ip, 1, "C"), types.Array(ip, 1, "C"), types.Array(types.int64, 1, "C"), types.boolean)
     method = bstate.config.method
     step = bstate.kernels.variant(checked=True, parallel=False, batched=True)
-    flat = bstate.kernels.variant(checked=True, parallel=parallel)
+    # parallel: False, True, or compiled.RACE (both kernels, the host picks one per call)
+    flat, flat_par = (bstate.kernels.variant(checked=True, parallel=p)
+                      for p in ((False, True) if parallel == compiled.RACE else (parallel, parallel)))
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
     name = (f"drive_rows_{method.rule.__name__}_{flag_tag(bstate.config.flags)}_"
             f"{'v' if bstate._varies else 'c'}{'u' if bstate.uniform else 'r'}_{'fg' if combined else 'f_g'}_"
-            f"{'par' if parallel else 'ser'}_{'cast' if cast else 'g'}_"
+            f"{compiled.MODE_TAGS[parallel]}_{'cast' if cast else 'g'}_"
             f"{'b' + flag_tag(mask) if mask else 'full'}_{function_types_tag(fsig, jsig)}")
     fill = bstate._fill
     fn = bind(_loop_rows, name, STEP=step, FILL=fill, CAST=cast, VARIES=bstate._varies, FLAT=flat,
-              UNIFORM=bstate.uniform,
+              FLAT_PAR=flat_par, UNIFORM=bstate.uniform,
               GRADIENT=_gradient_combined if combined else _gradient_separate,
               F_TYPE=types.FunctionType(fsig), G_TYPE=types.FunctionType(jsig),
               BATCHED=mask is not None, DATA=mask if mask is not None else ())
@@ -211,7 +216,8 @@ def _build(bstate, sigs, combined: bool, parallel: bool, mask):
 
 
 def prepare(problem, bstate: BatchedState, x, maxiter: int):
-    """(driver, signatures, parallel) for these batched problems, or a TypeError saying why not."""
+    """(driver, signatures, parallel: False, True or compiled.RACE) for these batched problems, or a
+    TypeError saying why not."""
     b = problem.batches
     sample = None
     if b is not None:
@@ -221,8 +227,9 @@ def prepare(problem, bstate: BatchedState, x, maxiter: int):
     sigs = compiled.signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample)
     mask = b.mask if b is not None else None
     # the rows kernels run serially (see kernels/cpu.py); the flat one for uniform batches as one
-    # problem's would
-    parallel = bstate.uniform and cpu.use_parallel(x.size, x.itemsize)
+    # problem's would, raced in a long run
+    parallel = bstate.uniform and (compiled.RACE if cpu.races(x.size, x.itemsize, maxiter)
+                                   else cpu.use_parallel(x.size, x.itemsize))
     combined = problem.jac is True
     key = (bstate.config.method.name, bstate.config.flags, bstate._varies, bstate.uniform, combined, parallel,
            bstate.dtype, *sigs[:4], mask)
@@ -267,24 +274,23 @@ def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str
     big, bad = np.zeros(B, np.intp), np.zeros(B, np.intp)
     g_end = np.empty_like(x)
     buffers = (x, np.empty_like(x))
-    k, chunk = 0, compiled._first_chunk(x, problem.args)
+    k, chunks = 0, compiled.Chunks(parallel, x, problem.args)
     lock = cpu.parallel_lock() if parallel else contextlib.nullcontext()
     with compiled._CatchUserErrors() as catch, lock:
         while True:
-            k_stop = min(maxiter, k + chunk)
+            k_stop = chunks.stop(k, maxiter)
             spare = compiled.other(buffers, x)
             began = time.perf_counter()
             code, k_end, bad_value, x, njev = drive(
                 sigs[4], x, spare, g_end, shape, problem.args, bstate.S, bstate.P, bstate.H, LR,
                 GAMMA, bstate.GF, lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], bstate.t, k,
                 k_stop, maxiter, gtol_x, end == "maxiter", order, batch, per_epoch, cfg.schedule_rows, active,
-                nit, reasons, big, bad, catch.err)
-            took = time.perf_counter() - began
+                nit, reasons, big, bad, catch.err, chunks.parallel)
+            chunks.done(k_end - k, time.perf_counter() - began, code == PAUSED)
             problem.njev += njev
-            done, k = k_end - k, k_end
+            k = k_end
             if code != PAUSED:
                 break
-            chunk = max(1, min(16 * chunk, int(done * CHUNK_SECONDS / max(took, 1e-6))))
     compiled.raise_for(code, catch, shape, cfg, bad_value, bstate.t + k)
     bstate.t += k
     out = BatchOutcome(B)

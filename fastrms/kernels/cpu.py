@@ -545,12 +545,17 @@ class CpuBackend:
         row_norms(g.reshape(B, -1), out)
         return out
 
-    def rows_checked_stepper(self, mstate, n):
+    def rows_checked_stepper(self, mstate, n, steps: int = 0):
         """The batched checked step for n elements in all, looked up once: the rows kernel, or while
         every problem runs with the same coefficients (mstate.uniform), the one-problem kernel over
-        all n elements (parallel when large) and the per-problem counts only when it saw a stop."""
-        rows, S = mstate.kernels.rows_checked(n, mstate.dtype.itemsize), mstate.S
-        flat = mstate.kernels.step_checked(n, mstate.dtype.itemsize) if mstate.uniform else None
+        all n elements (parallel when large; raced as checked_stepper's for a run of ``steps``
+        steps) and the per-problem counts only when it saw a stop."""
+        itemsize = mstate.dtype.itemsize
+        rows, S = mstate.kernels.rows_checked(n, itemsize), mstate.S
+        flat = None
+        if mstate.uniform:
+            flat = (mstate.kernels.step_checked_racing() if races(n, itemsize, steps)
+                    else mstate.kernels.step_checked(n, itemsize))
 
         def step(x, g, H, active, gtol, out, big, bad):
             if flat is not None and active.all():

@@ -614,9 +614,10 @@ class CudaBackend:
         return step_checked
 
     # batched problems
-    def rows_checked_stepper(self, mstate, n):
+    def rows_checked_stepper(self, mstate, n, steps: int = 0):
         """The batched checked launch for n elements in all: ``(x, g, H, active, gtol, out, big, bad)``
-        with host H, active, big and bad (big[b], bad[b] set to 0 or 1 for the active problems)."""
+        with host H, active, big and bad (big[b], bad[b] set to 0 or 1 for the active problems;
+        ``steps`` as in checked_stepper)."""
         B = mstate.B
         kernel = mstate.kernels.launch(_step_rows_checked, *rows_launch_config(n // B, B), mstate.H.dtype)
         flags = self.cuda.to_device(np.zeros((2, B), np.int64))
