@@ -351,3 +351,26 @@ def test_rows_launch_config():
     assert tx == fcuda.THREADS_PER_BLOCK and ty == 1 and by == 1 and bx == -(-10**6 // tx)
     (bx, by), _ = fcuda.rows_grid(1000, 10**6, 132)
     assert by <= 65535 and bx * by <= fcuda.BLOCKS_PER_SM * 132 * 4
+
+
+def test_a_numpy_numba_cuda_cannot_compile_under_is_a_clear_error(monkeypatch):
+    """numba-cuda 0.30 under NumPy 2.5 fails its first compile on np.row_stack, whoever compiles:
+    fastrms says so before, with the fix (an environment where it works passes the same check)."""
+    import importlib
+
+    fcuda.check_numpy_support()  # numba-cuda and this NumPy work together
+    real = importlib.import_module
+
+    def numpy_2_5(name, *args):
+        if name == "numba.cuda.np.arrayobj":
+            raise AttributeError("module 'numpy' has no attribute 'row_stack'")
+        return real(name, *args)
+
+    monkeypatch.setattr(fcuda.importlib, "import_module", numpy_2_5)
+    fix = r"cannot compile kernels under NumPy .*row_stack.*pip install 'numpy<2\.5'.*backend='cpu'"
+    with pytest.raises(fcuda.CudaUnavailable, match=fix):
+        fcuda.check_numpy_support()
+    monkeypatch.setattr(fcuda, "_simulator", lambda: False)  # as on a GPU (the simulator compiles nothing)
+    assert not fastrms.cuda_available()
+    with pytest.raises(RuntimeError, match=fix):
+        fcuda.CudaBackend()

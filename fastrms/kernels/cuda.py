@@ -62,10 +62,35 @@ def _cuda():
     return cuda
 
 
+def check_numpy_support() -> None:
+    """numba-cuda imports its NumPy overloads at the first kernel compile, whoever compiles; one
+    naming a function this NumPy removed fails there (numba-cuda 0.30, in maintenance, under
+    NumPy 2.5: ``np.row_stack``).  Raises CudaUnavailable with the fix instead."""
+    try:
+        importlib.import_module("numba.cuda.np.arrayobj")
+    except AttributeError as e:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            numba_cuda = f"numba-cuda {version('numba-cuda')}"
+        except PackageNotFoundError:
+            numba_cuda = "this numba-cuda"
+        raise CudaUnavailable(
+            f"{numba_cuda} cannot compile kernels under NumPy {np.__version__} ({e}): install "
+            f"NumPy < 2.5 (pip install 'numpy<2.5', as the fastrms[cuda12] and fastrms[cuda13] "
+            f"extras do), or use backend='cpu'") from None
+    except ImportError:  # another layout of numba-cuda: nothing to check here
+        pass
+
+
 def cuda_available() -> bool:
     """True when CUDA kernels can run here (a GPU and driver, or the simulator); never raises."""
     try:
-        return bool(_cuda().is_available())
+        if not _cuda().is_available():
+            return False
+        if not _simulator():
+            check_numpy_support()
+        return True
     except Exception:
         return False
 
@@ -540,6 +565,8 @@ class CudaBackend:
         if not cuda.is_available():
             raise CudaUnavailable("backend='cuda' needs a CUDA GPU with a working driver, and none is "
                                   "usable here (numba.cuda.is_available() is False); use backend='cpu'")
+        if not _simulator():  # (the simulator compiles nothing)
+            check_numpy_support()
         self.cuda = cuda
         self._local = threading.local()  # reduction buffers: one set per thread, never shared
 
