@@ -13,9 +13,10 @@ absolute times on a shared machine mean little:
 5. batched solves (bench/batched.py; ``--batched`` runs only these);
 6. ``--dask`` alone: fastrms on a Dask LocalCluster against dask-glm (bench/dask_bench.py);
 7. ``--many`` alone: a stepper over 100 arrays against a flat loop and torch (bench/many_arrays.py);
-8. ``--gpu`` adds, ``--gpu-only`` runs alone, the GPU tables (bench/gpu.py).
+8. ``--gpu`` adds (first), ``--gpu-only`` runs alone, the GPU tables (bench/gpu.py).
 
-Writes results/bench.json and results/bandwidth.png (matplotlib optional).
+Writes results/bench.json after each part, then results/bench.md and results/bandwidth.png
+(matplotlib optional).
 """
 
 from __future__ import annotations
@@ -392,33 +393,42 @@ def main(argv=None):
     reps = 3 if args.quick else 7
     results = {"date": time.strftime("%Y-%m-%d %H:%M"), "cores": os.cpu_count(),
                "threads": numba.get_num_threads()}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save():  # after each part: a run cut short (a time limit, Ctrl-C) keeps what it measured
+        (out / "bench.json").write_text(json.dumps(results, indent=1))
+
+    if args.gpu:  # first: on a lent GPU machine the device time is what runs out
+        from bench import gpu
+
+        print("GPU ...")
+        results["gpu"] = gpu.run()
+        save()
     print("kernels ...")
     results["kernels"] = bench_kernels(sizes, reps)
+    save()
     if args.kernels:
         print(f"\n{_heading(results)}\n\n{kernel_markdown(results['kernels'])}")
         return
     print("serial/parallel threshold ...")
     results["threshold"] = bench_threshold(reps)
     results["layer"] = numba.threading_layer()
+    save()
     print("whole solves, each candidate in a fresh process ...")
     from bench import solves
 
     results["solves"] = solves.run(sizes=(5, 100, 200) if args.quick else (5, 100, 200, 500, 1000),
                                    rounds=2 if args.quick else 3)
+    save()
     print("overheads ...")
     results["overheads"] = bench_overheads()
+    save()
     print("batched solves ...")
     from bench import batched
 
     results["batched"] = batched.run(3 if args.quick else 5)
-    if args.gpu:
-        from bench import gpu
-
-        print("GPU ...")
-        results["gpu"] = gpu.run()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(results, indent=1))
+    save()
     plot(results, out / "bandwidth.png")
     text = markdown(results)
     if results.get("gpu"):
@@ -428,7 +438,6 @@ def main(argv=None):
     (out / "bench.md").write_text(text + "\n")
     print()
     print(text)
-
 
 if __name__ == "__main__":
     main()

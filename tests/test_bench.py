@@ -75,3 +75,40 @@ def test_in_turns_settles_each_candidate_for_the_time_asked():
     assert {k: len(v) for k, v in times.items()} == {"a": 1, "b": 1}
     for calls in stamps.values():  # untimed calls, then the 3 timed ones at least 0.02 s later
         assert len(calls) >= 2 + 3 and calls[-3] - calls[0] >= 0.02
+
+
+def test_a_run_cut_short_keeps_what_it_measured_and_the_gpu_goes_first(tmp_path, monkeypatch):
+    """On a lent GPU machine the device time runs out first: `--gpu` measures the GPU before the
+    CPU tables, and bench.json is written after each part, so a run stopped later keeps them."""
+    import json
+    import types
+
+    import bench
+    from bench import run as bench_run
+
+    ran = []
+
+    def part(name, value):
+        def measure(*args, **kwargs):
+            ran.append(name)
+            return value
+        return measure
+
+    def stopped(*args, **kwargs):
+        ran.append("solves")
+        raise KeyboardInterrupt  # (a time limit or Ctrl-C)
+
+    gpu = types.SimpleNamespace(run=part("gpu", {"rows": ["gpu row"]}))
+    monkeypatch.setattr(bench, "gpu", gpu, raising=False)
+    monkeypatch.setitem(sys.modules, "bench.gpu", gpu)
+    solves = types.SimpleNamespace(run=stopped)
+    monkeypatch.setattr(bench, "solves", solves, raising=False)
+    monkeypatch.setitem(sys.modules, "bench.solves", solves)
+    monkeypatch.setattr(bench_run, "bench_kernels", part("kernels", [{"kernel row": 1}]))
+    monkeypatch.setattr(bench_run, "bench_threshold", part("threshold", [{"threshold row": 2}]))
+    with pytest.raises(KeyboardInterrupt):
+        bench_run.main(["--gpu", "--out", str(tmp_path)])
+    assert ran == ["gpu", "kernels", "threshold", "solves"]
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["gpu"] == {"rows": ["gpu row"]} and saved["kernels"] == [{"kernel row": 1}]
+    assert saved["threshold"] == [{"threshold row": 2}] and "solves" not in saved
