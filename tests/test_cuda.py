@@ -215,7 +215,7 @@ def test_float32_ptx_has_no_float64_instruction():
     """All cases in one subprocess (each start of numba-cuda costs seconds).  Every method's rule in
     the plain step, and every template (the batched rows kernels too, which the simulator runs but
     never compiles for a device) with the first case: the templates do not depend on the method,
-    and each PTX compile costs the suite half a second."""
+    and each PTX compile costs the suite half a second.  The norms' reduction is float64 inside."""
     out = _no_sim(rf"""
         import re
         import numpy as np
@@ -234,6 +234,10 @@ def test_float32_ptx_has_no_float64_instruction():
             if i == 0:
                 ptx64 = cuda.ptx("step", c.method.rule, c.flags, c.method.nh, np.float64)
                 assert re.search(r"\.f64", ptx64)  # and the test can tell the difference
+                # the norms' reduction squares a float32 g in float64, where the simulator's
+                # float() would hide a float32 square (it overflows from |g_i| ≈ 1.8e19)
+                ptx = cuda.ptx("reduce", None, (), 0, np.float32)
+                assert re.search(r"cvt\.f64\.f32", ptx) and re.search(r"(mul|fma\.rn)\.f64", ptx)
             print("PTX-OK", method)
     """)
     if "PTX-OK" not in out.stdout and ("NVVM" in out.stderr or "libnvvm" in out.stderr.lower()):
@@ -374,3 +378,43 @@ def test_a_numpy_numba_cuda_cannot_compile_under_is_a_clear_error(monkeypatch):
     assert not fastrms.cuda_available()
     with pytest.raises(RuntimeError, match=fix):
         fcuda.CudaBackend()
+
+
+def test_device_norms_of_infinite_and_huge_gradients(rng):
+    """The device reduction as the CPU's: a first element ±inf gives max|g| = inf (a zero made as
+    g[0]·0 was NaN, which atomic.max ignores: max|g| read 0), and a huge float32 g has a finite
+    norm (the sum of squares is float64, as cpu.norm2's)."""
+    backend = fcuda.backend()
+    for dtype in (np.float32, np.float64):
+        for first in (-np.inf, np.inf):
+            g = rng.normal(size=40).astype(dtype)
+            g[0] = first
+            assert backend.norms(cuda.to_device(g)) == (np.inf, np.inf)
+        g[5] = np.nan
+        assert all(np.isnan(backend.norms(cuda.to_device(g))))
+        g = np.full(40, 1e30, dtype)
+        np.testing.assert_allclose(backend.norms(cuda.to_device(g)), fastrms.kernels.CPU.norms(g), rtol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_device_run_ends_as_the_cpu_one_on_infinite_and_huge_gradients(dtype):
+    """A run whose last gradient is inf in its first element has diverged, on the device as on the
+    CPU (on the device it had converged: max|g| read 0 ≤ gtol); with clip_norm too, where the
+    inf makes the rescaled gradient NaN at once."""
+    def dF(x, scale):
+        g = np.full(_host(x).shape, scale, dtype)
+        g[0, 0] = np.inf
+        return g
+
+    runs = {}
+    for backend in ("cpu", "cuda"):
+        for c in (np.inf, 0.5):
+            runs[backend, c] = fastrms.minimize(lambda x, s: 0.0, dF, np.zeros((3, 4), dtype),
+                                                args=(dtype(1e30),), method="gd",
+                                                options={"backend": backend, "maxiter": 2, "gtol": 10.0,
+                                                         "clip_value": 1.0, "clip_norm": c, "lr": 0.1})
+    for c in (np.inf, 0.5):
+        cpu_res, dev_res = runs["cpu", c], runs["cuda", c]
+        assert cpu_res.status == dev_res.status == 3 and cpu_res.nit == dev_res.nit
+        np.testing.assert_allclose(np.asarray(dev_res.x), cpu_res.x, rtol=1e-6)

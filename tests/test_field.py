@@ -611,3 +611,35 @@ def test_compiled_caches_are_bounded(monkeypatch):
         fastrms.minimize(f, df, np.zeros(2), args=(np.ones(2),), options={"maxiter": 3, "driver": "compiled"})
         assert len(compiled._signatures) <= 2 and len(compiled._drivers_by_sigs) <= 2
     assert len(compiled._drivers) <= compiled._drivers.maxsize
+
+
+@njit(cache=True)
+def _huge_F(x, scale):
+    return np.sum(x) * scale
+
+
+@njit(cache=True)
+def _huge_dF(x, scale):
+    return np.full_like(x, scale)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_norm_rescales_a_huge_float32_gradient_rather_than_zeroing_it(dtype):
+    """‖g‖₂ is accumulated in float64, each square too: a float32 g with |g_i| ≥ 1.8e19 has a
+    finite norm, and clip_norm rescales it (a float32 norm is inf, and the step would be 0)."""
+    c, scale = 1e-3, dtype(1e30)
+    step = np.full(4, -c / 2, dtype)  # lr = 1, g rescaled to norm c: each of 4 elements c/2
+    x = np.zeros(4, dtype)
+    fastrms.GradientDescent(x, lr=1.0, clip_norm=c).step(np.full(4, scale, dtype))
+    np.testing.assert_allclose(x, step, rtol=1e-6)
+    xs = [np.zeros(2, dtype), np.zeros(2, dtype)]  # many arrays: their global norm
+    fastrms.GradientDescent(xs, lr=1.0, clip_norm=c).step([np.full(2, scale, dtype)] * 2)
+    np.testing.assert_allclose(np.concatenate(xs), step, rtol=1e-6)
+    for driver in ("python", "compiled"):
+        res = fastrms.minimize(_huge_F, _huge_dF, np.zeros(4, dtype), args=(scale,), method="gd",
+                               options={"lr": 1.0, "clip_norm": c, "maxiter": 1, "driver": driver})
+        np.testing.assert_allclose(res.x, step, rtol=1e-6, err_msg=driver)
+    res = fastrms.minimize(lambda X: X.sum(axis=1) * scale, lambda X: np.full_like(X, scale),
+                           np.zeros((2, 4), dtype), method="gd",
+                           options={"lr": 1.0, "clip_norm": c, "maxiter": 1, "batched": True})
+    np.testing.assert_allclose(res.x, [step, step], rtol=1e-6)  # each problem by its own norm

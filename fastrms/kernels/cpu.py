@@ -303,10 +303,12 @@ def max_abs(a):  # pragma: no cover - compiled
 
 @jit(nogil=True)
 def norm2(a):  # pragma: no cover - compiled
-    """‖a‖₂ accumulated in float64 (clip-by-norm; one function for both drivers, so both round alike)."""
+    """‖a‖₂ accumulated in float64 (clip-by-norm; one function for both drivers, so both round alike).
+    Each square too: Numba's float() of a float32 stays float32, whose square overflows from
+    |a_i| ≈ 1.8e19, and clip_norm would then zero the gradient."""
     s = 0.0
     for v in a:
-        s += float(v) * float(v)
+        s += np.float64(v) * np.float64(v)
     return math.sqrt(s)
 
 
@@ -315,7 +317,7 @@ def sum_squares(a, s):  # pragma: no cover - compiled
     """s + Σ a_i² in float64, in norm2's order (the global norm of several arrays, bit for bit
     the norm of their concatenation)."""
     for v in a.reshape(-1):
-        s += float(v) * float(v)
+        s += np.float64(v) * np.float64(v)
     return s
 
 

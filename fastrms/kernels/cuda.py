@@ -167,19 +167,25 @@ def _step_rows_checked(x, g, S, H, active, gtol, out, big, bad, stamp):  # pragm
 
 
 def _reduce(g, out):  # pragma: no cover - compiled
-    """out[0] ← max |g_i| and out[1] ← Σ g_i² (atomics, out zeroed first), out[2] = 1 if a g_i is NaN."""
+    """out[0] ← max |g_i| and out[1] ← Σ g_i² (float64 atomics, out zeroed first), out[2] = 1 if a
+    g_i is NaN.  Each thread starts from its first element, not from a zero made of g[0]
+    (g[0]·0 is NaN when g[0] is ±inf, which atomic.max ignores); the sum is float64, as
+    cpu.norm2's, since a float32 Σ g_i² overflows from |g_i| ≈ 1.8e19 and clip_norm would then
+    zero the gradient."""
     start = cuda.grid(1)  # noqa: F821
+    if start >= g.size:
+        return
     stride = cuda.gridsize(1)  # noqa: F821
-    m = abs(g[0]) * 0
-    s = m
-    nan = False
-    for i in range(start, g.size, stride):
+    m = abs(g[start])
+    s = np.float64(m) * np.float64(m)  # (float() of a float32 stays float32 in compiled code)
+    nan = m != m
+    for i in range(start + stride, g.size, stride):
         a = abs(g[i])
         if a > m:
             m = a
         nan = nan or a != a
-        s += a * a
-    cuda.atomic.max(out, 0, m)  # noqa: F821
+        s += np.float64(a) * np.float64(a)
+    cuda.atomic.max(out, 0, np.float64(m))  # noqa: F821
     cuda.atomic.add(out, 1, s)  # noqa: F821
     if nan:
         out[2] = 1
@@ -208,11 +214,13 @@ def ptx(template_name: str, rule, flags: tuple, nh: int, dtype, cc=(9, 0)) -> st
 
     cuda = _cuda()
     template = {"step": _step, "step_checked": _step_checked, "step_rows": _step_rows,
-                "step_rows_checked": _step_rows_checked}[template_name]
+                "step_rows_checked": _step_rows_checked, "reduce": _reduce}[template_name]
     fn = _jit.bind(template, f"ptx_{template_name}", cuda=cuda, RULE=rule, FLAGS=tuple(flags))
     dt = numba.from_dtype(np.dtype(dtype))
     vec, mat, ints = nt.Array(dt, 1, "C"), nt.Array(dt, 2, "C"), nt.Array(nt.int64, 1, "A")
-    if template_name.startswith("step_rows"):  # H (B, nh) and the active mask
+    if template_name == "reduce":  # (g, its float64 max, sum of squares and NaN flag)
+        args = [vec, nt.Array(nt.float64, 1, "C")]
+    elif template_name.startswith("step_rows"):  # H (B, nh) and the active mask
         args = [vec, vec, mat, mat, nt.Array(nt.uint8, 1, "C")]
         if template_name == "step_rows_checked":
             args += [dt, vec, ints, ints, nt.int64]
@@ -686,11 +694,10 @@ class CudaBackend:
 
     def norms(self, g) -> tuple[float, float]:
         """(max |g_i|, ‖g‖₂) by one device reduction; NaN if g holds a NaN."""
-        zeros = np.zeros(3, g.dtype)
-        sums = self._local.__dict__.setdefault("sums", {})
-        buf = sums.get(g.dtype)
+        zeros = np.zeros(3)
+        buf = self._local.__dict__.get("sums")  # (float64 for every dtype: see _reduce)
         if buf is None:
-            buf = sums[g.dtype] = self.cuda.to_device(zeros)
+            buf = self._local.sums = self.cuda.to_device(zeros)
         else:
             buf.copy_to_device(zeros)
         blocks, threads = launch_config(g.size)  # capped: one atomic per thread
