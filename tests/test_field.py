@@ -470,6 +470,35 @@ def test_eps_zero_and_a_zero_gradient_component_stay_finite():
 
 
 
+@njit(cache=True)
+def _half_zero_F(x, target):
+    return np.sum((x[1:] - target) ** 2)
+
+
+@njit(cache=True)
+def _half_zero_dF(x, target):
+    g = 2.0 * (x - target)
+    g[0] = 0.0  # an element whose gradient is always 0 (an unused weight): s stays 0
+    return g
+
+
+@pytest.mark.parametrize("method,names,opts", [("rmsprop", ("eps",), {}), ("adagrad", ("eps",), {}),
+                                               ("adam", ("eps",), {}),
+                                               ("yogi", ("eps", "eps_root"), {"initial_scale": 0.0})])
+def test_a_scheduled_eps_reaching_zero_is_eps_zero_there(method, names, opts):
+    """A schedule may pass 0 (a cosine to 0): the rule is compiled for both ends, so an element
+    whose gradient is always 0 stays put there, as with ε = 0, instead of 0/0 = NaN ending the run."""
+    sched = {**opts, **{n: schedules.cosine(1e-8, 3) for n in names}}  # 0 from step 3 on
+    for driver in ("python", "compiled"):
+        res = fastrms.minimize(_half_zero_F, _half_zero_dF, np.ones(3), args=(0.5,), method=method,
+                               options={**sched, "lr": 0.01, "maxiter": 8, "gtol": 0, "driver": driver})
+        assert res.status == 1 and res.x[0] == 1.0 and np.all(np.abs(res.x[1:] - 1.0) > 0.01), (driver, res)
+    x = np.ones(3)
+    opt = fastrms.steppers.STEPPERS[method](x, lr=0.01, **sched)
+    for _ in range(8):
+        opt.step(_half_zero_dF(x, 0.5))
+    assert x[0] == 1.0 and np.all(np.isfinite(x))
+
 @pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
 def test_eps_zero_and_a_nonzero_gradient_over_zero_is_reported_not_frozen():
     # g² underflows to 0, so d = √s = 0 while g is not 0: g/d is -inf, as in torch, not 0 (before,

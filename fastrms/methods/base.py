@@ -321,7 +321,14 @@ class Config:
         v = self._structure
         general = (v["maximize"] or v["clip_value"] < math.inf or v["clip_norm"] < math.inf
                    or v["weight_decay"] != 0)
-        return tuple(bool(f) for f in self.method.flags_fn(v)) + (bool(general),)
+        own = self.method.flags_fn(v)
+        if self.scheduled:
+            # a schedule may also pass 0 (a cosine to 0, a callable): the rule serves both ends, as
+            # a batch's serves every problem's values (presets.configure_batch), so a scheduled ε
+            # reaching 0 takes ε = 0's guarded division, not 0/0 = NaN
+            at_zero = self.method.flags_fn({**v, **{n: 0.0 for _, n, _, _ in self.scheduled}})
+            own = tuple(a or b for a, b in zip(own, at_zero, strict=True))
+        return tuple(bool(f) for f in own) + (bool(general),)
 
     @cached_property
     def rows(self) -> tuple:
