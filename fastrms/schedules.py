@@ -10,6 +10,8 @@ Python callable ``f(t) -> float`` also works as a schedule in the Python loop.
     step(v, factor, every)                       η_t = v · factor^⌊t/every⌋
     inverse_time(v, rate, steps, staircase)      η_t = v / (1 + rate · t/steps)
     cosine(v, steps, final=0)                    η_t = final + (v − final)·(1 + cos(π·min(t, steps)/steps))/2
+    cosine(v, steps, final, periodic=True)       the same with t for min(t, steps): torch's CosineAnnealingLR,
+                                                 back up to v by 2·steps, and so on
 
 Each takes ``warmup=w``: a linear ramp η_t = v·(t+1)/w for t < w, then the schedule
 runs from t − w.
@@ -51,7 +53,7 @@ def schedule_value(kind, p, t):
             e = math.floor(e)
         return v / (1.0 + p[2] * e)
     if kind == COSINE:
-        frac = min(t, p[3]) / p[3]
+        frac = (t if p[4] != 0.0 else min(t, p[3])) / p[3]
         return p[2] + (v - p[2]) * 0.5 * (1.0 + math.cos(math.pi * frac))
     return v
 
@@ -126,8 +128,13 @@ def inverse_time(value: float, rate: float, steps: float = 1.0, *, staircase: bo
     return sched
 
 
-def cosine(value: float, steps: int, *, final: float = 0.0, warmup: int = 0) -> Schedule:
-    sched = _make("cosine", value, warmup, final, steps, names=("final", "steps", "c"))
+def cosine(value: float, steps: int, *, final: float = 0.0, periodic: bool = False,
+           warmup: int = 0) -> Schedule:
+    """final from ``steps`` on (Optax's cosine_decay_schedule, Keras's CosineDecay), or with
+    ``periodic`` a cosine of period 2·steps (torch's CosineAnnealingLR, whose closed form goes on
+    past T_max)."""
+    periodic = float(ck.boolean("cosine schedule: periodic", periodic))
+    sched = _make("cosine", value, warmup, final, steps, periodic, names=("final", "steps", "periodic"))
     if not 0 <= sched.params[2] <= sched.params[0]:
         raise ValueError(f"cosine schedule: final must be in [0, value], got {final}")
     return sched

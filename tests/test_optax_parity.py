@@ -119,3 +119,21 @@ def test_centered_bias_corrected_first_step(rng):
     x = x0.copy()
     fastrms.RMSProp(x, preset="optax", lr=0.05, centered=True, bias_correction=True).step(np.tanh(W @ x0))
     np.testing.assert_allclose(x, np.asarray(optax.apply_updates(params, updates)), rtol=1e-7)
+
+
+def test_schedules_match_optax_schedules():
+    """fastrms.schedules give optax's schedule values step for step (optax evaluated at a float64
+    count: its optimizers' int32 count divides in float32, a 1e-8 difference of its own)."""
+    from fastrms import schedules
+
+    pairs = [(schedules.exponential(0.1, 0.9, 7), optax.exponential_decay(0.1, 7, 0.9)),
+             (schedules.exponential(0.1, 0.5, 3, staircase=True),
+              optax.exponential_decay(0.1, 3, 0.5, staircase=True)),
+             (schedules.cosine(0.1, 20), optax.cosine_decay_schedule(0.1, 20)),
+             (schedules.cosine(0.1, 20, final=0.01), optax.cosine_decay_schedule(0.1, 20, alpha=0.1)),
+             (schedules.step(0.1, 0.5, 5),
+              optax.piecewise_constant_schedule(0.1, {5 * k: 0.5 for k in range(1, 9)}))]
+    for ours, theirs in pairs:
+        t = np.arange(45)
+        np.testing.assert_allclose([ours(k) for k in t], [float(theirs(np.float64(k))) for k in t],
+                                   rtol=1e-13, atol=1e-16, err_msg=str(ours))

@@ -102,3 +102,31 @@ ADAGRAD_GRID = [dict(lr_decay=d, initial_accumulator_value=a, weight_decay=w, ma
 @pytest.mark.parametrize("hyper", ADAGRAD_GRID, ids=lambda h: "-".join(f"{k}{v}" for k, v in h.items()))
 def test_every_torch_adagrad_option_combination(hyper, rng):
     _parity("Adagrad", fastrms.Adagrad, hyper, rng)
+
+
+def test_schedules_match_torch_lr_schedulers(rng):
+    """fastrms.schedules through RMSprop against torch's schedulers, stepped after each optimizer
+    step as torch's documentation says: ExponentialLR, StepLR, and CosineAnnealingLR past T_max,
+    whose cosine goes back up (periodic=True)."""
+    from fastrms import schedules
+
+    sched = torch.optim.lr_scheduler
+    cases = [(lambda o: sched.ExponentialLR(o, 0.9), schedules.exponential(0.05, 0.9, 1)),
+             (lambda o: sched.StepLR(o, 4, 0.5), schedules.step(0.05, 0.5, 4)),
+             (lambda o: sched.CosineAnnealingLR(o, 6, eta_min=0.005),
+              schedules.cosine(0.05, 6, final=0.005, periodic=True))]
+    for make, ours in cases:
+        x0 = rng.normal(size=6)
+        p = torch.nn.Parameter(torch.tensor(x0))
+        opt = torch.optim.RMSprop([p], lr=0.05, alpha=0.9)
+        scheduler = make(opt)
+        x = x0.copy()
+        mine = fastrms.RMSProp(x, preset="torch", lr=ours, alpha=0.9)
+        for k in range(20):  # past 3·T_max for the cosine
+            g = np.tanh(3 * x0 + k)
+            p.grad = torch.tensor(g)
+            opt.step()
+            scheduler.step()
+            mine.step(g)
+            np.testing.assert_allclose(x, p.detach().numpy(), rtol=1e-12, atol=1e-13,
+                                       err_msg=f"{ours} step {k + 1}")
