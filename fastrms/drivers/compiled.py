@@ -398,8 +398,7 @@ def _driver(mstate, sigs, combined: bool, parallel: bool, mask, in_place: bool =
     return drive
 
 
-RACE = "race"  # a driver with both kernels, for a run that races them (kernels/cpu.py, Race)
-MODE_TAGS = {False: "ser", True: "par", RACE: "race"}
+MODE_TAGS = {False: "ser", True: "par", cpu.RACE: "race"}  # (kernel modes: cpu.kernel_mode)
 
 # the addresses of F's and dF's code (their C wrappers)
 ADDRESSES = types.Array(types.int64, 1, "C", readonly=True)
@@ -425,9 +424,8 @@ def _build_driver(mstate, sigs, combined: bool, parallel: bool, mask, in_place: 
         types.Array(types.int64, 2, "C"), types.intp, types.intp, f64, f64, ints, types.Array(dt, 2, "C"),
         types.Array(types.float64, 2, "C"), types.Array(types.int64, 1, "C"), types.boolean)
     method = mstate.config.method
-    # parallel: False, True, or RACE (both kernels, the host picks one per call: see run)
-    step, step_par = (mstate.kernels.variant(checked=True, parallel=p, in_place=in_place)
-                      for p in ((False, True) if parallel == RACE else (parallel, parallel)))
+    # parallel: False, True, or cpu.RACE (both kernels, the host picks one per call: see run)
+    step, step_par = mstate.kernels.checked_pair(parallel, in_place=in_place)
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
     batch_tag = "b" + flag_tag(mask) if mask else "full"
     varies = mstate.config.varies
@@ -457,7 +455,8 @@ def batch_sample(b) -> tuple:
 
 
 def prepare(problem, mstate, x, maxiter: int, in_place: bool = False):
-    """(driver, signatures, parallel: False, True or RACE) for this problem, or a TypeError saying why not."""
+    """(driver, signatures, parallel: False, True or cpu.RACE) for this problem, or a TypeError saying
+    why not."""
     b = problem.batches
     sample = None
     if b is not None:
@@ -466,7 +465,7 @@ def prepare(problem, mstate, x, maxiter: int, in_place: bool = False):
         sample = batch_sample(b)
     sigs = signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample)
     mask = b.mask if b is not None else None
-    parallel = RACE if cpu.races(x.size, x.itemsize, maxiter) else cpu.use_parallel(x.size, x.itemsize)
+    parallel = cpu.kernel_mode(x.size, x.itemsize, maxiter)
     return _driver(mstate, sigs, problem.jac is True, parallel, mask, in_place), sigs, parallel
 
 
@@ -530,12 +529,12 @@ def _first_chunk(x, args) -> int:
 
 
 class Chunks:
-    """Where each of a compiled loop's calls stops: for a racing driver (parallel == RACE) first
+    """Where each of a compiled loop's calls stops: for a racing driver (parallel == cpu.RACE) first
     the race's blocks, each timed (kernels/cpu.py, Race), then chunks of about CHUNK_SECONDS,
     the first sized by _first_chunk.  ``parallel`` is the kernel flag for the next call."""
 
     def __init__(self, parallel, x, args):
-        self.race = cpu.Race() if parallel == RACE else None
+        self.race = cpu.Race() if parallel == cpu.RACE else None
         self._parallel = parallel
         self._chunk = _first_chunk(x, args)
         self._racing = False

@@ -198,9 +198,8 @@ def _build(bstate, sigs, combined: bool, parallel, mask):
         types.Array(ip, 1, "C"), types.Array(ip, 1, "C"), types.Array(types.int64, 1, "C"), types.boolean)
     method = bstate.config.method
     step = bstate.kernels.variant(checked=True, parallel=False, batched=True)
-    # parallel: False, True, or compiled.RACE (both kernels, the host picks one per call)
-    flat, flat_par = (bstate.kernels.variant(checked=True, parallel=p)
-                      for p in ((False, True) if parallel == compiled.RACE else (parallel, parallel)))
+    # parallel: False, True, or cpu.RACE (both kernels, the host picks one per call)
+    flat, flat_par = bstate.kernels.checked_pair(parallel)
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
     name = (f"drive_rows_{method.rule.__name__}_{flag_tag(bstate.config.flags)}_"
             f"{'v' if bstate._varies else 'c'}{'u' if bstate.uniform else 'r'}_{'fg' if combined else 'f_g'}_"
@@ -216,7 +215,7 @@ def _build(bstate, sigs, combined: bool, parallel, mask):
 
 
 def prepare(problem, bstate: BatchedState, x, maxiter: int):
-    """(driver, signatures, parallel: False, True or compiled.RACE) for these batched problems, or a
+    """(driver, signatures, parallel: False, True or cpu.RACE) for these batched problems, or a
     TypeError saying why not."""
     b = problem.batches
     sample = None
@@ -228,8 +227,7 @@ def prepare(problem, bstate: BatchedState, x, maxiter: int):
     mask = b.mask if b is not None else None
     # the rows kernels run serially (see kernels/cpu.py); the flat one for uniform batches as one
     # problem's would, raced in a long run
-    parallel = bstate.uniform and (compiled.RACE if cpu.races(x.size, x.itemsize, maxiter)
-                                   else cpu.use_parallel(x.size, x.itemsize))
+    parallel = bstate.uniform and cpu.kernel_mode(x.size, x.itemsize, maxiter)
     combined = problem.jac is True
     key = (bstate.config.method.name, bstate.config.flags, bstate._varies, bstate.uniform, combined, parallel,
            bstate.dtype, *sigs[:4], mask)

@@ -261,6 +261,12 @@ class CpuKernels:
         template = _step_checked_in_place if in_place else _step_checked
         return racing_stepper(self._guarded(template, False), self._guarded(template, True))
 
+    def step_checked_for(self, n: int, itemsize: int, steps: int, in_place: bool = False):
+        """step_checked for a run of ``steps`` steps: racing where races() says so (see Race)."""
+        if races(n, itemsize, steps):
+            return self.step_checked_racing(in_place)
+        return self.step_checked(n, itemsize, in_place)
+
     # The rows kernels run serially: on this machine their prange variant (over problems) ran
     # 1.2 to 2x slower than the serial one at every size measured, 8 to 10,000 elements per
     # problem and 80,000 to 1,600,000 in all (see bench/RESULTS.md), where the one-problem
@@ -286,6 +292,12 @@ class CpuKernels:
         if checked and in_place:
             return self._get(_step_checked_in_place, parallel)
         return self._get(_step_checked if checked else _step, parallel)
+
+    def checked_pair(self, mode, **variant):
+        """A compiled driver's (serial, parallel) checked variants for kernel mode RACE (the host
+        picks one per call), else the mode's variant twice (see kernel_mode)."""
+        return tuple(self.variant(checked=True, parallel=p, **variant)
+                     for p in ((False, True) if mode == RACE else (mode, mode)))
 
 
 @jit(nogil=True)
@@ -387,9 +399,17 @@ RACE_MAX_BYTES = 8 * 2**20
 RACE_MIN_STEPS = 64
 
 
+RACE = "race"  # the kernel mode of a run that races the two kernels (kernel_mode)
+
+
 def races(n: int, itemsize: int, steps: int) -> bool:
     """Whether a run of ``steps`` steps over n elements of itemsize bytes races the two kernels."""
     return steps >= RACE_MIN_STEPS and n * itemsize <= RACE_MAX_BYTES and use_parallel(n, itemsize)
+
+
+def kernel_mode(n: int, itemsize: int, steps: int):
+    """False (serial), True (parallel) or RACE, for a compiled driver's run of ``steps`` steps."""
+    return RACE if races(n, itemsize, steps) else use_parallel(n, itemsize)
 
 
 class Race:
@@ -554,10 +574,7 @@ class CpuBackend:
         steps) and the per-problem counts only when it saw a stop."""
         itemsize = mstate.dtype.itemsize
         rows, S = mstate.kernels.rows_checked(n, itemsize), mstate.S
-        flat = None
-        if mstate.uniform:
-            flat = (mstate.kernels.step_checked_racing() if races(n, itemsize, steps)
-                    else mstate.kernels.step_checked(n, itemsize))
+        flat = mstate.kernels.step_checked_for(n, itemsize, steps) if mstate.uniform else None
 
         def step(x, g, H, active, gtol, out, big, bad):
             if flat is not None and active.all():
@@ -585,11 +602,7 @@ class CpuBackend:
     def checked_stepper(self, mstate, n, in_place: bool = False, steps: int = 0):
         """step_checked with the kernel for n elements looked up once (the loop calls it every step);
         for a run of ``steps`` steps where races() says so, the serial and parallel kernels race."""
-        kernels, itemsize, S = mstate.kernels, mstate.dtype.itemsize, mstate.S
-        if races(n, itemsize, steps):
-            kernel = kernels.step_checked_racing(in_place)
-        else:
-            kernel = kernels.step_checked(n, itemsize, in_place)
+        kernel, S = mstate.kernels.step_checked_for(n, mstate.dtype.itemsize, steps, in_place), mstate.S
         return lambda x, g, h, gtol, out: kernel(x, g, S, h, gtol, out)
 
 
