@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -15,6 +17,14 @@ def none_gradient_error() -> TypeError:
 def kind_error(what: str, dtype) -> TypeError:
     return TypeError(f"{what} must hold real numbers (float32 or float64; integers are "
                      f"converted to float64), got dtype {dtype}")
+
+
+def shape_error(g_shape: tuple, x_shape: tuple) -> ValueError | None:
+    """None where a gradient of g_shape serves an x of x_shape: the same shape, or one element for
+    one (scipy's convention: jac may return a scalar for a one-variable x); else the error."""
+    if g_shape == x_shape or (math.prod(g_shape) == 1 and math.prod(x_shape) == 1):
+        return None
+    return ValueError(f"the gradient has shape {g_shape}, but x has shape {x_shape}")
 
 
 def as_x0(x0, dtype=None) -> np.ndarray:
@@ -77,11 +87,11 @@ def as_gradient(g, x):
             g = np.asarray(g)
         except (ValueError, TypeError) as e:
             raise TypeError(f"the gradient must be an array of numbers: {e}") from None
-    if g.shape != x.shape:
-        raise ValueError(f"the gradient has shape {g.shape}, but x has shape {x.shape}")
+    if g.dtype.kind not in "fiu":  # (first: a string's shape () would mislead)
+        raise kind_error("the gradient", g.dtype)
+    if g.shape != x.shape and (e := shape_error(g.shape, x.shape)) is not None:
+        raise e
     if g.dtype != x.dtype:
-        if g.dtype.kind not in "fiu":
-            raise kind_error("the gradient", g.dtype)
         g = g.astype(x.dtype)
     return np.ascontiguousarray(g).reshape(-1)
 

@@ -109,6 +109,13 @@ def test_device_errors():
         opt.step(cuda.to_device(np.zeros(4)))
     with pytest.raises(ValueError, match="shape"):
         opt.step(cuda.to_device(np.zeros(5, np.float32)))
+    one, x_cpu = fastrms.RMSProp(cuda.to_device(np.ones(1)), lr=0.1), np.ones(1)
+    cpu_one = fastrms.RMSProp(x_cpu, lr=0.1)
+    # one element for one, as on the CPU
+    for g in (2.0, np.full((1, 1), -1.0), cuda.to_device(np.full((1, 1), 3.0))):
+        one.step(g)
+        cpu_one.step(g if not hasattr(g, "copy_to_host") else g.copy_to_host())
+    np.testing.assert_allclose(one.x.copy_to_host(), x_cpu, rtol=1e-15)
     with pytest.raises(ValueError, match="NaN or inf"):
         fastrms.minimize(_F, _dF, cuda.to_device(np.array([1.0, np.nan])))
     with pytest.raises(ValueError, match="backend='cuda'"):

@@ -238,6 +238,33 @@ def test_bad_gradients_and_objectives():
         scipy.optimize.minimize(quad, np.zeros(3), jac=dquad, method=fastrms.rmsprop, bounds=[(0, 1)] * 3)
 
 
+def test_one_variable_problems_take_scipys_scalar_forms():
+    """As in scipy: for a one-element x, F may return a one-element array and dF a scalar (or
+    any one-element shape); the run is the one with the strict shapes, bit for bit."""
+    opts = {"lr": 0.1, "maxiter": 50}
+    strict = fastrms.minimize(lambda x: float((x[0] - 1) ** 2), lambda x: 2 * (x - 1), np.zeros(1),
+                              options=opts)
+    loose = [
+        fastrms.minimize(lambda x: np.array([(x[0] - 1) ** 2]), lambda x: 2 * (x[0] - 1), np.zeros(1),
+                         options=opts),
+        fastrms.minimize(lambda x: ((x[0] - 1) ** 2, 2 * (x[0] - 1)), np.zeros(1), jac=True, options=opts),
+        fastrms.minimize(lambda x: (x[0] - 1) ** 2, lambda x: np.full((1, 1), 2 * (x[0] - 1)), np.zeros(1),
+                         options=opts),
+        scipy.optimize.minimize(lambda x: np.array([[(x[0] - 1) ** 2]]), [0.0], jac=lambda x: 2 * (x[0] - 1),
+                                method=fastrms.rmsprop, options=opts),
+    ]
+    for res in loose:
+        assert res.x.shape == (1,) and res.jac.shape == (1,) and res.nit == strict.nit
+        assert res.x.tobytes() == strict.x.tobytes() and res.fun == strict.fun
+    scalar_x0 = fastrms.minimize(lambda x: (x - 1) ** 2, lambda x: np.array([2 * (x - 1)]), 0.0, options=opts)
+    assert np.shape(scalar_x0.x) == () and float(scalar_x0.x) == strict.x[0]
+    # more than one element: the shapes must agree (a (3, 1) gradient for x of shape (3,) is a bug)
+    with pytest.raises(ValueError, match=r"gradient has shape \(3, 1\), but x has shape \(3,\)"):
+        fastrms.minimize(quad, lambda x: dquad(x)[:, None], np.zeros(3))
+    with pytest.raises(ValueError, match="objective must return a scalar"):
+        fastrms.minimize(lambda x: np.array([quad(x), 0.0]), dquad, np.zeros(1), options={"maxiter": 1})
+
+
 def test_nan_gradient_stops_before_stepping():
     calls = []
 

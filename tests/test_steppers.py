@@ -60,6 +60,15 @@ def test_every_stepper_descends(cls, rng):
     assert np.sum(x ** 2) < f0
 
 
+def test_a_one_element_x_takes_a_scalar_gradient():
+    a, b = np.array([1.0]), np.array([1.0])
+    fa, fb = fastrms.RMSProp(a, lr=0.1), fastrms.RMSProp(b, lr=0.1)
+    for g in (0.5, -2.0, 3.0):
+        fa.step(np.array([g]))
+        fb.step(g)
+    assert a.tobytes() == b.tobytes() and a[0] != 1.0
+
+
 def test_stepper_errors():
     with pytest.raises(TypeError, match="in place"):
         fastrms.RMSProp([1.0, 2.0])
@@ -70,6 +79,10 @@ def test_stepper_errors():
     opt = fastrms.RMSProp(np.zeros(3))
     with pytest.raises(ValueError, match="shape"):
         opt.step(np.zeros(4))
+    with pytest.raises(TypeError, match="real numbers.*<U3"):  # not "the gradient has shape ()"
+        opt.step("abc")
+    with pytest.raises(ValueError, match=r"shape \(3, 1\), but x has shape \(3,\)"):
+        opt.step(np.zeros((3, 1)))
     with pytest.raises(ValueError, match="unknown option"):
         fastrms.Adam(np.zeros(3), gamma=0.9)
     with pytest.raises(ValueError, match="missing"):

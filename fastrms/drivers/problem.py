@@ -23,8 +23,8 @@ def as_scalar(f) -> float:
     if isinstance(f, numbers.Real) and not isinstance(f, bool):
         return float(f)
     a = np.asarray(f)
-    if a.ndim == 0 and a.dtype.kind in "fiu":
-        return float(a)
+    if a.size == 1 and a.dtype.kind in "fiu":  # a 0-d or one-element array, as scipy's .item()
+        return float(a.item())
     if a.dtype.kind in "fiu":
         raise ValueError(f"the objective must return a scalar, got an array of shape {a.shape} "
                          "(return float(...) or .item())")

@@ -25,6 +25,7 @@ from functools import cache, lru_cache, partial
 
 import numpy as np
 
+from .._arrays import none_gradient_error, shape_error
 from . import _jit
 
 THREADS_PER_BLOCK = 256  # at most 1024 on every CUDA device
@@ -719,15 +720,14 @@ class CudaBackend:
         dev = as_device(g)
         if dev is None:
             if g is None:
-                from .._arrays import none_gradient_error
-
                 raise none_gradient_error()
             a = np.asarray(g)
             if a.dtype.kind not in "fiu":
                 raise TypeError(f"the gradient must hold real numbers, got dtype {a.dtype}")
             dev = self.cuda.to_device(np.ascontiguousarray(a, dtype=x.dtype))
-        if tuple(dev.shape) != tuple(x.shape):
-            raise ValueError(f"the gradient has shape {tuple(dev.shape)}, but x has shape {tuple(x.shape)}")
+        e = shape_error(tuple(dev.shape), tuple(x.shape))
+        if e is not None:
+            raise e
         if dev.dtype != x.dtype:
             raise TypeError(f"the gradient's dtype {dev.dtype} differs from x's {x.dtype}; on the GPU "
                             "fastrms does not cast (return the gradient in x's dtype)")
