@@ -177,7 +177,11 @@ def configure_batch(method: str, options: dict, preset: str | None,
     if lr is not None:
         check = m.hypers["lr"].check
         for value in np.unique(lr[1]):
-            check(lr[0], float(value))
+            try:
+                check(lr[0], float(value))
+            except ValueError as e:  # name the problem, as for the other per-problem values below
+                b = int(np.flatnonzero(np.isnan(lr[1]) if value != value else lr[1] == value)[0])
+                raise ValueError(f"problem {b} ({lr[0]}={value:g}): {e}") from None
         scalars[lr[0]] = float(lr[1][0])
     keys = [key for key, _ in arrays.values()]
     columns = np.stack([a for _, a in arrays.values()], axis=1) if arrays else None

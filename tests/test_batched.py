@@ -116,6 +116,10 @@ def test_one_problems_varying_coefficients_are_recomputed_every_step(rng):
 def test_each_problems_values_get_one_problems_cross_checks():
     """Per-problem values are checked together as one problem's would be (not only the values of
     the problem whose config the batch runs), and the error names the problem."""
+    with pytest.raises(ValueError, match=r"problem 2 \(lr=-1\): lr must be in"):
+        fastrms.RMSProp(np.zeros((4, 2)), lr=np.array([0.1, 0.1, -1.0, 0.2]))
+    with pytest.raises(ValueError, match=r"problem 3 \(lr=nan\): lr must not be NaN"):
+        fastrms.RMSProp(np.zeros((4, 2)), lr=np.array([0.1, 0.1, 0.3, np.nan]))
     with pytest.raises(ValueError, match=r"problem 1 \(eps_root=0.01\): .*v_hat"):
         fastrms.Adam(np.zeros((3, 4)), eps_root=np.array([0.0, 0.01, 0.0]))
     with pytest.raises(ValueError, match=r"problem 1 \(momentum=0\): nesterov=True needs momentum > 0"):
