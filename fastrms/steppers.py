@@ -124,6 +124,59 @@ class Optimizer:
                      for k, v in state.items()}
         self._mstate.load_state_dict(state)
 
+    # -- changing hyperparameters between steps ---------------------------------------
+    def set_hyperparameters(self, **hyperparameters: Any) -> None:
+        """Change hyperparameters between steps, keeping x, the state and t, as torch's
+        ``param_groups[0]['lr'] = ...`` or Keras's ``opt.learning_rate = ...`` do;
+        ``opt.lr = 1e-4`` calls this.  Values are validated as at construction (a batched
+        stepper takes per-row arrays).  A change that would alter the state's rows (momentum from
+        0, centered) is refused: build a new stepper for that.  For a value that changes every
+        step, a schedule (``fastrms.schedules``) costs nothing per step; this rebuilds the setup.
+        """
+        preset, old = self._options
+        for fixed in {"preset", "batched"} & set(hyperparameters):
+            raise ValueError(f"{fixed} is fixed when a stepper is built; build a new stepper to change it")
+        names = self._names()
+
+        def canonical(key) -> set:
+            return {"beta1", "beta2"} if key == "betas" else {names.get(key, key)}
+
+        changed = set().union(*map(canonical, hyperparameters))
+        if "betas" in old:  # (validated at construction) as its two names, so that one can change alone
+            b1, b2 = old["betas"]
+            old = {**{k: v for k, v in old.items() if k != "betas"}, "beta1": b1, "beta2": b2}
+        kept = {k: v for k, v in old.items() if not canonical(k) & changed}
+        new = type(self)(self.x, preset=preset, **kept, **hyperparameters)  # (batched travels in kept)
+        if new._mstate.names != self._mstate.names:
+            raise ValueError(f"this change would turn the state rows {list(self._mstate.names)} into "
+                             f"{list(new._mstate.names)}; build a new stepper for it (and load_state_dict "
+                             "what carries over)")
+        new.load_state_dict(self.state_dict())
+        self.__dict__.update(new.__dict__)
+
+    def _names(self) -> dict:
+        """Every name a hyperparameter of this stepper answers to -> its canonical name."""
+        preset = self._options[0]
+        aliases = presets.PRESET_ALIASES.get(preset.lower(), {}) if isinstance(preset, str) else {}
+        hypers = methods.get(self.method).hypers
+        return {**{k: c for k, c in {**methods.ALIASES, **aliases}.items() if c in hypers},
+                **{n: n for n in hypers}, **({"betas": "betas"} if "beta1" in hypers else {})}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not name.startswith("_") and "_options" in self.__dict__ and name in self._names():
+            self.set_hyperparameters(**{name: value})  # opt.lr = ... must not be a silent no-op
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:  # (only for names that are not attributes)
+        if not name.startswith("_") and "_options" in self.__dict__:
+            canonical = self._names().get(name)
+            if canonical == "betas":
+                return self.hyperparameters["beta1"], self.hyperparameters["beta2"]
+            if canonical is not None:
+                return self.hyperparameters[canonical]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     # A stepper is x plus its state; a copy gets its own x (deepcopy) and state.
     def __deepcopy__(self, memo):
         x = copy.deepcopy(self.x, memo)

@@ -425,3 +425,16 @@ def test_device_run_ends_as_the_cpu_one_on_infinite_and_huge_gradients(dtype):
         cpu_res, dev_res = runs["cpu", c], runs["cuda", c]
         assert cpu_res.status == dev_res.status == 3 and cpu_res.nit == dev_res.nit
         np.testing.assert_allclose(np.asarray(dev_res.x), cpu_res.x, rtol=1e-6)
+
+
+def test_device_stepper_hyperparameters_change_between_steps(rng):
+    x0, grads = rng.normal(size=8), rng.normal(size=(4, 8))
+    x_cpu, x_dev = x0.copy(), cuda.to_device(x0)
+    on_cpu, on_dev = fastrms.RMSProp(x_cpu, lr=0.1), fastrms.RMSProp(x_dev, lr=0.1)
+    for k, g in enumerate(grads):
+        if k == 2:
+            on_cpu.lr = on_dev.lr = 0.01
+        on_cpu.step(g)
+        on_dev.step(cuda.to_device(g))
+    assert on_dev.x is x_dev and on_dev.t == 4
+    np.testing.assert_allclose(x_dev.copy_to_host(), x_cpu, rtol=1e-14)

@@ -1,5 +1,7 @@
 """Stepper objects: in-place updates, untouched gradients, exact save and restore."""
 
+import pickle
+
 import numpy as np
 import pytest
 from reference import reference_run
@@ -166,3 +168,67 @@ def test_a_scheduled_stepper_recomputes_its_coefficients_every_step():
     assert fixed._mstate.constant_h is not None
     fixed.load_state_dict({"t": 5})
     assert fixed._mstate.constant_h is None  # recomputed after a restore
+
+
+def test_hyperparameters_change_between_steps(rng):
+    """opt.lr = ... (torch's param_groups, Keras's opt.learning_rate = ...) keeps x, the state and t:
+    the run equals one with a schedule that switches at that step, bit for bit."""
+    grads = rng.normal(size=(20, 6))
+    x, y = np.ones(6), np.ones(6)
+    switched = fastrms.RMSProp(x, lr=0.1, momentum=0.9)
+    scheduled = fastrms.RMSProp(y, lr=lambda t: 0.1 if t < 10 else 0.02,
+                                gamma=lambda t: 0.9 if t < 15 else 0.5, momentum=0.9)
+    for k, g in enumerate(grads):
+        if k == 10:
+            switched.lr = 0.02
+        if k == 15:
+            switched.alpha = 0.5  # an alias, as torch calls γ
+        switched.step(g)
+        scheduled.step(g)
+    assert x.tobytes() == y.tobytes() and switched.t == 20 and switched.x is x
+    assert switched.lr == 0.02 and switched.gamma == switched.rho == 0.5
+    assert switched.hyperparameters["momentum"] == 0.9  # the rest kept
+    switched.lr *= 0.5
+    assert switched.lr == 0.01
+
+
+def test_changing_hyperparameters_is_checked_and_leaves_the_stepper_as_it_was():
+    opt = fastrms.Adam(np.ones(3), lr=0.1, betas=(0.9, 0.99))
+    opt.step(np.ones(3))
+    before = opt.state_dict()
+    opt.beta1 = 0.5  # one of the pair given as betas
+    assert opt.betas == (0.5, 0.99) and opt.t == 1
+    opt.betas = (0.8, 0.9)
+    assert (opt.hyperparameters["beta1"], opt.hyperparameters["beta2"]) == (0.8, 0.9)
+    for change, exc, match in [({"lr": -1.0}, ValueError, r"lr must be in \(0, inf\]"),
+                               ({"lrr": 0.1}, ValueError, "did you mean 'lr'"),
+                               ({"amsgrad": True}, ValueError, "state rows"),
+                               ({"preset": "torch"}, ValueError, "preset is fixed"),
+                               ({"batched": True}, ValueError, "batched is fixed")]:
+        with pytest.raises(exc, match=match):
+            opt.set_hyperparameters(**change)
+        assert opt.lr == 0.1 and opt.t == 1
+        assert all(np.array_equal(opt.state_dict()[k], before[k]) for k in ("m", "v"))
+    with pytest.raises(ValueError, match="state rows"):
+        fastrms.RMSProp(np.ones(3)).momentum = 0.9  # a buffer b would appear from nowhere
+    with pytest.raises(AttributeError, match="no attribute 'foo'"):
+        opt.foo  # noqa: B018 - only hyperparameter names read through
+    assert pickle.loads(pickle.dumps(opt)).betas == (0.8, 0.9)
+
+
+def test_hyperparameters_change_for_many_arrays_and_batched_rows(rng):
+    params, same = ({"W": np.ones((2, 3)), "b": np.zeros(3)} for _ in range(2))
+    opt = fastrms.RMSProp(params, lr=0.1)
+    scheduled = fastrms.RMSProp(same, lr=lambda t: 0.1 if t < 2 else 0.01)
+    for k in range(4):
+        if k == 2:
+            opt.lr = 0.01
+        g = {"W": rng.normal(size=(2, 3)), "b": rng.normal(size=3)}
+        opt.step(g)
+        scheduled.step(g)
+    assert opt.t == 4 and all(params[k].tobytes() == same[k].tobytes() for k in params)
+    X = np.ones((3, 2))
+    rows = fastrms.RMSProp(X, lr=np.array([0.1, 0.2, 0.3]))
+    rows.lr = np.array([0.0001, 0.2, 0.3])
+    rows.step(np.ones((3, 2)))
+    assert X[0, 0] > X[1, 0] and np.array_equal(rows.lr, [0.0001, 0.2, 0.3])

@@ -130,3 +130,23 @@ def test_schedules_match_torch_lr_schedulers(rng):
             mine.step(g)
             np.testing.assert_allclose(x, p.detach().numpy(), rtol=1e-12, atol=1e-13,
                                        err_msg=f"{ours} step {k + 1}")
+
+
+def test_changing_hyperparameters_mid_run_as_torchs_param_groups(rng):
+    """opt.lr = ... and opt.alpha = ... between steps, as param_groups[0][...] = ... in torch (and
+    ReduceLROnPlateau): the state carries on in both."""
+    W, x0 = rng.normal(size=(6, 6)), rng.normal(size=6)
+    p = torch.nn.Parameter(torch.tensor(x0))
+    theirs = torch.optim.RMSprop([p], lr=0.01, momentum=0.9, centered=True)
+    x = x0.copy()
+    mine = fastrms.RMSProp(x, preset="torch", lr=0.01, momentum=0.9, centered=True)
+    changes = {10: ("lr", 0.05), 20: ("alpha", 0.9), 25: ("weight_decay", 0.1)}
+    for k in range(30):
+        if k in changes:
+            name, value = changes[k]
+            theirs.param_groups[0][name] = value
+            setattr(mine, name, value)
+        p.grad = torch.from_numpy(np.tanh(W @ p.detach().numpy()))
+        theirs.step()
+        mine.step(np.tanh(W @ x))
+        np.testing.assert_allclose(x, p.detach().numpy(), rtol=1e-12, atol=1e-12)
