@@ -16,6 +16,7 @@ from . import _checks as ck
 from .kernels._jit import bind, jit
 from .kernels.cpu import CPU
 from .methods import Config
+from .methods.base import SQUARE_ROWS
 
 
 class MethodState:
@@ -99,6 +100,9 @@ class MethodState:
                 raise ValueError(f"state {name!r} has {a.size} elements, expected {self.n}")
             if not np.all(np.isfinite(a)):
                 raise ValueError(f"state {name!r} contains NaN or inf")
+            if name in SQUARE_ROWS and np.any(a < 0):
+                raise ValueError(f"state {name!r} has negative values; it is a running mean of squares, "
+                                 "whose square root the update takes")
             host[j] = a.reshape(-1)
         self.backend.load_state(self.S, host)
         self.t = t

@@ -232,3 +232,21 @@ def test_hyperparameters_change_for_many_arrays_and_batched_rows(rng):
     rows.lr = np.array([0.0001, 0.2, 0.3])
     rows.step(np.ones((3, 2)))
     assert X[0, 0] > X[1, 0] and np.array_equal(rows.lr, [0.0001, 0.2, 0.3])
+
+
+@pytest.mark.parametrize("name", list(fastrms.methods.METHODS))
+def test_a_loaded_state_keeps_running_means_of_squares_nonnegative(name):
+    """s, v, vmax, δ have their square roots taken: a negative one loaded would give NaN at the next
+    step.  Signed rows (m, b) load as they are."""
+    extra = {"adam": {"amsgrad": True}, "rmsprop": {"centered": True, "momentum": 0.9}}.get(name, {})
+    opt = fastrms.steppers.STEPPERS[name](np.ones(3), **extra)
+    opt.step(np.ones(3))
+    state = opt.state_dict()
+    for row in set(state) - {"t"}:
+        bad = {**state, row: -np.abs(state[row]) - 1.0}
+        if row in ("s", "v", "vmax", "delta"):
+            with pytest.raises(ValueError, match=f"state '{row}' has negative values"):
+                opt.load_state_dict(bad)
+        else:
+            opt.load_state_dict(bad)
+            assert np.all(opt.state_dict()[row] < 0)
