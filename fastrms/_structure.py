@@ -191,9 +191,14 @@ def pack(arrays: Structure, dtype=None) -> tuple[np.ndarray, Structure]:
     for a in host:
         if a.dtype.kind not in "fiu":
             raise _arrays.kind_error("each array", a.dtype)
-    dt = np.dtype(dtype) if dtype is not None else np.result_type(*host, np.float32)
-    if dt not in _arrays.FLOATS:
-        dt = np.dtype(np.float64)
+    if dtype is not None:
+        dt = np.dtype(dtype)
+        if dt not in _arrays.FLOATS:  # asked for: never silently another
+            raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    else:  # the arrays' own; integers and float16 become float64, as x0's do
+        dt = np.result_type(*host, np.float32)
+        if dt not in _arrays.FLOATS:
+            dt = np.dtype(np.float64)
     flat = np.empty(sum(a.size for a in host), dtype=dt)
     views, o = [], 0
     for a in host:
