@@ -171,6 +171,40 @@ def test_compiled_bad_gradient_shape_is_a_clear_error():
         fastrms.minimize(quad, bad, np.ones(3), args=(np.zeros(3), 1.0), options={"driver": "compiled"})
 
 
+@njit(cache=True)
+def _f_bool(x, c, w):
+    return True
+
+
+@njit(cache=True)
+def _f_pair(x, c, w):
+    return (1.0, 2.0)
+
+
+@njit(cache=True)
+def _f_one_element(x, c, w):
+    return np.full(1, quad(x, c, w))
+
+
+def test_what_compiled_code_cannot_take_is_named():
+    """driver='compiled' says what F returned or which argument cannot be compiled, not the first
+    line of a Numba traceback; 'auto' runs such a problem in the Python loop when it can."""
+    args = (np.zeros(3), 1.0)
+    for fun, match in ((_f_bool, r"F must return a real number, returns .*bool"),
+                       (_f_pair, r"F must return a real number, returns UniTuple\(float64 x 2\)")):
+        with pytest.raises(ValueError, match=match):
+            fastrms.minimize(fun, dquad, np.ones(3), args=args, options={"driver": "compiled"})
+    compiled = {"driver": "compiled"}
+    with pytest.raises(ValueError, match=r"args\[1\], a dict, cannot be passed to compiled code"):
+        fastrms.minimize(quad, dquad, np.ones(3), args=(np.zeros(3), {"w": 1.0}), options=compiled)
+    with pytest.raises(ValueError, match="F must return the problems' losses, a 1-D real array, returns f"):
+        fastrms.minimize(quad, dquad, np.ones((2, 3)), args=args, options={**compiled, "batched": True})
+    # a one-element array is a scalar for the Python loop, as in scipy
+    res = fastrms.minimize(_f_one_element, dquad, np.ones(3), args=args, options={"maxiter": 20})
+    ref = fastrms.minimize(quad, dquad, np.ones(3), args=args, options={"maxiter": 20})
+    assert res.x.tobytes() == ref.x.tobytes() and res.fun == ref.fun
+
+
 def test_compiled_code_is_cached_across_processes(tmp_path):
     (tmp_path / "userfuns.py").write_text(textwrap.dedent('''
         import numpy as np

@@ -324,38 +324,52 @@ def _fingerprint(a):
     return type(a)
 
 
-def signature_for(fun, jac, x_shaped, args, batch_args=None):
+def signature_for(fun, jac, x_shaped, args, batch_args=None, problems: bool = False):
     """The driver's explicit signature for these functions and argument types, or a TypeError.
 
-    ``batch_args``: a sample mini-batch of args (dF is typed for batches, F for all the data).
+    ``batch_args``: a sample mini-batch of args (dF is typed for batches, F for all the data);
+    ``problems``: x holds a batch of problems, and F returns their losses.
     """
-    key = (fun, jac, _fingerprint(x_shaped), _fingerprint(args), _fingerprint(batch_args))
+    key = (fun, jac, _fingerprint(x_shaped), _fingerprint(args), _fingerprint(batch_args), problems)
     with _cache_lock:
         sigs = _signatures.get(key)
     if sigs is None:
-        try:
-            xt = numba.typeof(x_shaped)
-            at = numba.typeof(args)
-            bt = at if batch_args is None else numba.typeof(batch_args)
-        except ValueError as e:
-            raise TypeError(f"args cannot be passed to compiled code: {e}") from None
+        xt = numba.typeof(x_shaped)
+        at = _typeof_args(args)
+        bt = at if batch_args is None else _typeof_args(batch_args)
         if batch_args is not None and jac is True:
             raise TypeError("mini-batches in the compiled loop need F and dF as two functions")
-        sigs = _signature(fun, jac, xt, at, bt)
+        sigs = _signature(fun, jac, xt, at, bt, problems)
         with _cache_lock:
             _signatures.put(key, sigs)
     return sigs
 
 
-def _signature(fun, jac, xt, at, bt):
+def _typeof_args(args):
+    """numba.typeof(args), or a TypeError naming the argument compiled code cannot take."""
+    for i, a in enumerate(args):
+        try:
+            numba.typeof(a)
+        except ValueError:
+            raise TypeError(f"args[{i}], a {type(a).__name__}, cannot be passed to compiled code") from None
+    return numba.typeof(args)
+
+
+def _signature(fun, jac, xt, at, bt, problems: bool):
     argtypes = (xt, *at.types)
     fsig = _function_type(fun, argtypes, "F")
+    ftype = fsig.return_type
     if jac is True:
-        ret = fsig.return_type
-        if not (isinstance(ret, types.BaseTuple) and len(ret) == 2):
+        if not (isinstance(ftype, types.BaseTuple) and len(ftype) == 2):
             raise TypeError("with jac=True the objective must return a pair (f, g)")
-        gtype, jsig = ret[1], fsig
-    else:
+        ftype, gtype, jsig = ftype[0], ftype[1], fsig
+    real = (types.Float, types.Integer)  # (Numba's Boolean is neither)
+    if problems:
+        if not (isinstance(ftype, types.Array) and ftype.ndim == 1 and isinstance(ftype.dtype, real)):
+            raise TypeError(f"F must return the problems' losses, a 1-D real array, returns {ftype}")
+    elif not isinstance(ftype, real):
+        raise TypeError(f"F must return a real number, returns {ftype}")
+    if jac is not True:
         jsig = _function_type(jac, (xt, *bt.types), "dF")
         gtype = jsig.return_type
     if not (isinstance(gtype, types.Array) and isinstance(gtype.dtype, (types.Float, types.Integer))

@@ -223,7 +223,8 @@ def prepare(problem, bstate: BatchedState, x, maxiter: int):
         if (maxiter // b.per_epoch + 1) * b.N * 8 > compiled.MAX_ORDER_BYTES:
             raise TypeError("the epochs' row orders are too large to hand to the compiled loop")
         sample = compiled.batch_sample(b)
-    sigs = compiled.signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample)
+    sigs = compiled.signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample,
+                                  problems=True)
     mask = b.mask if b is not None else None
     # the rows kernels run serially (see kernels/cpu.py); the flat one for uniform batches as one
     # problem's would, raced in a long run
