@@ -54,9 +54,24 @@ def as_x0(x0, dtype=None) -> np.ndarray:
     return np.array(a, copy=True, order="C")
 
 
+def cpu_tensor_view(x):
+    """A PyTorch CPU tensor as the NumPy array over its memory (an nn.Parameter too: detach()
+    shares the memory, so updates reach the parameter), or None for anything else."""
+    if type(x).__module__.split(".")[0] != "torch" or getattr(x, "is_cuda", True):
+        return None
+    try:
+        return x.detach().numpy()
+    except (TypeError, RuntimeError) as e:  # bfloat16, a sparse or meta tensor ...
+        raise TypeError(f"this tensor has no NumPy view to update in place: {e}") from None
+
+
 def check_param_array(x: np.ndarray) -> np.ndarray:
     """x, checked for a stepper that updates it in place, as a plain ndarray over x's memory
-    (a subclass such as np.matrix or np.memmap is updated through that view)."""
+    (a subclass such as np.matrix or np.memmap is updated through that view, a CPU tensor through
+    its NumPy view)."""
+    view = cpu_tensor_view(x)
+    if view is not None:
+        x = view
     if not isinstance(x, np.ndarray):
         raise TypeError(f"steppers update x in place, so x must be a NumPy (or CUDA) array of "
                         f"float32 or float64, got {type(x).__name__}")
@@ -83,6 +98,8 @@ def as_gradient(g, x):
     if not isinstance(g, np.ndarray):
         if g is None:
             raise none_gradient_error()
+        if (view := cpu_tensor_view(g)) is not None:  # (np.asarray refuses one that requires grad)
+            g = view
         try:
             g = np.asarray(g)
         except (ValueError, TypeError) as e:

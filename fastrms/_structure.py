@@ -41,6 +41,7 @@ class Leaves:
         if not arrays:
             raise ValueError("x is an empty collection: there is nothing to optimize")
         self.names = self.keys if self.keys is not None else list(range(len(arrays)))
+        arrays = [a if (v := _arrays.cpu_tensor_view(a)) is None else v for a in arrays]  # (CPU tensors)
         if not any(isinstance(a, np.ndarray) for a in arrays):  # numbers: x itself was meant as the array
             raise TypeError("steppers update x in place, so x must be a NumPy (or CUDA) array of float32 "
                             "or float64, or a list, tuple or dict of NumPy arrays (a model's parameters); "
@@ -100,6 +101,8 @@ class Leaves:
     def gradient_addresses(self, grads, like: np.ndarray) -> list:
         """Fill self.gs with the gradients' addresses; returns what must stay alive meanwhile."""
         gs = self.split(grads, "the gradient")
+        if gs and _arrays.cpu_tensor_view(gs[0]) is not None:  # a torch model's .grad: their NumPy views
+            gs = [g if (v := _arrays.cpu_tensor_view(g)) is None else v for g in gs]
         if self._fast:
             try:
                 for where, sizes in self.groups:

@@ -150,3 +150,40 @@ def test_changing_hyperparameters_mid_run_as_torchs_param_groups(rng):
         theirs.step()
         mine.step(np.tanh(W @ x))
         np.testing.assert_allclose(x, p.detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_steppers_update_a_torch_models_cpu_parameters_in_place():
+    """A list (or dict) of a CPU model's parameters, stepped with their .grad: one fused kernel over
+    the tensors' own memory, and torch's own RMSprop on a copy of the model agrees."""
+    torch.manual_seed(0)
+
+    def net():
+        return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1)).double()
+
+    mine, theirs = net(), net()
+    theirs.load_state_dict(mine.state_dict())
+    X, y = torch.randn(32, 4, dtype=torch.float64), torch.randn(32, 1, dtype=torch.float64)
+    params = dict(mine.named_parameters())
+    opt = fastrms.RMSProp(params, preset="torch", lr=0.01, momentum=0.9, centered=True)
+    topt = torch.optim.RMSprop(theirs.parameters(), lr=0.01, momentum=0.9, centered=True)
+    for _ in range(30):
+        for model in (mine, theirs):
+            model.zero_grad()
+            ((model(X) - y) ** 2).mean().backward()
+        opt.step({name: p.grad for name, p in params.items()})
+        topt.step()
+    for a, b in zip(mine.parameters(), theirs.parameters(), strict=True):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-12, atol=1e-12)
+    assert opt.x is params and set(opt.state_dict()["s"]) == set(params)
+    w = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))  # one tensor, a gradient that requires grad
+    single = fastrms.Adam(w, lr=0.1)
+    single.step(torch.ones(3, dtype=torch.float64, requires_grad=True))
+    ref = np.ones(3)
+    fastrms.Adam(ref, lr=0.1).step(np.ones(3))
+    assert single.x is w and w.detach().numpy().tobytes() == ref.tobytes()
+    with pytest.raises(TypeError, match="no NumPy view"):
+        fastrms.RMSProp(torch.ones(3, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fastrms.RMSProp(torch.ones(3, 2).t())
+    with pytest.raises(TypeError, match=r"x\['b'\]: x must hold real numbers"):
+        fastrms.RMSProp({"a": torch.ones(2), "b": torch.ones(2, dtype=torch.int64)})
