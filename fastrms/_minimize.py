@@ -168,7 +168,7 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
                                  "for memory, pass the data as dask arrays in args and x0 as a NumPy array")
             return cluster.minimize_batched(minimize, fun, jac, x0, args, method, options)
         return cluster.minimize_on_blocks(minimize, fun, jac, x0, args, method, options, callback)
-    m = methods.get(method)
+    m = methods.get(METHOD_NAMES.get(method, method) if callable(method) else method)
     opts, hyper = _split_options(m, options, tol)
     if opts["batched"]:
         return _solve_batched(fun, jac, x0, args, m, hyper, opts, wrap_callback(callback))
@@ -348,3 +348,4 @@ def _method_function(name: str):
 # one scipy-pluggable function per registered method: fastrms.rmsprop, fastrms.adam, ...
 METHOD_FUNCTIONS = {name: _method_function(name) for name in methods.METHODS}
 globals().update(METHOD_FUNCTIONS)
+METHOD_NAMES = {fn: name for name, fn in METHOD_FUNCTIONS.items()}  # minimize(..., method=fastrms.adam)

@@ -198,6 +198,16 @@ def test_bad_options(options, exc, match):
         fastrms.minimize(F, dF, np.zeros((5, 5)), options=options)
 
 
+def test_a_method_function_names_its_method():
+    """minimize(..., method=fastrms.adam), as scipy.optimize.minimize takes it: the same run as 'adam'."""
+    opts = {"beta1": 0.5, "maxiter": 20}
+    by_name = fastrms.minimize(quad, dquad, np.zeros(3), method="adam", options=opts)
+    by_fn = fastrms.minimize(quad, dquad, np.zeros(3), method=fastrms.adam, options=opts)
+    assert by_fn.x.tobytes() == by_name.x.tobytes()
+    with pytest.raises(TypeError, match="method must be a string or a fastrms method function"):
+        fastrms.minimize(quad, dquad, np.zeros(3), method=print)
+
+
 def test_unknown_method_suggests():
     with pytest.raises(ValueError, match="did you mean 'rmsprop'"):
         fastrms.minimize(F, dF, np.zeros((5, 5)), method="rmsporp")
