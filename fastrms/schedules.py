@@ -14,7 +14,9 @@ Python callable ``f(t) -> float`` also works as a schedule in the Python loop.
                                                  back up to v by 2·steps, and so on
 
 Each takes ``warmup=w``: a linear ramp η_t = v·(t+1)/w for t < w, then the schedule
-runs from t − w.
+runs from t − w.  With ``warmup_from=a`` the ramp is η_t = a + (v − a)·t/w instead, from a at
+t = 0 to v at t = w, as Optax's ``warmup_cosine_decay_schedule`` / ``linear_schedule``, Keras's
+``CosineDecay(warmup_target=...)`` and torch's ``LinearLR`` ramp.
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ _NAMES = {"constant": CONSTANT, "exponential": EXPONENTIAL, "step": STEP,
 
 @register_jitable
 def schedule_value(kind, p, t):
-    """p = (value, warmup, a, b, c): the value of schedule ``kind`` at step t."""
+    """p = (value, warmup, a, b, c, warmup_from): the value of schedule ``kind`` at step t
+    (warmup_from NaN: the ramp v·(t+1)/w)."""
     v, warmup = p[0], p[1]
     if t < warmup:
-        return v * (t + 1) / warmup
+        if p[5] != p[5]:
+            return v * (t + 1) / warmup
+        return p[5] + (v - p[5]) * (t / warmup)
     t = t - warmup
     if kind == EXPONENTIAL:
         e = t / p[3]
@@ -78,10 +83,10 @@ def kind_and_params(value) -> tuple[int, np.ndarray]:
     kind of its own that schedule_value returns unchanged)."""
     if isinstance(value, Schedule):
         return value.code, np.asarray(value.params, np.float64)
-    return 0, np.array([float(value), 0.0, 0.0, 1.0, 0.0])
+    return 0, np.array([float(value), 0.0, 0.0, 1.0, 0.0, math.nan])
 
 
-def _make(kind, value, warmup, a=0.0, b=1.0, c=0.0, *, names=("a", "b", "c")) -> Schedule:
+def _make(kind, value, warmup, a=0.0, b=1.0, c=0.0, *, names=("a", "b", "c"), warmup_from=None) -> Schedule:
     """The Schedule, each parameter checked to be a real number; names say what a, b, c are."""
     def real(what, v):
         v = ck.real(f"{kind} schedule: {what}", v)
@@ -96,45 +101,55 @@ def _make(kind, value, warmup, a=0.0, b=1.0, c=0.0, *, names=("a", "b", "c")) ->
         raise ValueError(f"{kind} schedule: warmup must be >= 0, got {warmup}")
     if not b > 0:
         raise ValueError(f"{kind} schedule: {names[1]} must be > 0, got {b}")
-    return Schedule(kind, (value, warmup, a, b, c))
+    start = math.nan  # (the ramp v·(t+1)/w)
+    if warmup_from is not None:
+        start = real("warmup_from", warmup_from)
+        if start < 0:
+            raise ValueError(f"{kind} schedule: warmup_from must be >= 0, got {start}")
+    return Schedule(kind, (value, warmup, a, b, c, start))
 
 
-def constant(value: float, *, warmup: int = 0) -> Schedule:
-    return _make("constant", value, warmup)
+def constant(value: float, *, warmup: int = 0, warmup_from: float | None = None) -> Schedule:
+    return _make("constant", value, warmup, warmup_from=warmup_from)
 
 
 def exponential(value: float, rate: float, steps: float, *, staircase: bool = False,
-                warmup: int = 0) -> Schedule:
+                warmup: int = 0, warmup_from: float | None = None) -> Schedule:
     staircase = float(ck.boolean("exponential schedule: staircase", staircase))
-    sched = _make("exponential", value, warmup, rate, steps, staircase, names=("rate", "steps", "staircase"))
+    sched = _make("exponential", value, warmup, rate, steps, staircase, names=("rate", "steps", "staircase"),
+                  warmup_from=warmup_from)
     if not sched.params[2] > 0:
         raise ValueError(f"exponential schedule: rate must be > 0, got {rate}")
     return sched
 
 
-def step(value: float, factor: float, every: int, *, warmup: int = 0) -> Schedule:
-    sched = _make("step", value, warmup, factor, every, names=("factor", "every", "c"))
+def step(value: float, factor: float, every: int, *, warmup: int = 0,
+         warmup_from: float | None = None) -> Schedule:
+    sched = _make("step", value, warmup, factor, every, names=("factor", "every", "c"),
+                  warmup_from=warmup_from)
     if not sched.params[2] > 0:
         raise ValueError(f"step schedule: factor must be > 0, got {factor}")
     return sched
 
 
 def inverse_time(value: float, rate: float, steps: float = 1.0, *, staircase: bool = False,
-                 warmup: int = 0) -> Schedule:
+                 warmup: int = 0, warmup_from: float | None = None) -> Schedule:
     staircase = float(ck.boolean("inverse_time schedule: staircase", staircase))
-    sched = _make("inverse_time", value, warmup, rate, steps, staircase, names=("rate", "steps", "staircase"))
+    sched = _make("inverse_time", value, warmup, rate, steps, staircase, names=("rate", "steps", "staircase"),
+                  warmup_from=warmup_from)
     if not sched.params[2] >= 0:
         raise ValueError(f"inverse_time schedule: rate must be >= 0, got {rate}")
     return sched
 
 
 def cosine(value: float, steps: int, *, final: float = 0.0, periodic: bool = False,
-           warmup: int = 0) -> Schedule:
+           warmup: int = 0, warmup_from: float | None = None) -> Schedule:
     """final from ``steps`` on (Optax's cosine_decay_schedule, Keras's CosineDecay), or with
     ``periodic`` a cosine of period 2·steps (torch's CosineAnnealingLR, whose closed form goes on
     past T_max)."""
     periodic = float(ck.boolean("cosine schedule: periodic", periodic))
-    sched = _make("cosine", value, warmup, final, steps, periodic, names=("final", "steps", "periodic"))
+    sched = _make("cosine", value, warmup, final, steps, periodic, names=("final", "steps", "periodic"),
+                  warmup_from=warmup_from)
     if not 0 <= sched.params[2] <= sched.params[0]:
         raise ValueError(f"cosine schedule: final must be in [0, value], got {final}")
     return sched

@@ -115,6 +115,8 @@ def test_a_run_ending_between_recorded_losses_reports_its_final_loss(every):
 
 @pytest.mark.parametrize("method,opts", [
     ("adam", {"amsgrad": True, "lr": schedules.cosine(0.1, 100, warmup=5)}),
+    ("rmsprop", {"lr": schedules.cosine(0.1, 100, warmup=8, warmup_from=0.0), "gamma": {
+        "schedule": "constant", "value": 0.9, "warmup": 4, "warmup_from": 0.5}}),
     ("rmsprop", {"gamma": schedules.step(0.9, 0.95, 10), "bias_correction": False, "clip_norm": 0.5}),
     ("momentum", {"nesterov": True, "lr": schedules.exponential(0.05, 0.5, 50)}),
     ("adadelta", {"weight_decay": 0.01}),

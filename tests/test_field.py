@@ -435,7 +435,10 @@ def test_per_problem_values_of_the_wrong_kind_are_named_before_their_shape():
     (lambda: schedules.cosine(0.1, float("inf")), ValueError, "cosine schedule: steps must be finite"),
     (lambda: schedules.cosine(0.1, 5, periodic="yes"), TypeError, "periodic must be True or False"),
     (lambda: schedules.inverse_time(0.1, 0.5, warmup=float("nan")), ValueError, "warmup must not be NaN"),
-    (lambda: schedules.constant(10 ** 400), ValueError, "initial value is too large to be a float")])
+    (lambda: schedules.constant(10 ** 400), ValueError, "initial value is too large to be a float"),
+    (lambda: schedules.cosine(0.1, 5, warmup=2, warmup_from=-0.1), ValueError, "warmup_from must be >= 0"),
+    (lambda: schedules.step(0.1, 0.5, 2, warmup=2, warmup_from=float("nan")), ValueError,
+     "warmup_from must not be NaN")])
 def test_a_schedules_parameters_are_checked_where_it_is_made(make, err, match):
     with pytest.raises(err, match=match):
         make()

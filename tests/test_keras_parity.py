@@ -104,6 +104,18 @@ def test_matches_keras_with_learning_rate_callables(name, rng):
     _run_both(name, hyper, lambda: state["lr"], rng)
 
 
+def test_cosine_decay_with_warmup_matches_keras():
+    """Keras's CosineDecay(warmup_target=...) ramps from initial_learning_rate to warmup_target, then
+    decays: cosine(warmup_target, decay_steps, final=alpha·target, warmup=..., warmup_from=initial).
+    Keras's schedules compute in float32."""
+    from fastrms import schedules
+
+    theirs = keras.optimizers.schedules.CosineDecay(0.01, 20, alpha=0.1, warmup_target=0.1, warmup_steps=6)
+    ours = schedules.cosine(0.1, 20, final=0.01, warmup=6, warmup_from=0.01)
+    t = np.arange(40)
+    np.testing.assert_allclose([ours(k) for k in t], [float(theirs(k)) for k in t], rtol=2e-7, atol=1e-9)
+
+
 def test_global_clipnorm_and_clipnorm_are_exclusive_as_in_keras():
     with pytest.raises(ValueError, match="clip_norm given twice"):
         fastrms.RMSProp(np.zeros(3), preset="keras", clipnorm=1.0, global_clipnorm=1.0)

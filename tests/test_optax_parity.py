@@ -132,7 +132,13 @@ def test_schedules_match_optax_schedules():
              (schedules.cosine(0.1, 20), optax.cosine_decay_schedule(0.1, 20)),
              (schedules.cosine(0.1, 20, final=0.01), optax.cosine_decay_schedule(0.1, 20, alpha=0.1)),
              (schedules.step(0.1, 0.5, 5),
-              optax.piecewise_constant_schedule(0.1, {5 * k: 0.5 for k in range(1, 9)}))]
+              optax.piecewise_constant_schedule(0.1, {5 * k: 0.5 for k in range(1, 9)})),
+             # a warmup from a given value (warmup_from): Optax's linear ramps
+             (schedules.cosine(0.1, 20, final=0.01, warmup=4, warmup_from=0.0),
+              optax.warmup_cosine_decay_schedule(0.0, 0.1, 4, 24, end_value=0.01)),
+             (schedules.constant(0.1, warmup=5, warmup_from=0.01), optax.linear_schedule(0.01, 0.1, 5)),
+             (schedules.exponential(0.1, 0.9, 7, warmup=3, warmup_from=0.02),
+              optax.warmup_exponential_decay_schedule(0.02, 0.1, 3, 7, 0.9))]
     for ours, theirs in pairs:
         t = np.arange(45)
         np.testing.assert_allclose([ours(k) for k in t], [float(theirs(np.float64(k))) for k in t],

@@ -112,6 +112,8 @@ def test_schedules_match_torch_lr_schedulers(rng):
 
     sched = torch.optim.lr_scheduler
     cases = [(lambda o: sched.ExponentialLR(o, 0.9), schedules.exponential(0.05, 0.9, 1)),
+             (lambda o: sched.LinearLR(o, start_factor=0.25, total_iters=5),
+              schedules.constant(0.05, warmup=5, warmup_from=0.0125)),
              (lambda o: sched.StepLR(o, 4, 0.5), schedules.step(0.05, 0.5, 4)),
              (lambda o: sched.CosineAnnealingLR(o, 6, eta_min=0.005),
               schedules.cosine(0.05, 6, final=0.005, periodic=True))]

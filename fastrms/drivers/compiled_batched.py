@@ -248,10 +248,10 @@ def prepare(problem, bstate: BatchedState, x, maxiter: int):
 def _lr_gamma(bstate: BatchedState, name: str):
     """(kind, params, per-problem array): kind −1 when the array holds per-problem values."""
     if name in bstate.per_problem:
-        return -1, np.zeros(5), bstate.per_problem[name].astype(np.float64)
+        return -1, np.zeros(6), bstate.per_problem[name].astype(np.float64)
     value = bstate.config.values.get(name, 0.0)
     if not isinstance(value, Schedule):
-        return -1, np.zeros(5), np.full(bstate.B, float(value))
+        return -1, np.zeros(6), np.full(bstate.B, float(value))
     kind, p = kind_and_params(value)
     return kind, p, np.zeros(bstate.B)
 

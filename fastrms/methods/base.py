@@ -302,9 +302,9 @@ class Config:
     @cached_property
     def schedule_rows(self) -> np.ndarray:
         """``scheduled`` as the compiled loops read it (and never write), a row each: [index in p,
-        schedule kind, lo, hi, lo open, hi open, the schedule's 5 parameters]."""
+        schedule kind, lo, hi, lo open, hi open, the schedule's 6 parameters]."""
         return np.array([[i, s.code, *interval.as_row(), *s.params] for i, _, s, interval in self.scheduled],
-                        dtype=np.float64).reshape(-1, 11)
+                        dtype=np.float64).reshape(-1, 12)
 
     @cached_property
     def lr_gamma_schedules(self) -> tuple:
