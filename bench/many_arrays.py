@@ -8,7 +8,9 @@ each, fresh gradients held fixed.  Candidates take turns round by round; each is
   ``fastrms.pack`` form, the limit for this traffic),
 - fastrms's stepper over that flat buffer,
 - one fastrms stepper per array (what 0.1 offered),
-- ``torch.optim.RMSprop(foreach=True)`` over the same 100 tensors (when torch is installed).
+- ``torch.optim.RMSprop(foreach=True)`` over the same 100 tensors (when torch is installed),
+- fastrms's stepper over those tensors themselves, stepped with their ``.grad`` (a CPU torch
+  model's loop: the tensors' NumPy views, made every step for the gradients).
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ def run(rounds=7, steps=20):
             p.grad = torch.as_tensor(g)
         topt = torch.optim.RMSprop(params, lr=LR, alpha=GAMMA, eps=EPS, foreach=True)
         cands["torch.optim.RMSprop(foreach=True) over the list"] = topt.step
+        tensors = [torch.nn.Parameter(torch.as_tensor(a.copy())) for a in xs]
+        for p, g in zip(tensors, gs, strict=True):
+            p.grad = torch.as_tensor(g)
+        on_tensors = fastrms.RMSProp(tensors, **opts)
+        cands["fastrms over the torch tensors (their .grad)"] = lambda: on_tensors.step([p.grad for p in tensors])
     except ImportError:
         pass
     times = in_turns(cands, rounds, inner=steps, settle=1, settle_s=0.01)

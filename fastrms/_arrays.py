@@ -60,7 +60,7 @@ def cpu_tensor_view(x):
     if type(x).__module__.split(".")[0] != "torch" or getattr(x, "is_cuda", True):
         return None
     try:
-        return x.detach().numpy()
+        return x.detach().numpy() if x.requires_grad else x.numpy()  # (a .grad: no detach, ~1 µs less)
     except (TypeError, RuntimeError) as e:  # bfloat16, a sparse or meta tensor ...
         raise TypeError(f"this tensor has no NumPy view to update in place: {e}") from None
 
