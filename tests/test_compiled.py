@@ -119,6 +119,7 @@ def test_a_run_ending_between_recorded_losses_reports_its_final_loss(every):
         "schedule": "constant", "value": 0.9, "warmup": 4, "warmup_from": 0.5}}),
     ("rmsprop", {"gamma": schedules.step(0.9, 0.95, 10), "bias_correction": False, "clip_norm": 0.5}),
     ("momentum", {"nesterov": True, "lr": schedules.exponential(0.05, 0.5, 50)}),
+    ("momentum", {"momentum": schedules.cosine(0.8, 50, warmup=5, warmup_from=0.2)}),  # a schedule row
     ("adadelta", {"weight_decay": 0.01}),
     ("adagrad", {"lr_decay": 0.01, "lr": 0.5}),
 ])

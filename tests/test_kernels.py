@@ -211,6 +211,49 @@ def test_serial_kernels_are_simd_vectorized(method, opts):
     assert re.search(packed, asm)
 
 
+def test_cached_functions_that_compile_in_other_files_code_carry_the_source_tag():
+    """Numba's disk cache checks only the file that defines a function.  A cached function that
+    compiles in code from another fastrms file (a register_jitable helper, another dispatcher)
+    would keep that code stale after the other file is edited, as scheduled_values once kept
+    schedule_value's.  Such functions must be bound with the source tag (kernels._jit.bind)."""
+    import importlib
+    import pkgutil
+    import types
+
+    from numba.core.dispatcher import Dispatcher
+
+    from fastrms.kernels._jit import source_tag
+
+    def names(code):
+        yield from code.co_names
+        for c in code.co_consts:
+            if isinstance(c, types.CodeType):
+                yield from names(c)
+
+    checked, offenders = 0, []
+    for info in pkgutil.walk_packages(fastrms.__path__, "fastrms."):
+        if info.name.endswith("__main__"):  # (it runs the command line)
+            continue
+        try:
+            mod = importlib.import_module(info.name)
+        except ImportError:  # an optional backend's dependencies
+            continue
+        for obj in vars(mod).values():
+            if not isinstance(obj, Dispatcher) or type(obj._cache).__name__ == "NullCache":
+                continue
+            fn = obj.py_func
+            if source_tag() in fn.__name__:
+                continue
+            checked += 1
+            for name in set(names(fn.__code__)):
+                ref = fn.__globals__.get(name)
+                where = getattr(getattr(ref, "py_func", ref), "__module__", "") or ""
+                if (isinstance(ref, (types.FunctionType, Dispatcher)) and where.startswith("fastrms")
+                        and where != fn.__module__):
+                    offenders.append(f"{fn.__module__}.{fn.__name__} uses {where}.{name}")
+    assert checked >= 5 and not offenders, offenders
+
+
 from hypothesis import assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

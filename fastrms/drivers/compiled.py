@@ -208,8 +208,7 @@ def _loop(fns, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, gamma_
     return code, k, f, x, g_end, nfev, njev, n_rec
 
 
-@jit(nogil=True)
-def scheduled_values(sched, t, p):  # pragma: no cover - compiled
+def _scheduled_values(sched, t, p):  # pragma: no cover - compiled
     """p[..., index] ← each scheduled packed hyperparameter's value at step t (a row of sched each,
     see methods.Config.schedule_rows; p is one problem's parameters or B problems' rows).
     Returns (-1, 0.0), or the first row whose value left its interval and that value."""
@@ -221,6 +220,11 @@ def scheduled_values(sched, t, p):  # pragma: no cover - compiled
             return r, v
         p[..., int(sched[r, 0])] = v
     return -1, 0.0
+
+
+# bound with the source tag, as the loops are: it inlines schedules.schedule_value, and Numba's cache
+# checks only the file that defines a function, so a plain @jit here kept a stale schedule_value
+scheduled_values = jit(bind(_scheduled_values, "scheduled_values"), nogil=True)
 
 
 def _coefficients_at(p, sched, t, lr_kind, lr_p, gamma_kind, gamma_p, gfactor, h):  # pragma: no cover
