@@ -5,7 +5,9 @@
         opt.step(dF(x))        # x updated in place by one fused kernel; g untouched
 
 The state is visible (``opt.state``, views of the live arrays) and can be saved
-and restored exactly (``opt.state_dict()`` / ``opt.load_state_dict(d)``).
+and restored exactly (``opt.state_dict()`` / ``opt.load_state_dict(d)``); hyperparameters
+can change between steps (``opt.lr = 1e-4``).  x may be a NumPy array, a CUDA array, a CPU
+torch tensor, or a list or dict of NumPy arrays or CPU tensors (a model's parameters).
 """
 
 from __future__ import annotations
