@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import _checks as ck
 from . import _structure, kernels, methods, presets
 from .method_state import BatchedState, MethodState
 
@@ -139,6 +140,8 @@ class Optimizer:
         for fixed in {"preset", "batched"} & set(hyperparameters):
             raise ValueError(f"{fixed} is fixed when a stepper is built; build a new stepper to change it")
         names = self._names()
+        for key in set(hyperparameters) - set(names):
+            raise ck.unknown(f"hyperparameter of {type(self).__name__}:", key, names)
 
         def canonical(key) -> set:
             return {"beta1", "beta2"} if key == "betas" else {names.get(key, key)}
@@ -165,7 +168,11 @@ class Optimizer:
                 **{n: n for n in hypers}, **({"betas": "betas"} if "beta1" in hypers else {})}
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if not name.startswith("_") and "_options" in self.__dict__ and name in self._names():
+        built = "_options" in self.__dict__
+        if built and name == "x":  # the kernels hold x's memory: a new x would silently not be stepped
+            raise AttributeError("a stepper updates the array it was built over; for another x build a new "
+                                 "stepper (load_state_dict(opt.state_dict()) carries the state over)")
+        if built and not name.startswith("_") and name in self._names():
             self.set_hyperparameters(**{name: value})  # opt.lr = ... must not be a silent no-op
         else:
             object.__setattr__(self, name, value)

@@ -204,6 +204,7 @@ def test_changing_hyperparameters_is_checked_and_leaves_the_stepper_as_it_was():
                                ({"lrr": 0.1}, ValueError, "did you mean 'lr'"),
                                ({"amsgrad": True}, ValueError, "state rows"),
                                ({"preset": "torch"}, ValueError, "preset is fixed"),
+                               ({"x": np.ones(3)}, ValueError, "unknown hyperparameter of Adam: 'x'"),
                                ({"batched": True}, ValueError, "batched is fixed")]:
         with pytest.raises(exc, match=match):
             opt.set_hyperparameters(**change)
@@ -211,6 +212,8 @@ def test_changing_hyperparameters_is_checked_and_leaves_the_stepper_as_it_was():
         assert all(np.array_equal(opt.state_dict()[k], before[k]) for k in ("m", "v"))
     with pytest.raises(ValueError, match="state rows"):
         fastrms.RMSProp(np.ones(3)).momentum = 0.9  # a buffer b would appear from nowhere
+    with pytest.raises(AttributeError, match="updates the array it was built over"):
+        opt.x = np.zeros(3)  # the kernels hold the first x's memory: never a silent no-op
     with pytest.raises(AttributeError, match="no attribute 'foo'"):
         opt.foo  # noqa: B018 - only hyperparameter names read through
     assert pickle.loads(pickle.dumps(opt)).betas == (0.8, 0.9)
