@@ -32,6 +32,12 @@ def as_x0(x0, dtype=None) -> np.ndarray:
     if isinstance(x0, (str, bytes)):
         raise TypeError(f"x0 must be an array of numbers, got the string {x0!r}")
     try:
+        view = cpu_tensor_view(x0)  # (np.asarray refuses a tensor that requires grad, a Parameter)
+    except TypeError as e:
+        raise TypeError(f"x0: {e}") from None
+    if view is not None:
+        x0 = view
+    try:
         a = np.asarray(x0)
     except (ValueError, TypeError) as e:
         raise TypeError(f"x0 must be an array of numbers: {e}") from None
@@ -62,7 +68,8 @@ def cpu_tensor_view(x):
     try:
         return x.detach().numpy() if x.requires_grad else x.numpy()  # (a .grad: no detach, ~1 µs less)
     except (TypeError, RuntimeError) as e:  # bfloat16, a sparse or meta tensor ...
-        raise TypeError(f"this tensor has no NumPy view to update in place: {e}") from None
+        raise TypeError(f"this {x.dtype} tensor has no NumPy view ({e}); convert it, e.g. with "
+                        ".to(torch.float32)") from None
 
 
 def check_param_array(x: np.ndarray) -> np.ndarray:

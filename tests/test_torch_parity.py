@@ -189,3 +189,12 @@ def test_steppers_update_a_torch_models_cpu_parameters_in_place():
         fastrms.RMSProp(torch.ones(3, 2).t())
     with pytest.raises(TypeError, match=r"x\['b'\]: x must hold real numbers"):
         fastrms.RMSProp({"a": torch.ones(2), "b": torch.ones(2, dtype=torch.int64)})
+
+
+def test_minimize_takes_a_cpu_parameter_as_x0_and_leaves_it_alone():
+    p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))  # (np.asarray refuses it: it requires grad)
+    res = fastrms.minimize(lambda x: float(np.sum(x ** 2)), lambda x: 2 * x, p, options={"lr": 0.1})
+    ref = fastrms.minimize(lambda x: float(np.sum(x ** 2)), lambda x: 2 * x, np.ones(3), options={"lr": 0.1})
+    assert res.x.tobytes() == ref.x.tobytes() and torch.equal(p.detach(), torch.ones(3, dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"x0: this torch.bfloat16 tensor has no NumPy view"):
+        fastrms.minimize(lambda x: 0.0, lambda x: x, torch.ones(3, dtype=torch.bfloat16))
