@@ -35,10 +35,10 @@ from ..schedules import as_schedule, kind_and_params
 #   KEEP    x ← KEEP·x     (decoupled weight decay 1 − η_t·λ, as in AdamW)
 COMMON_SLOTS = ("lr", "gscale", "clip", "wd", "keep")
 LR, GSCALE, CLIP, WD, KEEP = range(len(COMMON_SLOTS))
-# p[0 … 3], common to every method: maximize sign, clip value, weight decay, decoupled flag
 # state rows that hold running sums or means of squares (RMSProp's s, Adam's v and its max, Adadelta's
 # δ): never negative, and their square roots are taken, so a loaded state must not make them negative
 SQUARE_ROWS = frozenset({"s", "v", "vmax", "delta"})
+# p[0 … 3], common to every method: maximize sign, clip value, weight decay, decoupled flag
 COMMON_PARAMS = ("sign", "clip_value", "weight_decay", "decoupled")
 P_SIGN, P_CLIP, P_WD, P_DECOUPLED = range(len(COMMON_PARAMS))
 
