@@ -170,3 +170,12 @@ def test_fastrms_bench_runs_the_harness_from_a_checkout_and_says_where_it_is_els
     with pytest.raises(SystemExit) as e:
         main(["bench", "--help"])
     assert e.value.code == 0 and "python -m bench" in capsys.readouterr().out
+
+
+def test_airfoil_rows_are_checked():
+    X, y = datasets.airfoil(1503)
+    assert X.shape == (1503, 5) and y.shape == (1503,)
+    bad_values = ((0, ValueError), (-1, ValueError), (1504, ValueError), (10.5, TypeError), ("5", TypeError))
+    for bad, exc in bad_values:
+        with pytest.raises(exc, match="n must be"):
+            datasets.airfoil(bad)
