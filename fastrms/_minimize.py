@@ -158,6 +158,8 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
                          "jac=dF, or jac=True when F returns (f, g)")
     if jac is not True and not callable(jac):
         raise TypeError(f"jac must be callable or True, got {jac!r}")
+    if callable(method):  # minimize(..., method=fastrms.adam), as scipy takes it
+        method = METHOD_NAMES.get(method, method)
     if cluster.any_dask(x0, *args):  # Dask: the same solvers, on the blocks where the data lives
         if tol is not None and "gtol" not in (options or {}):
             options = {**(options or {}), "gtol": tol}
@@ -166,14 +168,23 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
                 raise ValueError("x0 is a dask array: that is a batch of problems (shape (B, ...), chunked "
                                  "along problems) and needs options={'batched': True}; for data too large "
                                  "for memory, pass the data as dask arrays in args and x0 as a NumPy array")
+            _check_batch(method, options, tol, x0.shape[0])
             return cluster.minimize_batched(minimize, fun, jac, x0, args, method, options)
         return cluster.minimize_on_blocks(minimize, fun, jac, x0, args, method, options, callback)
-    m = methods.get(METHOD_NAMES.get(method, method) if callable(method) else method)
+    m = methods.get(method)
     opts, hyper = _split_options(m, options, tol)
     if opts["batched"]:
         return _solve_batched(fun, jac, x0, args, m, hyper, opts, wrap_callback(callback))
     config = presets.configure(m.name, hyper, opts["preset"])
     return _solve(fun, jac, x0, args, config, opts, wrap_callback(callback))
+
+
+def _check_batch(method, options, tol, B: int) -> None:
+    """The options of B batched problems, checked as one batch before a cluster solves it in
+    chunks: an error names the problem by its index in the whole batch, not in its chunk."""
+    m = methods.get(method)
+    opts, hyper = _split_options(m, options, tol)
+    presets.configure_batch(m.name, hyper, opts["preset"], B)
 
 
 def _start(x0, opts):

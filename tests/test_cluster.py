@@ -160,6 +160,22 @@ def test_bad_input_is_named(data):
         run((Xd, yd), reduction="mean", batch_size=10, epochs=1)
     with pytest.raises(ValueError, match="needs options=\\{'batched': True\\}"):
         fastrms.minimize(ex.linreg_loss, ex.linreg_grad, da.zeros(6, chunks=3), args=(X, y))
+    # a batch's per-problem values are checked as one batch, before chunks ship: the index is the batch's
+    X0 = da.zeros((6, 2), chunks=(2, 2))
+    batched = {"batched": True, "maxiter": 2}
+    with pytest.raises(ValueError, match=r"problem 4 \(lr=-1\)"):
+        fastrms.minimize(_rows_f, _rows_df, X0, options={**batched, "lr": np.array([0.1] * 4 + [-1.0, 0.1])})
+    with pytest.raises(ValueError, match=r"problem 5 \(eps=nan\)"):
+        fastrms.minimize(_rows_f, _rows_df, X0, method=fastrms.adam, options={**batched, "eps": np.array(
+            [1e-8] * 5 + [np.nan])})
+
+
+def _rows_f(W):
+    return np.sum((W - 1.0) ** 2, axis=1)
+
+
+def _rows_df(W):
+    return 2.0 * (W - 1.0)
 
 
 def test_an_exception_on_a_worker_reaches_the_user(client, data):
