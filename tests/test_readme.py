@@ -44,6 +44,19 @@ def test_many_arrays_example_runs():
 
 
 @pytest.mark.skipif(not README.exists(), reason="tests run outside the source tree")
+def test_torch_model_example_runs():
+    torch = pytest.importorskip("torch", reason="the example needs torch")
+    ns = _run_block("opt.lr = 1e-3", "README torch example")
+    torch.manual_seed(0)  # the example's model before training
+    start = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1)).double()
+    loss = torch.nn.functional.mse_loss
+    with torch.no_grad():
+        before, after = (float(loss(m(ns["X"]), ns["y"])) for m in (start, ns["model"]))
+    assert ns["opt"].t == 20 and ns["opt"].lr == 1e-3 and ns["opt"].x is ns["params"]
+    assert after < 0.95 * before
+
+
+@pytest.mark.skipif(not README.exists(), reason="tests run outside the source tree")
 def test_readme_names_every_registered_method():
     import fastrms
 
