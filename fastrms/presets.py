@@ -137,6 +137,15 @@ def _momentum_as_in(preset: str, options: dict, defaults: dict, aliases: dict) -
     return options
 
 
+def _first_problem(values: np.ndarray, row) -> int:
+    """The first problem whose per-problem values (one per problem, or a row of columns each) equal
+    row, NaN matching NaN only (the error names it)."""
+    values = values.reshape(len(values), -1)
+    row = np.reshape(row, -1)
+    same = (values == row) | (np.isnan(values) & np.isnan(row))
+    return int(np.flatnonzero(same.all(axis=1))[0])
+
+
 def configure_batch(method: str, options: dict, preset: str | None,
                     B: int) -> tuple[methods.Config, dict, bool]:
     """``configure`` for B problems at once: a hyperparameter may also be a 1-D NumPy array of
@@ -180,8 +189,7 @@ def configure_batch(method: str, options: dict, preset: str | None,
             try:
                 check(lr[0], float(value))
             except ValueError as e:  # name the problem, as for the other per-problem values below
-                b = int(np.flatnonzero(np.isnan(lr[1]) if value != value else lr[1] == value)[0])
-                raise ValueError(f"problem {b} ({lr[0]}={value:g}): {e}") from None
+                raise ValueError(f"problem {_first_problem(lr[1], value)} ({lr[0]}={value:g}): {e}") from None
         scalars[lr[0]] = float(lr[1][0])
     keys = [key for key, _ in arrays.values()]
     columns = np.stack([a for _, a in arrays.values()], axis=1) if arrays else None
@@ -195,9 +203,8 @@ def configure_batch(method: str, options: dict, preset: str | None,
         except (TypeError, ValueError) as e:
             if columns is None:
                 raise
-            b = int(np.flatnonzero(((columns == row) | (columns != columns)).all(axis=1))[0])  # (NaN)
-            raise type(e)(f"problem {b} ({', '.join(f'{k}={v:g}' for k, v in values.items())}): "
-                          f"{e}") from None
+            raise type(e)(f"problem {_first_problem(columns, row)} "
+                          f"({', '.join(f'{k}={v:g}' for k, v in values.items())}): {e}") from None
         configs.append(c)
     flags = tuple(any(col) for col in zip(*(c.flags for c in configs), strict=True))
     chosen = next((c for c in configs if c.flags == flags), None)

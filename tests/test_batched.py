@@ -120,6 +120,8 @@ def test_each_problems_values_get_one_problems_cross_checks():
         fastrms.RMSProp(np.zeros((4, 2)), lr=np.array([0.1, 0.1, -1.0, 0.2]))
     with pytest.raises(ValueError, match=r"problem 3 \(lr=nan\): lr must not be NaN"):
         fastrms.RMSProp(np.zeros((4, 2)), lr=np.array([0.1, 0.1, 0.3, np.nan]))
+    with pytest.raises(ValueError, match=r"problem 1 \(eps=-1\)"):  # not problem 0, whose eps is NaN
+        fastrms.Adam(np.zeros((2, 3)), eps=np.array([np.nan, -1.0]))
     with pytest.raises(ValueError, match=r"problem 1 \(eps_root=0.01\): .*v_hat"):
         fastrms.Adam(np.zeros((3, 4)), eps_root=np.array([0.0, 0.01, 0.0]))
     with pytest.raises(ValueError, match=r"problem 1 \(momentum=0\): nesterov=True needs momentum > 0"):
