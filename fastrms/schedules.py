@@ -31,6 +31,7 @@ from numba.extending import register_jitable
 from . import _checks as ck
 
 CONSTANT, EXPONENTIAL, STEP, INVERSE_TIME, COSINE = range(5)
+N_PARAMS = 6  # a schedule's parameter vector: (value, warmup, a, b, c, warmup_from)
 _NAMES = {"constant": CONSTANT, "exponential": EXPONENTIAL, "step": STEP,
           "inverse_time": INVERSE_TIME, "cosine": COSINE}
 

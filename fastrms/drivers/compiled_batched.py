@@ -20,7 +20,7 @@ from numba.extending import overload, register_jitable
 from ..kernels import cpu
 from ..kernels._jit import bind, flag_tag, jit
 from ..method_state import BatchedState
-from ..schedules import Schedule, kind_and_params, schedule_value
+from ..schedules import N_PARAMS, Schedule, kind_and_params, schedule_value
 from . import compiled
 from .batched_loop import BatchOutcome
 from .compiled import (
@@ -248,10 +248,10 @@ def prepare(problem, bstate: BatchedState, x, maxiter: int):
 def _lr_gamma(bstate: BatchedState, name: str):
     """(kind, params, per-problem array): kind −1 when the array holds per-problem values."""
     if name in bstate.per_problem:
-        return -1, np.zeros(6), bstate.per_problem[name].astype(np.float64)
+        return -1, np.zeros(N_PARAMS), bstate.per_problem[name].astype(np.float64)
     value = bstate.config.values.get(name, 0.0)
     if not isinstance(value, Schedule):
-        return -1, np.zeros(6), np.full(bstate.B, float(value))
+        return -1, np.zeros(N_PARAMS), np.full(bstate.B, float(value))
     kind, p = kind_and_params(value)
     return kind, p, np.zeros(bstate.B)
 

@@ -25,7 +25,7 @@ import numpy as np
 from numba.extending import overload, register_jitable
 
 from .. import _checks as ck
-from ..schedules import as_schedule, kind_and_params
+from ..schedules import N_PARAMS, as_schedule, kind_and_params
 
 # h[0 … 4], common to every rule:
 #   LR      step multiplier η_t (1 when η lives inside the momentum buffer)
@@ -302,9 +302,9 @@ class Config:
     @cached_property
     def schedule_rows(self) -> np.ndarray:
         """``scheduled`` as the compiled loops read it (and never write), a row each: [index in p,
-        schedule kind, lo, hi, lo open, hi open, the schedule's 6 parameters]."""
+        schedule kind, lo, hi, lo open, hi open, the schedule's N_PARAMS parameters]."""
         return np.array([[i, s.code, *interval.as_row(), *s.params] for i, _, s, interval in self.scheduled],
-                        dtype=np.float64).reshape(-1, 12)
+                        dtype=np.float64).reshape(-1, 6 + N_PARAMS)
 
     @cached_property
     def lr_gamma_schedules(self) -> tuple:
