@@ -6,8 +6,9 @@ builds a ``Problem`` and a ``MethodState``; ``drivers/`` iterate; ``kernels/`` u
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -51,25 +52,34 @@ DRIVER_OPTIONS = {
 MAX_ITER = int(np.iinfo(np.intp).max) - 1
 
 
-def _split_options(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
-    """(driver options, hyperparameters), validated; remembered for hashable options."""
+def _split_options(method: methods.Method, options: dict, tol) -> tuple[dict, dict, methods.Config | None]:
+    """(driver options, hyperparameters, the configured method), validated; remembered for
+    hashable options, as a script calling minimize in a loop passes the same ones each time.
+    The config is None for batched problems (presets.configure_batch configures them)."""
     if options is None:
         options = {}
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict, got {type(options).__name__}")
     try:
+        # types are part of the key: True == 1 must not skip the check that rejects 1
         key = (method.name, tol, tuple((k, type(v), v) for k, v in options.items()))
         hash(key)
-    except TypeError:  # an unhashable value (a list of betas, say)
-        return _split(method, options, tol)
-    driver, hyper = _split_cached(key)
-    return dict(driver), dict(hyper)
+    except TypeError:  # an unhashable value (a list of betas, per-problem arrays)
+        return _configured(method, options, tol)
+    driver, hyper, config = _configured_cached(key)
+    return dict(driver), dict(hyper), config
 
 
 @lru_cache(maxsize=128)
-def _split_cached(key):
+def _configured_cached(key):
     name, tol, items = key
-    return _split(methods.get(name), {k: v for k, _, v in items}, tol)
+    return _configured(methods.get(name), {k: v for k, _, v in items}, tol)
+
+
+def _configured(method: methods.Method, options: dict, tol) -> tuple[dict, dict, methods.Config | None]:
+    driver, hyper = _split(method, options, tol)
+    config = None if driver["batched"] else presets.configure(method.name, hyper, driver["preset"])
+    return driver, hyper, config
 
 
 def _split(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
@@ -172,10 +182,9 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
             return cluster.minimize_batched(minimize, fun, jac, x0, args, method, options)
         return cluster.minimize_on_blocks(minimize, fun, jac, x0, args, method, options, callback)
     m = methods.get(method)
-    opts, hyper = _split_options(m, options, tol)
+    opts, hyper, config = _split_options(m, options, tol)
     if opts["batched"]:
         return _solve_batched(fun, jac, x0, args, m, hyper, opts, wrap_callback(callback))
-    config = presets.configure(m.name, hyper, opts["preset"])
     return _solve(fun, jac, x0, args, config, opts, wrap_callback(callback))
 
 
@@ -183,7 +192,7 @@ def _check_batch(method, options, tol, B: int) -> None:
     """The options of B batched problems, checked as one batch before a cluster solves it in
     chunks: an error names the problem by its index in the whole batch, not in its chunk."""
     m = methods.get(method)
-    opts, hyper = _split_options(m, options, tol)
+    opts, hyper, _ = _split_options(m, options, tol)
     presets.configure_batch(m.name, hyper, opts["preset"], B)
 
 
@@ -237,7 +246,8 @@ def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
         mstate = MethodState(config, x.size, x.dtype, backend)
         problem = _problem(fun, jac, args, x, shape, backend, kind, opts)
         problem.nfev, problem.njev = spent
-        driver = _choose_driver(problem, x, mstate, {**opts, "in_place": in_place}, callback)
+        driver = _choose_driver(problem, x, mstate, opts if in_place == opts["in_place"] else
+                                {**opts, "in_place": in_place}, callback)
         end = "epochs" if opts["epochs"] is not None else "maxiter"
         out = driver.run(problem, mstate, x, maxiter=_maxiter(opts, problem), gtol=opts["gtol"],
                          callback=callback, history=opts["history"], trajectory=opts["trajectory"],
@@ -251,7 +261,7 @@ def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
         problem, out = solve(_start(x0, opts)[0], False, (problem.nfev, problem.njev))
     batches = problem.batches
     f = out.f if out.f is not None else problem.value(out.x)
-    if not np.isfinite(f) and out.status != NAN:
+    if not math.isfinite(f) and out.status != NAN:
         out.reason = "loss_at_end"  # every update was finite, but F is not: never a success
     x_end, g_end = backend.result(out.x, shape, kind), backend.result(out.g, shape, kind)
     res = OptimizeResult(
@@ -315,14 +325,21 @@ def _maxiter(opts: dict, problem: Problem) -> int:
     return n
 
 
+@cache
+def _compiled_drivers():
+    """The compiled loops' modules, imported on first use (they import Numba's compiler: ~0.4 s)."""
+    from .drivers import compiled, compiled_batched
+
+    return compiled, compiled_batched
+
+
 def _choose_driver(problem: Problem, x, mstate: MethodState, opts: dict, callback):
     """The compiled loop for jitted F and dF (unless something needs Python), else the Python loop."""
     choice = opts["driver"]
     batched = problem.batch is not None
     if choice == "python":
         return batched_loop if batched else python_loop
-    from .drivers import compiled, compiled_batched
-
+    compiled, compiled_batched = _compiled_drivers()
     why = compiled.not_applicable(problem.fun, problem.jac, mstate.config, callback, mstate.backend)
     loop = compiled_batched if batched else compiled
     if why is None:

@@ -130,6 +130,22 @@ def test_compiled_equals_python_with_schedules_and_scalar_args(method, opts):
     same(r_c, r_p)
 
 
+def test_repeated_calls_with_one_F_and_dF_find_the_right_driver():
+    """The front remembers each call's compiled loop by F, dF and what decides the loop (the
+    method's flags, dtypes, argument types, in place or not): calls in a row with the same F and
+    dF and something else changed each get their own, equal to the Python loop."""
+    c = np.linspace(-1, 1, 5)
+    for x0, args, method, opts in [
+            (np.zeros(5), (c, 0.5), "rmsprop", {}),
+            (np.zeros(5), (c, 0.5), "rmsprop", {"momentum": 0.5}),   # another state row
+            (np.zeros(5), (c, 0.5), "rmsprop", {"in_place": True}),  # one buffer
+            (np.zeros(5, np.float32), (c, 0.5), "rmsprop", {}),      # x's dtype
+            (np.zeros(5), (c.astype(np.float32), 0.5), "rmsprop", {}),  # an argument's type
+            (np.zeros(5), (c, 0.5), "gd", {}),                       # another method
+            (np.zeros(5), (c, 0.5), "rmsprop", {})]:                 # the first again
+        same(*both(quad, dquad, x0, args=args, method=method, options={**opts, "maxiter": 30, "lr": 0.05}))
+
+
 def test_converged_and_diverged_runs_match():
     c = np.arange(3.0)
     same(*both(quad, dquad, np.zeros(3), args=(c, 1.0), method="gd", options={"lr": 0.1, "gtol": 1e-9}))

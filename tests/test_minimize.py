@@ -227,6 +227,21 @@ def test_bad_x0(x0, exc, match):
         fastrms.minimize(quad, dquad, x0)
 
 
+@pytest.mark.parametrize("n", [3, 5000])  # the compiled test below 4096 elements, NumPy's above
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_x0_arrays(n, dtype, bad):
+    x0 = np.zeros(n, dtype)
+    x0[n // 2] = bad
+    with pytest.raises(ValueError, match="x0 contains NaN or inf"):
+        fastrms.minimize(quad, dquad, x0)
+    with pytest.raises(ValueError, match="x0 contains NaN or inf"):  # not C-contiguous
+        fastrms.minimize(quad, dquad, np.stack([x0, x0], axis=1)[:, 0])
+    x0[n // 2] = np.finfo(dtype).max  # finite, however large
+    res = fastrms.minimize(lambda x: 0.0, lambda x: np.zeros_like(x), x0, options={"maxiter": 1})
+    assert res.x.dtype == dtype and res.x[n // 2] == np.finfo(dtype).max
+
+
 def test_bad_gradients_and_objectives():
     with pytest.raises(ValueError, match=r"gradient has shape \(2,\), but x has shape \(3,\)"):
         fastrms.minimize(quad, lambda x: np.zeros(2), np.zeros(3))

@@ -168,6 +168,7 @@ def test_compiled_loop_keeps_the_kernel_that_won(slow, monkeypatch):
         return run
 
     monkeypatch.setattr(compiled, "_driver", spied)
+    monkeypatch.setattr(compiled, "_prepared", compiled._LRU(64))  # (an earlier test's call would answer)
     block_done = cpu.Race.block_done
 
     def skewed(self, seconds):  # the slow kernel's blocks take a second longer

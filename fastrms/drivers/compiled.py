@@ -33,7 +33,7 @@ from numba.extending import intrinsic, overload, register_jitable
 from .. import _checks as ck
 from ..kernels import cpu
 from ..kernels._jit import bind, flag_tag, jit
-from ..schedules import Schedule, schedule_value
+from ..schedules import schedule_value
 from .outcome import END_REASONS, Outcome
 
 # How a call of the loop ended: an index into END_REASONS (the drivers' one vocabulary),
@@ -291,9 +291,9 @@ def not_applicable(fun, jac, config, callback, backend) -> str | None:
         return "a callback needs the Python loop"
     if backend.name != "cpu":
         return "the compiled driver runs on the CPU backend"
-    for name, v in config.values.items():
-        if callable(v) and not isinstance(v, Schedule):
-            return f"{name} is a Python callable; use a fastrms.schedules schedule to compile the loop"
+    if config.python_callables:
+        return (f"{config.python_callables[0]} is a Python callable; use a fastrms.schedules schedule "
+                "to compile the loop")
     return None
 
 
@@ -334,7 +334,9 @@ def signature_for(fun, jac, x_shaped, args, batch_args=None, problems: bool = Fa
     ``batch_args``: a sample mini-batch of args (dF is typed for batches, F for all the data);
     ``problems``: x holds a batch of problems, and F returns their losses.
     """
-    key = (fun, jac, _fingerprint(x_shaped), _fingerprint(args), _fingerprint(batch_args), problems)
+    # (x is the drivers' own buffer, C-contiguous and aligned: its dtype and ndim are its type)
+    key = (fun, jac, x_shaped.dtype.str, x_shaped.ndim, _fingerprint(args),
+           None if batch_args is None else _fingerprint(batch_args), problems)
     with _cache_lock:
         sigs = _signatures.get(key)
     if sigs is None:
@@ -385,19 +387,8 @@ def _signature(fun, jac, xt, at, bt, problems: bool):
     return fsig, jsig, xt, at, fns
 
 
-# the same lookup by the identity of a signatures tuple (signature_for hands out the cached one):
-# hashing Numba's types in the key above costs tens of microseconds a call
-_drivers_by_sigs = _LRU(64)
-
-
 def _driver(mstate, sigs, combined: bool, parallel: bool, mask, in_place: bool = False):
     method = mstate.config.method
-    fast = (id(sigs), method.name, mstate.config.flags, mstate.config.varies, combined, parallel,
-            mstate.dtype.str, mask, in_place)
-    with _cache_lock:
-        hit = _drivers_by_sigs.get(fast)
-    if hit is not None and hit[0] is sigs:  # (the entry holds sigs, so its id is not reused meanwhile)
-        return hit[1]
     fsig, jsig, xt, at = sigs[:4]
     key = (method.name, mstate.config.flags, mstate.config.varies, combined, parallel, mstate.dtype, fsig,
            jsig, xt, at, mask, in_place)
@@ -411,8 +402,6 @@ def _driver(mstate, sigs, combined: bool, parallel: bool, mask, in_place: bool =
                             f"{str(e).splitlines()[0]}") from None
         with _cache_lock:
             _drivers.put(key, drive)
-    with _cache_lock:
-        _drivers_by_sigs.put(fast, (sigs, drive))
     return drive
 
 
@@ -472,19 +461,35 @@ def batch_sample(b) -> tuple:
     return tuple(np.empty((0,) * a.ndim, a.dtype) if i in b.data else a for i, a in enumerate(b.args))
 
 
+# prepare's answers by what decides them: a script that calls minimize in a loop asks the same
+# question every call, and this one lookup answers it (the signature's and the driver's own keys
+# hash Numba's types: tens of microseconds).  An entry holds F and dF, as _signatures does.
+_prepared = _LRU(64)
+
+
 def prepare(problem, mstate, x, maxiter: int, in_place: bool = False):
     """(driver, signatures, parallel: False, True or cpu.RACE) for this problem, or a TypeError saying
     why not."""
     b = problem.batches
-    sample = None
+    sample = mask = None
     if b is not None:
         if (maxiter // b.per_epoch + 1) * b.N * 8 > MAX_ORDER_BYTES:
             raise TypeError("the epochs' row orders are too large to hand to the compiled loop")
-        sample = batch_sample(b)
-    sigs = signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample)
-    mask = b.mask if b is not None else None
+        sample, mask = batch_sample(b), b.mask
     parallel = cpu.kernel_mode(x.size, x.itemsize, maxiter)
-    return _driver(mstate, sigs, problem.jac is True, parallel, mask, in_place), sigs, parallel
+    cfg = mstate.config
+    # (x is the drivers' own buffer: its dtype and ndim are its type)
+    key = (problem.fun, problem.jac, x.dtype.str, len(problem.shape), _fingerprint(problem.args),
+           None if sample is None else _fingerprint(sample), mask, cfg.method.name, cfg.flags, cfg.varies,
+           parallel, in_place)
+    with _cache_lock:
+        hit = _prepared.get(key)
+    if hit is None:
+        sigs = signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample)
+        hit = _driver(mstate, sigs, problem.jac is True, parallel, mask, in_place), sigs
+        with _cache_lock:
+            _prepared.put(key, hit)
+    return hit[0], hit[1], parallel
 
 
 # -- exceptions raised inside F and dF ----------------------------------------------

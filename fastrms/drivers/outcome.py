@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..kernels.cpu import CPU
@@ -50,7 +52,7 @@ class Outcome:
     def finish(self, k, x, f, g, reason: str, gtol: float = 0.0) -> Outcome:
         if reason in ("maxiter", "epochs"):
             gmax = self.backend.max_abs(g)
-            if not np.isfinite(gmax):
+            if not math.isfinite(gmax):
                 reason = "diverged"
             elif reason == "maxiter" and gtol > 0 and gmax <= gtol:
                 reason = "converged"

@@ -25,7 +25,7 @@ import numpy as np
 from numba.extending import overload, register_jitable
 
 from .. import _checks as ck
-from ..schedules import N_PARAMS, as_schedule, kind_and_params
+from ..schedules import N_PARAMS, Schedule, as_schedule, kind_and_params
 
 # h[0 … 4], common to every rule:
 #   LR      step multiplier η_t (1 when η lives inside the momentum buffer)
@@ -305,6 +305,12 @@ class Config:
         schedule kind, lo, hi, lo open, hi open, the schedule's N_PARAMS parameters]."""
         return np.array([[i, s.code, *interval.as_row(), *s.params] for i, _, s, interval in self.scheduled],
                         dtype=np.float64).reshape(-1, 6 + N_PARAMS)
+
+    @cached_property
+    def python_callables(self) -> tuple:
+        """The hyperparameters given as plain Python callables (not fastrms.schedules schedules):
+        compiled code cannot call them."""
+        return tuple(n for n, v in self.values.items() if callable(v) and not isinstance(v, Schedule))
 
     @cached_property
     def lr_gamma_schedules(self) -> tuple:
