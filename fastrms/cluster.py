@@ -8,7 +8,7 @@ Two ways in, both through ``minimize`` (install with ``pip install 'fastrms[dask
   block order, so a run is reproducible bit for bit (a worker lost mid-run is recomputed, not
   skipped).  x stays on the client.  ``options['reduction']`` says how blocks combine:
   ``'mean'`` (F and dF are means over rows, as d2l's squared loss: blocks are weighted by
-  their rows) or ``'sum'``.
+  their rows) or ``'sum'``.  An F returning (f, g) (``jac=True``) gives both in one task a block.
 * **Batched problems.** A dask array x0 of shape (B, ...) with ``batched=True``: each chunk of
   problems is solved by the batched solver where it runs, and the per-problem results are
   gathered into one result.
@@ -60,10 +60,13 @@ def _need_dask():
 # -- the block functions (run on the workers) -------------------------------------------------
 
 class _Task:
-    """fn(x, *block) for one block: a picklable callable that knows which arguments are data."""
+    """fn(x, *block) for one block: a picklable callable that knows which arguments are data.
+    ``pair``: fn returns (f, g) (jac=True), sent back as one vector [f, g...], so that the
+    blocks' results add up as one array does."""
 
-    def __init__(self, fn, data_index, weight_by_rows):
+    def __init__(self, fn, data_index, weight_by_rows, pair: bool = False):
         self.fn, self.data_index, self.weight_by_rows = fn, tuple(data_index), weight_by_rows
+        self.pair = pair
 
     def __call__(self, x, rows, *block):
         if rows is not None:
@@ -71,8 +74,23 @@ class _Task:
             n = len(rows)
         else:
             n = len(block[self.data_index[0]])
-        out = np.asarray(self.fn(x, *block), dtype=np.float64)
+        out = self.fn(x, *block)
+        if self.pair:
+            out = _packed_pair(out)
+        out = np.asarray(out, dtype=np.float64)
         return out * n if self.weight_by_rows else out
+
+
+def _packed_pair(out) -> np.ndarray:
+    """(f, g) as one vector [f, g.ravel()...]."""
+    try:
+        f, g = out
+    except (TypeError, ValueError):
+        raise TypeError("with jac=True the objective must return a pair (f, g)") from None
+    f = np.asarray(f, dtype=np.float64).reshape(-1)
+    if f.size != 1:
+        raise ValueError(f"with jac=True the objective's f must be a scalar, got {f.size} values")
+    return np.concatenate((f, np.asarray(g, dtype=np.float64).reshape(-1)))
 
 
 class DaskData:
@@ -86,8 +104,7 @@ class DaskData:
             raise ValueError("args hold dask arrays: say how the blocks' results combine with "
                              "options={'reduction': 'mean'} (F and dF are means over rows, weighted by "
                              "each block's rows) or 'sum' (sums over rows)")
-        if jac is True:
-            raise ValueError("with dask arrays in args, pass F and dF as two functions (not jac=True)")
+        self.combined = jac is True  # fun returns (f, g): one task a block gives both
         self.mean = reduction == "mean"
         data = [i for i, a in enumerate(args) if is_dask(a)]
         arrays = [args[i] for i in data]
@@ -128,15 +145,21 @@ class DaskData:
             it = iter(per_arg)
             self.blocks.append(tuple(next(it)[b] if i in data else a for i, a in enumerate(args)))
         data_index = tuple(data)
-        self.tasks = {"f": _Task(fun, data_index, self.mean), "g": _Task(jac, data_index, self.mean)}
+        if self.combined:
+            self.tasks = {"fg": _Task(fun, data_index, self.mean, pair=True)}
+        else:
+            self.tasks = {"f": _Task(fun, data_index, self.mean), "g": _Task(jac, data_index, self.mean)}
         self.batches = None
         if batch_size is not None:
             from .drivers.batches import Batches
 
             self.batches = Batches((np.empty(N, dtype=np.int8),), batch_size, shuffle, seed, drop_last)
 
-    # F and dF as the drivers call them: F(x) on all rows, dF(x, k) on step k's mini-batch (or all)
+    # F and dF as the drivers call them: F(x) on all rows, dF(x, k) on step k's mini-batch (or all);
+    # with jac=True, FG(x) gives both from one round of tasks
     def F(self, x):
+        if self.combined:
+            return float(self._reduce("fg", x, None)[0])
         return float(self._reduce("f", x, None))
 
     def dF(self, x, k=None):
@@ -144,7 +167,13 @@ class DaskData:
         if self.batches is not None and k is not None:
             epoch, j = divmod(k, self.batches.per_epoch)
             rows = self.batches.order(epoch)[j * self.batches.size:(j + 1) * self.batches.size]
+        if self.combined:
+            return self._reduce("fg", x, rows)[1:].reshape(np.shape(x)).astype(x.dtype, copy=False)
         return self._reduce("g", x, rows).astype(x.dtype, copy=False)
+
+    def FG(self, x):
+        fg = self._reduce("fg", x, None)
+        return float(fg[0]), fg[1:].reshape(np.shape(x)).astype(x.dtype, copy=False)
 
     def _reduce(self, which, x, rows):
         x = np.array(x, copy=True)  # the workers get their own copy of this step's x
@@ -185,7 +214,9 @@ def minimize_on_blocks(minimize, fun, jac, x0, args, method, options, callback):
                          "the workers (F and dF still run compiled there when they are jitted)")
     data = DaskData(fun, jac, args, reduction, batch.get("batch_size"), batch.get("shuffle", True),
                     batch.get("seed"), batch.get("drop_last", False))
-    if data.batches is None:
+    if data.batches is None and data.combined:
+        res = minimize(data.FG, x0, jac=True, method=method, callback=callback, options=options)
+    elif data.batches is None:
         res = minimize(data.F, data.dF, x0, method=method, callback=callback, options=options)
     else:
         # the drivers' mini-batch mode, with the step index standing in for the batch

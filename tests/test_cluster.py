@@ -74,6 +74,30 @@ def test_minibatches_across_blocks_are_reproducible(client, data):
     assert not np.array_equal(a.x, other.x)
 
 
+def _linreg_pair(x, X, y):
+    return ex.linreg_loss(x, X, y), ex.linreg_grad(x, X, y)
+
+
+def test_jac_true_on_blocks_equals_two_functions(client, data):
+    """F returning (f, g): one task a block gives both; the run equals the two-function run, full
+    batch (history included) and with mini-batches."""
+    X, y, Xd, yd = data
+    for opts in ({**OPTS, "reduction": "mean", "history": True},
+                 {"lr": 0.01, "reduction": "mean", "batch_size": 100, "epochs": 1, "seed": 3}):
+        two = fastrms.minimize(ex.linreg_loss, ex.linreg_grad, _x0(X), args=(Xd, yd), options=opts)
+        pair = fastrms.minimize(_linreg_pair, _x0(X), jac=True, args=(Xd, yd), options=opts)
+        np.testing.assert_array_equal(pair.x, two.x)
+        assert pair.fun == two.fun and pair.nit == two.nit and pair.status == two.status
+        if "history" in two:
+            np.testing.assert_array_equal(pair.history["loss"], two.history["loss"])
+    mean = {**OPTS, "reduction": "mean"}
+    ref = fastrms.minimize(_linreg_pair, _x0(X), jac=True, args=(X, y), options=OPTS)  # in memory
+    res = fastrms.minimize(_linreg_pair, _x0(X), jac=True, args=(Xd, yd), options=mean)
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError, match="must return a pair"):
+        fastrms.minimize(ex.linreg_loss, _x0(X), jac=True, args=(Xd, yd), options=mean)
+
+
 def test_default_scheduler_without_a_client(data, monkeypatch):
     X, y, Xd, yd = data
     ref = fastrms.minimize(ex.linreg_loss, ex.linreg_grad, _x0(X), args=(X, y), options=OPTS)
