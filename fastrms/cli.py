@@ -130,6 +130,8 @@ def demo(args) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fastrms", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version(),
+                        help="fastrms's version and those of its compiler stack (for bug reports)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="reproduce the seeds' experiments (tables, and figures with matplotlib)")
     p.add_argument("--out", default="fastrms-demo",
@@ -145,6 +147,19 @@ def main(argv=None) -> int:
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return args.func(args)
+
+
+def _version() -> str:
+    import platform
+
+    import numba
+    import numpy
+    import scipy
+
+    from . import __version__
+
+    return (f"fastrms {__version__} (numba {numba.__version__}, numpy {numpy.__version__}, "
+            f"scipy {scipy.__version__}, Python {platform.python_version()})")
 
 
 def bench(argv) -> int:

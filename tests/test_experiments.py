@@ -179,3 +179,19 @@ def test_airfoil_rows_are_checked():
     for bad, exc in bad_values:
         with pytest.raises(exc, match="n must be"):
             datasets.airfoil(bad)
+
+
+def test_cli_version(capsys):
+    import importlib.metadata
+
+    import numba
+
+    from fastrms.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"fastrms {fastrms.__version__} (") and f"numba {numba.__version__}" in out
+    # the installed metadata reads the same one place (pyproject's dynamic version)
+    assert importlib.metadata.version("fastrms") == fastrms.__version__
