@@ -7,6 +7,7 @@ builds a ``Problem`` and a ``MethodState``; ``drivers/`` iterate; ``kernels/`` u
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from functools import cache, lru_cache
 from typing import Any
@@ -362,6 +363,10 @@ def _method_function(name: str):
                callback=None, **options):
         if bounds is not None or constraints:
             raise ValueError(f"fastrms.{name} is unconstrained: it cannot honour bounds or constraints")
+        for given, what in ((hess, "hess"), (hessp, "hessp")):
+            if given is not None:  # (scipy's own first-order methods warn alike)
+                warnings.warn(f"fastrms.{name} does not use Hessian information ({what})", RuntimeWarning,
+                              stacklevel=3)
         tol = options.pop("tol", None)
         return minimize(fun, x0, args=args, method=name, jac=jac, tol=tol, callback=callback,
                         options=options)

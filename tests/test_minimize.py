@@ -261,6 +261,12 @@ def test_bad_gradients_and_objectives():
         fastrms.minimize(quad, dquad, np.zeros(3), jac=dquad)
     with pytest.raises(ValueError, match="bounds"):
         scipy.optimize.minimize(quad, np.zeros(3), jac=dquad, method=fastrms.rmsprop, bounds=[(0, 1)] * 3)
+    # a Hessian is not used, and says so, as scipy's first-order methods do (the run is unchanged)
+    plain = scipy.optimize.minimize(quad, np.zeros(3), jac=dquad, method=fastrms.rmsprop)
+    for kw in ({"hess": lambda x: 2 * np.eye(3)}, {"hessp": lambda x, p: 2 * p}):
+        with pytest.warns(RuntimeWarning, match=f"does not use Hessian information \\({next(iter(kw))}\\)"):
+            res = scipy.optimize.minimize(quad, np.zeros(3), jac=dquad, method=fastrms.rmsprop, **kw)
+        assert res.x.tobytes() == plain.x.tobytes()
 
 
 def test_one_variable_problems_take_scipys_scalar_forms():
