@@ -93,6 +93,15 @@ def _packed_pair(out) -> np.ndarray:
     return np.concatenate((f, np.asarray(g, dtype=np.float64).reshape(-1)))
 
 
+def _gradient_part(fg, x) -> np.ndarray:
+    """g from a reduced [f, g...], in x's shape and dtype (of another size it stays flat, and the
+    driver's shape check names it)."""
+    g = fg[1:]
+    if g.size == np.size(x):
+        g = g.reshape(np.shape(x))
+    return g.astype(x.dtype, copy=False)
+
+
 class DaskData:
     """The user's F and dF over row-chunked dask arrays in ``args``: evaluates them block by block
     where the blocks live and reduces the results, as F(x) and dF(x) on all the rows would."""
@@ -168,12 +177,12 @@ class DaskData:
             epoch, j = divmod(k, self.batches.per_epoch)
             rows = self.batches.order(epoch)[j * self.batches.size:(j + 1) * self.batches.size]
         if self.combined:
-            return self._reduce("fg", x, rows)[1:].reshape(np.shape(x)).astype(x.dtype, copy=False)
+            return _gradient_part(self._reduce("fg", x, rows), x)
         return self._reduce("g", x, rows).astype(x.dtype, copy=False)
 
     def FG(self, x):
         fg = self._reduce("fg", x, None)
-        return float(fg[0]), fg[1:].reshape(np.shape(x)).astype(x.dtype, copy=False)
+        return float(fg[0]), _gradient_part(fg, x)
 
     def _reduce(self, which, x, rows):
         x = np.array(x, copy=True)  # the workers get their own copy of this step's x

@@ -96,6 +96,8 @@ def test_jac_true_on_blocks_equals_two_functions(client, data):
     np.testing.assert_allclose(res.x, ref.x, rtol=1e-12, atol=1e-12)
     with pytest.raises(TypeError, match="must return a pair"):
         fastrms.minimize(ex.linreg_loss, _x0(X), jac=True, args=(Xd, yd), options=mean)
+    with pytest.raises(ValueError, match=r"gradient has shape \(7,\), but x has shape \(6,\)"):
+        fastrms.minimize(lambda x, X, y: (0.0, np.zeros(7)), _x0(X), jac=True, args=(Xd, yd), options=mean)
 
 
 def test_default_scheduler_without_a_client(data, monkeypatch):
