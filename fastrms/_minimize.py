@@ -270,10 +270,7 @@ def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
         nfev=problem.nfev, njev=problem.njev, status=out.status,
         success=out.status == 0, message=f"{out.message} {RERUN_NOTE}" if rerun else out.message)
     if out.losses is not None:
-        res.history = {"loss": np.asarray(out.losses), "gnorm": np.asarray(out.gnorms),
-                       "step": np.asarray(out.steps)}
-        if batches is not None:
-            res.history["epoch"] = res.history["step"] / batches.per_epoch
+        res.history = _history(out, batches)
     if out.xs is not None:
         res.trajectory = np.asarray(out.xs)
     if opts["disp"]:
@@ -285,10 +282,10 @@ def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
 
 def _solve_batched(fun, jac, x0, args, method, hyper, opts, callback) -> OptimizeResult:
     """B problems in one call; the result holds arrays of length B (scipy.optimize.elementwise's
-    convention): x (B, ...), fun, nit, status, success, message, and jac (B, ...)."""
-    for name in ("history", "trajectory"):
-        if opts[name]:
-            raise ValueError(f"{name} is not recorded for batched problems")
+    convention): x (B, ...), fun, nit, status, success, message, and jac (B, ...); with history,
+    res.history's loss and gnorm are (steps, B), NaN after a problem stopped."""
+    if opts["trajectory"]:
+        raise ValueError("trajectory is not recorded for batched problems (history is)")
     if callback is not None:
         raise ValueError("a callback is not supported with batched problems")
     if opts["check_every"] != 1:
@@ -302,18 +299,30 @@ def _solve_batched(fun, jac, x0, args, method, hyper, opts, callback) -> Optimiz
     problem = _problem(fun, jac, args, x, shape, backend, kind, opts, B)
     maxiter = _maxiter(opts, problem)
     driver = _choose_driver(problem, x, bstate, opts, callback)
-    out = driver.run(problem, bstate, x, maxiter=maxiter, gtol=opts["gtol"],
-                     end="epochs" if opts["epochs"] is not None else "maxiter")
+    end = "epochs" if opts["epochs"] is not None else "maxiter"
+    out = driver.run(problem, bstate, x, maxiter=maxiter, gtol=opts["gtol"], end=end, history=opts["history"],
+                     every=opts["history_every"])
     f = problem.value(out.x)
     out.reasons[~np.isfinite(f) & (out.status() != NAN)] = "loss_at_end"
     status = out.status()
     res = OptimizeResult(x=backend.result(out.x, shape, kind), fun=f, jac=backend.result(out.g, shape, kind),
                          nit=out.nit, nfev=problem.nfev, njev=problem.njev, status=status,
                          success=status == 0, message=out.messages())
+    if out.losses is not None:  # loss and gnorm (steps, B): NaN where a problem had stopped
+        res.history = _history(out, problem.batches)
     if opts["disp"]:
         print(f"{B} problems: {int(np.sum(status == 0))} succeeded; "
               + ", ".join(f"status {s}: {int(np.sum(status == s))}" for s in np.unique(status)))
     return res
+
+
+def _history(out, batches) -> dict:
+    """res.history from what a driver recorded: loss, gnorm (max |g|) and step, and with
+    mini-batches the epoch of each step."""
+    history = {"loss": np.asarray(out.losses), "gnorm": np.asarray(out.gnorms), "step": np.asarray(out.steps)}
+    if batches is not None:
+        history["epoch"] = history["step"] / batches.per_epoch
+    return history
 
 
 def _maxiter(opts: dict, problem: Problem) -> int:
@@ -342,6 +351,8 @@ def _choose_driver(problem: Problem, x, mstate: MethodState, opts: dict, callbac
         return batched_loop if batched else python_loop
     compiled, compiled_batched = _compiled_drivers()
     why = compiled.not_applicable(problem.fun, problem.jac, mstate.config, callback, mstate.backend)
+    if why is None and batched and opts["history"]:
+        why = "the history of batched problems is recorded by the Python loop"
     loop = compiled_batched if batched else compiled
     if why is None:
         try:

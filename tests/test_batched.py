@@ -259,10 +259,48 @@ def test_bad_input_names_the_shapes(rng):
         run(gamma=np.linspace(0.5, 1.5, B))
     with pytest.raises(ValueError, match="split the batch"):
         run(momentum=np.r_[0.9, np.zeros(B - 1)], eps=np.r_[1e-8, np.zeros(B - 1)])
-    with pytest.raises(ValueError, match="history is not recorded"):
-        run(history=True)
+    with pytest.raises(ValueError, match="trajectory is not recorded for batched problems"):
+        run(trajectory=True)
     with pytest.raises(ValueError, match=r"batch_size with 12 batched problems needs data arrays"):
         fastrms.minimize(F, dF, X0, args=(A[0], y[0]), options={"batched": True, "batch_size": 4})
+
+
+def F_capped(X, A, y):
+    """F, but NaN where |x_0| has passed 0.5: a loss that fails before the update does."""
+    return np.where(np.abs(X[..., 0]) > 0.5, np.nan, F(X, A, y))
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_history_equals_each_separate_runs_history(rng):
+    """history=True: loss and gnorm of shape (steps, B), each column the problem's own run's history
+    (recorded every history_every steps and at maxiter), NaN after the problem stopped; a problem
+    whose recorded loss is not finite stops there (status 3), as its own run does."""
+    A, y = _least_squares(rng)
+    A *= np.linspace(0.2, 3.0, B)[:, None, None]  # problems stop at different steps
+    X0 = np.zeros((B, N))
+    A[5] *= 1e155  # its loss overflows at once
+    options = {"lr": np.geomspace(1e-3, 0.1, B), "momentum": 0.9, "maxiter": 61, "gtol": 3e-3,
+               "history": True, "history_every": 4}
+    res = fastrms.minimize(F_capped, dF, X0, args=(A, y), options={**options, "batched": True})
+    h = res.history
+    assert h["loss"].shape == h["gnorm"].shape == (len(h["step"]), B) and h["step"][-1] == 61
+    assert set(res.status) >= {0, 1, 3}  # every kind of ending: converged, maxiter, diverged at once,
+    capped = [k for k, m in zip(res.nit, res.message, strict=True) if "the loss became non-finite" in m]
+    assert len(capped) == 2 and all(0 < k < 61 and k % 4 == 0 for k in capped)  # and capped mid-run
+    _assert_same_as_separate(res, "rmsprop", X0, (A, y), options, (F_capped, dF))
+    for b in range(B):
+        own = _separate("rmsprop", X0, (A, y), options, b, (F_capped, dF)).history
+        n = len(own["step"])
+        np.testing.assert_array_equal(h["step"][:n], own["step"])
+        np.testing.assert_array_equal(h["loss"][:n, b], own["loss"], err_msg=f"problem {b}")
+        np.testing.assert_array_equal(h["gnorm"][:n, b], own["gnorm"])
+        assert np.all(np.isnan(h["loss"][n:, b])) and np.all(np.isnan(h["gnorm"][n:, b]))
+    # jitted F and dF: the Python loop records it (driver='auto'); the compiled loop says so
+    jit = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), options={**options, "batched": True})
+    assert jit.history["loss"].shape[1] == B
+    with pytest.raises(ValueError, match="history of batched problems is recorded by the Python loop"):
+        fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), options={**options, "batched": True,
+                                                                  "driver": "compiled"})
 
 
 def test_a_problem_whose_loss_is_not_finite_at_the_end_fails_alone(rng):

@@ -16,12 +16,21 @@ from .problem import Problem
 
 
 class BatchOutcome:
-    """Where each problem stopped: nit[b] and reasons[b] (keys of outcome.MESSAGES)."""
+    """Where each problem stopped: nit[b] and reasons[b] (keys of outcome.MESSAGES); with history,
+    the recorded steps and, per step, each problem's loss and max |g| (NaN once it had stopped)."""
 
-    def __init__(self, B: int):
+    def __init__(self, B: int, history: bool = False):
         self.nit = np.zeros(B, dtype=np.intp)
         self.reasons = np.empty(B, dtype=object)
         self.x = self.g = None
+        self.losses = [] if history else None
+        self.gnorms = [] if history else None
+        self.steps = [] if history else None
+
+    def record(self, k: int, f: np.ndarray, gmax: np.ndarray, active: np.ndarray) -> None:
+        self.steps.append(k)
+        self.losses.append(np.where(active, f, np.nan))
+        self.gnorms.append(np.where(active, gmax, np.nan))
 
     def status(self) -> np.ndarray:
         return np.array([MESSAGES[r][0] for r in self.reasons], dtype=np.intp)
@@ -32,8 +41,13 @@ class BatchOutcome:
 
 
 def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, gtol: float,
-        end: str = "maxiter") -> BatchOutcome:
-    """Iterate the B problems in the flat array x (owned by the driver) until each has stopped."""
+        end: str = "maxiter", history: bool = False, every: int = 1) -> BatchOutcome:
+    """Iterate the B problems in the flat array x (owned by the driver) until each has stopped.
+
+    ``history``: record the running problems' losses (all the data) and max |g| every ``every``
+    steps and at maxiter, as python_loop does for one; a problem whose recorded loss is not finite
+    stops there, with reason 'loss', as its own run would.
+    """
     B = bstate.B
     gtol_k = x.dtype.type(gtol if gtol > 0 else -1.0)
     backend = bstate.backend
@@ -42,13 +56,21 @@ def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, 
     step_checked = backend.rows_checked_stepper(bstate, x.size, steps=maxiter)
     active = np.ones(B, dtype=np.bool_)
     big, bad = np.zeros(B, dtype=np.intp), np.zeros(B, dtype=np.intp)
-    out = BatchOutcome(B)
+    out = BatchOutcome(B, history)
     g_end = backend.empty_like(x)  # each problem's gradient where it stopped
     k = 0
     while True:
-        _, g = problem.evaluate(x, False, k)
+        f_now = history and (k % every == 0 or k == maxiter)
+        f, g = problem.evaluate(x, f_now, k)
         if problem.retained:  # F or dF kept x: leave that buffer to them
             x, problem.retained = backend.copy(x), False
+        if f_now:
+            out.record(k, f, backend.row_norms(g, B)[:, 0], active)
+            lost = active & ~np.isfinite(f)
+            if lost.any():
+                out.reasons[lost] = "loss"
+                if not _stop(out, lost, k, active, x, spare, g, g_end, backend, B):
+                    break
         if k == maxiter:
             _finish_at_end(out, backend.row_norms(g, B)[:, 0], active, k, end, gtol)
             backend.copy_rows(g, g_end, np.flatnonzero(active), B)
@@ -57,23 +79,28 @@ def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, 
         step_checked(x, g, H, active, gtol_k, spare, big, bad)
         diverged = active & (bad > 0)
         converged = active & (bad == 0) & (big == 0)
-        stopped = diverged | converged
-        if stopped.any():
+        if diverged.any() or converged.any():
             out.reasons[diverged] = "diverged"
             out.reasons[converged] = "converged"
-            out.nit[stopped] = k
-            active &= ~stopped
-            # a stopped problem keeps x_k in both buffers, so swapping them never moves it again
-            rows = np.flatnonzero(stopped)
-            backend.copy_rows(x, spare, rows, B)
-            backend.copy_rows(g, g_end, rows, B)
-            if not active.any():
+            if not _stop(out, diverged | converged, k, active, x, spare, g, g_end, backend, B):
                 break
         bstate.t += 1
         k += 1
         x, spare = spare, x
     out.x, out.g = x, g_end
     return out
+
+
+def _stop(out: BatchOutcome, stopped, k: int, active, x, spare, g, g_end, backend, B: int) -> bool:
+    """The problems ``stopped`` end at step k with x_k: it is kept in the spare buffer too (the
+    kernel skips stopped rows), so that swapping the buffers never moves it again.  Returns
+    whether any problem still runs."""
+    out.nit[stopped] = k
+    active &= ~stopped
+    rows = np.flatnonzero(stopped)
+    backend.copy_rows(x, spare, rows, B)
+    backend.copy_rows(g, g_end, rows, B)
+    return bool(active.any())
 
 
 def _finish_at_end(out: BatchOutcome, gmax: np.ndarray, active: np.ndarray, k: int, end: str,
