@@ -283,9 +283,8 @@ def _solve(fun, jac, x0, args, config, opts, callback) -> OptimizeResult:
 def _solve_batched(fun, jac, x0, args, method, hyper, opts, callback) -> OptimizeResult:
     """B problems in one call; the result holds arrays of length B (scipy.optimize.elementwise's
     convention): x (B, ...), fun, nit, status, success, message, and jac (B, ...); with history,
-    res.history's loss and gnorm are (steps, B), NaN after a problem stopped."""
-    if opts["trajectory"]:
-        raise ValueError("trajectory is not recorded for batched problems (history is)")
+    res.history's loss and gnorm are (steps, B), and with trajectory res.trajectory is
+    (steps, B, ...), NaN after a problem stopped."""
     if callback is not None:
         raise ValueError("a callback is not supported with batched problems")
     if opts["check_every"] != 1:
@@ -301,7 +300,7 @@ def _solve_batched(fun, jac, x0, args, method, hyper, opts, callback) -> Optimiz
     driver = _choose_driver(problem, x, bstate, opts, callback)
     end = "epochs" if opts["epochs"] is not None else "maxiter"
     out = driver.run(problem, bstate, x, maxiter=maxiter, gtol=opts["gtol"], end=end, history=opts["history"],
-                     every=opts["history_every"])
+                     every=opts["history_every"], trajectory=opts["trajectory"])
     f = problem.value(out.x)
     out.reasons[~np.isfinite(f) & (out.status() != NAN)] = "loss_at_end"
     status = out.status()
@@ -310,6 +309,8 @@ def _solve_batched(fun, jac, x0, args, method, hyper, opts, callback) -> Optimiz
                          success=status == 0, message=out.messages())
     if out.losses is not None:  # loss and gnorm (steps, B): NaN where a problem had stopped
         res.history = _history(out, problem.batches)
+    if out.xs is not None:  # (steps, B, ...), NaN where a problem had stopped
+        res.trajectory = np.asarray(out.xs)
     if opts["disp"]:
         print(f"{B} problems: {int(np.sum(status == 0))} succeeded; "
               + ", ".join(f"status {s}: {int(np.sum(status == s))}" for s in np.unique(status)))
@@ -351,8 +352,8 @@ def _choose_driver(problem: Problem, x, mstate: MethodState, opts: dict, callbac
         return batched_loop if batched else python_loop
     compiled, compiled_batched = _compiled_drivers()
     why = compiled.not_applicable(problem.fun, problem.jac, mstate.config, callback, mstate.backend)
-    if why is None and batched and opts["history"]:
-        why = "the history of batched problems is recorded by the Python loop"
+    if why is None and batched and (opts["history"] or opts["trajectory"]):
+        why = "the history and trajectory of batched problems are recorded by the Python loop"
     loop = compiled_batched if batched else compiled
     if why is None:
         try:

@@ -288,21 +288,21 @@ def minimize_batched(minimize, fun, jac, x0, args, method, options):
     res.nfev = sum(p["nfev"] for p in parts)
     res.njev = sum(p["njev"] for p in parts)
     if "history" in parts[0]:
-        res.history = _joined_history([p["history"] for p in parts])
+        longest = max((p["history"] for p in parts), key=lambda h: len(h["step"]))  # its steps (epochs)
+        res.history = {**longest, "loss": _joined([p["history"]["loss"] for p in parts]),
+                       "gnorm": _joined([p["history"]["gnorm"] for p in parts])}
+    if "trajectory" in parts[0]:
+        res.trajectory = _joined([p["trajectory"] for p in parts])
     return res
 
 
-def _joined_history(histories: list) -> dict:
-    """The chunks' histories as one batch's: each chunk records the same steps until its last
-    problem stops, so the longest chunk's steps are the batch's, and a shorter chunk's problems
-    are NaN after theirs (as stopped problems are within a chunk)."""
-    longest = max(histories, key=lambda h: len(h["step"]))
-    R = len(longest["step"])
-    joined = {k: v for k, v in longest.items() if k not in ("loss", "gnorm")}
-    for key in ("loss", "gnorm"):
-        joined[key] = np.concatenate([np.vstack([h[key], np.full((R - len(h[key]), h[key].shape[1]), np.nan)])
-                                      for h in histories], axis=1)
-    return joined
+def _joined(per_chunk: list) -> np.ndarray:
+    """The chunks' (steps, problems, ...) records as one batch's: each chunk records the same steps
+    until its last problem stops, so a shorter chunk's problems are NaN after theirs, as stopped
+    problems are within a chunk."""
+    R = max(len(a) for a in per_chunk)
+    padded = [np.concatenate([a, np.full((R - len(a), *a.shape[1:]), np.nan)]) for a in per_chunk]
+    return np.concatenate(padded, axis=1)
 
 
 def _solve_chunk(minimize, fun, jac, x0, args, method, options):

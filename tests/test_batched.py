@@ -259,8 +259,8 @@ def test_bad_input_names_the_shapes(rng):
         run(gamma=np.linspace(0.5, 1.5, B))
     with pytest.raises(ValueError, match="split the batch"):
         run(momentum=np.r_[0.9, np.zeros(B - 1)], eps=np.r_[1e-8, np.zeros(B - 1)])
-    with pytest.raises(ValueError, match="trajectory is not recorded for batched problems"):
-        run(trajectory=True)
+    with pytest.raises(ValueError, match="callback is not supported with batched problems"):
+        fastrms.minimize(F, dF, X0, args=(A, y), callback=print, options={"batched": True})
     with pytest.raises(ValueError, match=r"batch_size with 12 batched problems needs data arrays"):
         fastrms.minimize(F, dF, X0, args=(A[0], y[0]), options={"batched": True, "batch_size": 4})
 
@@ -271,16 +271,17 @@ def F_capped(X, A, y):
 
 
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
-def test_history_equals_each_separate_runs_history(rng):
+def test_history_and_trajectory_equal_each_separate_runs(rng):
     """history=True: loss and gnorm of shape (steps, B), each column the problem's own run's history
     (recorded every history_every steps and at maxiter), NaN after the problem stopped; a problem
-    whose recorded loss is not finite stops there (status 3), as its own run does."""
+    whose recorded loss is not finite stops there (status 3), as its own run does.  trajectory=True:
+    (steps, B, n), each problem's own trajectory, NaN after it stopped."""
     A, y = _least_squares(rng)
     A *= np.linspace(0.2, 3.0, B)[:, None, None]  # problems stop at different steps
     X0 = np.zeros((B, N))
     A[5] *= 1e155  # its loss overflows at once
     options = {"lr": np.geomspace(1e-3, 0.1, B), "momentum": 0.9, "maxiter": 61, "gtol": 3e-3,
-               "history": True, "history_every": 4}
+               "history": True, "history_every": 4, "trajectory": True}
     res = fastrms.minimize(F_capped, dF, X0, args=(A, y), options={**options, "batched": True})
     h = res.history
     assert h["loss"].shape == h["gnorm"].shape == (len(h["step"]), B) and h["step"][-1] == 61
@@ -288,17 +289,22 @@ def test_history_equals_each_separate_runs_history(rng):
     capped = [k for k, m in zip(res.nit, res.message, strict=True) if "the loss became non-finite" in m]
     assert len(capped) == 2 and all(0 < k < 61 and k % 4 == 0 for k in capped)  # and capped mid-run
     _assert_same_as_separate(res, "rmsprop", X0, (A, y), options, (F_capped, dF))
+    assert res.trajectory.shape == (62, B, N)
     for b in range(B):
-        own = _separate("rmsprop", X0, (A, y), options, b, (F_capped, dF)).history
+        alone = _separate("rmsprop", X0, (A, y), options, b, (F_capped, dF))
+        own = alone.history
         n = len(own["step"])
         np.testing.assert_array_equal(h["step"][:n], own["step"])
         np.testing.assert_array_equal(h["loss"][:n, b], own["loss"], err_msg=f"problem {b}")
         np.testing.assert_array_equal(h["gnorm"][:n, b], own["gnorm"])
         assert np.all(np.isnan(h["loss"][n:, b])) and np.all(np.isnan(h["gnorm"][n:, b]))
+        n = len(alone.trajectory)  # x_0 ... x_nit
+        np.testing.assert_array_equal(res.trajectory[:n, b], alone.trajectory, err_msg=f"problem {b}")
+        assert n == res.nit[b] + 1 and np.all(np.isnan(res.trajectory[n:, b]))
     # jitted F and dF: the Python loop records it (driver='auto'); the compiled loop says so
     jit = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), options={**options, "batched": True})
-    assert jit.history["loss"].shape[1] == B
-    with pytest.raises(ValueError, match="history of batched problems is recorded by the Python loop"):
+    assert jit.history["loss"].shape[1] == B and jit.trajectory.shape == (62, B, N)
+    with pytest.raises(ValueError, match="trajectory of batched problems are recorded by the Python loop"):
         fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), options={**options, "batched": True,
                                                                   "driver": "compiled"})
 

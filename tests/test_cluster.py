@@ -167,12 +167,13 @@ def test_batched_problems_chunked_across_the_cluster(client):
     assert set(mem.status) == {0, 1}  # converged and maxiter problems, split over 4 chunks
     # the loss history too: the chunks' histories joined are the one batch's (NaN after a stop); problem
     # 5, which converges at step 14, is a chunk of its own, whose history ends there
-    hist = {**opts, "history": True, "history_every": 5}
+    hist = {**opts, "history": True, "history_every": 5, "trajectory": True}
     mem = fastrms.minimize(F, dF, np.zeros((B, 4)), args=(A, y), options=hist)
     dist = fastrms.minimize(F, dF, da.zeros((B, 4), chunks=((5, 1, 4), 4)),
                             args=(da.from_array(A, chunks=(3, 32, 4)), y), options=hist)
     for key in ("step", "loss", "gnorm"):
         np.testing.assert_array_equal(dist.history[key], mem.history[key], err_msg=key)
+    np.testing.assert_array_equal(dist.trajectory, mem.trajectory)
     assert mem.nit[5] == 14 and mem.history["step"][-1] == 80
     assert np.isnan(mem.history["loss"][:, 5]).sum() == len(mem.history["step"]) - 3  # steps 0, 5, 10
 

@@ -338,7 +338,7 @@ def test_batched_minimize_on_the_device_matches_the_cpu():
     np.testing.assert_array_equal(dev.nit, host.nit)
     np.testing.assert_allclose(dev.x, host.x, rtol=1e-12)
     # the history of batched problems on the device: (steps, B), as on the host
-    opts = {**opts, "maxiter": 12, "history": True, "history_every": 5}
+    opts = {**opts, "maxiter": 12, "history": True, "history_every": 5, "trajectory": True}
     host = fastrms.minimize(lambda X: _rows_F(X), lambda X: _rows_dF(X).copy_to_host(), np.zeros((B, 3)),
                             method="gd", options=opts)
     dev = fastrms.minimize(_rows_F, _rows_dF, np.zeros((B, 3)), method="gd",
@@ -347,6 +347,8 @@ def test_batched_minimize_on_the_device_matches_the_cpu():
     for key in ("loss", "gnorm"):
         assert dev.history[key].shape == (4, B)
         np.testing.assert_allclose(dev.history[key], host.history[key], rtol=1e-12)
+    assert dev.trajectory.shape == (13, B, 3)
+    np.testing.assert_allclose(dev.trajectory, host.trajectory, rtol=1e-12)
 
 
 def test_batched_stepper_on_the_device_matches_the_cpu(rng):

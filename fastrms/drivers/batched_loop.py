@@ -19,18 +19,24 @@ class BatchOutcome:
     """Where each problem stopped: nit[b] and reasons[b] (keys of outcome.MESSAGES); with history,
     the recorded steps and, per step, each problem's loss and max |g| (NaN once it had stopped)."""
 
-    def __init__(self, B: int, history: bool = False):
+    def __init__(self, B: int, history: bool = False, trajectory: bool = False):
         self.nit = np.zeros(B, dtype=np.intp)
         self.reasons = np.empty(B, dtype=object)
         self.x = self.g = None
         self.losses = [] if history else None
         self.gnorms = [] if history else None
         self.steps = [] if history else None
+        self.xs = [] if trajectory else None
 
     def record(self, k: int, f: np.ndarray, gmax: np.ndarray, active: np.ndarray) -> None:
         self.steps.append(k)
         self.losses.append(np.where(active, f, np.nan))
         self.gnorms.append(np.where(active, gmax, np.nan))
+
+    def record_x(self, x: np.ndarray, shape: tuple, active: np.ndarray) -> None:
+        """The iterate of every running problem (x on the host, shape (B, ...)); NaN for the others."""
+        rows = x.reshape(shape[0], -1)
+        self.xs.append(np.where(active[:, None], rows, np.nan).reshape(shape))
 
     def status(self) -> np.ndarray:
         return np.array([MESSAGES[r][0] for r in self.reasons], dtype=np.intp)
@@ -41,12 +47,14 @@ class BatchOutcome:
 
 
 def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, gtol: float,
-        end: str = "maxiter", history: bool = False, every: int = 1) -> BatchOutcome:
+        end: str = "maxiter", history: bool = False, every: int = 1,
+        trajectory: bool = False) -> BatchOutcome:
     """Iterate the B problems in the flat array x (owned by the driver) until each has stopped.
 
     ``history``: record the running problems' losses (all the data) and max |g| every ``every``
     steps and at maxiter, as python_loop does for one; a problem whose recorded loss is not finite
-    stops there, with reason 'loss', as its own run would.
+    stops there, with reason 'loss', as its own run would.  ``trajectory``: record the running
+    problems' iterates at every step.
     """
     B = bstate.B
     gtol_k = x.dtype.type(gtol if gtol > 0 else -1.0)
@@ -56,7 +64,7 @@ def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, 
     step_checked = backend.rows_checked_stepper(bstate, x.size, steps=maxiter)
     active = np.ones(B, dtype=np.bool_)
     big, bad = np.zeros(B, dtype=np.intp), np.zeros(B, dtype=np.intp)
-    out = BatchOutcome(B, history)
+    out = BatchOutcome(B, history, trajectory)
     g_end = backend.empty_like(x)  # each problem's gradient where it stopped
     k = 0
     while True:
@@ -64,6 +72,8 @@ def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, 
         f, g = problem.evaluate(x, f_now, k)
         if problem.retained:  # F or dF kept x: leave that buffer to them
             x, problem.retained = backend.copy(x), False
+        if trajectory:
+            out.record_x(backend.to_host(x), problem.shape, active)
         if f_now:
             out.record(k, f, backend.row_norms(g, B)[:, 0], active)
             lost = active & ~np.isfinite(f)
