@@ -175,6 +175,9 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
         if tol is not None and "gtol" not in (options or {}):
             options = {**(options or {}), "gtol": tol}
         if cluster.is_dask(x0):
+            if callback is not None:
+                raise ValueError("a callback runs in this process, and a dask batch is solved chunk by chunk "
+                                 "on the workers: record history=True (or trajectory=True) instead")
             if not (options or {}).get("batched"):
                 raise ValueError("x0 is a dask array: that is a batch of problems (shape (B, ...), chunked "
                                  "along problems) and needs options={'batched': True}; for data too large "
@@ -284,9 +287,8 @@ def _solve_batched(fun, jac, x0, args, method, hyper, opts, callback) -> Optimiz
     """B problems in one call; the result holds arrays of length B (scipy.optimize.elementwise's
     convention): x (B, ...), fun, nit, status, success, message, and jac (B, ...); with history,
     res.history's loss and gnorm are (steps, B), and with trajectory res.trajectory is
-    (steps, B, ...), NaN after a problem stopped."""
-    if callback is not None:
-        raise ValueError("a callback is not supported with batched problems")
+    (steps, B, ...), NaN after a problem stopped.  A callback sees all B problems after each step
+    (batched_loop.run); StopIteration ends those still running."""
     if opts["check_every"] != 1:
         raise ValueError("check_every is not supported with batched problems: every step is checked")
     x, shape, backend, kind = _start(x0, opts)
@@ -300,7 +302,7 @@ def _solve_batched(fun, jac, x0, args, method, hyper, opts, callback) -> Optimiz
     driver = _choose_driver(problem, x, bstate, opts, callback)
     end = "epochs" if opts["epochs"] is not None else "maxiter"
     out = driver.run(problem, bstate, x, maxiter=maxiter, gtol=opts["gtol"], end=end, history=opts["history"],
-                     every=opts["history_every"], trajectory=opts["trajectory"])
+                     every=opts["history_every"], trajectory=opts["trajectory"], callback=callback)
     f = problem.value(out.x)
     out.reasons[~np.isfinite(f) & (out.status() != NAN)] = "loss_at_end"
     status = out.status()

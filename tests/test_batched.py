@@ -259,8 +259,6 @@ def test_bad_input_names_the_shapes(rng):
         run(gamma=np.linspace(0.5, 1.5, B))
     with pytest.raises(ValueError, match="split the batch"):
         run(momentum=np.r_[0.9, np.zeros(B - 1)], eps=np.r_[1e-8, np.zeros(B - 1)])
-    with pytest.raises(ValueError, match="callback is not supported with batched problems"):
-        fastrms.minimize(F, dF, X0, args=(A, y), callback=print, options={"batched": True})
     with pytest.raises(ValueError, match=r"batch_size with 12 batched problems needs data arrays"):
         fastrms.minimize(F, dF, X0, args=(A[0], y[0]), options={"batched": True, "batch_size": 4})
 
@@ -307,6 +305,42 @@ def test_history_and_trajectory_equal_each_separate_runs(rng):
     with pytest.raises(ValueError, match="trajectory of batched problems are recorded by the Python loop"):
         fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), options={**options, "batched": True,
                                                                   "driver": "compiled"})
+
+
+def _stopping_after(calls: int, seen: list):
+    def callback(intermediate_result):
+        seen.append(intermediate_result)
+        if len(seen) == calls:
+            raise StopIteration
+    return callback
+
+
+def test_a_callback_sees_every_problem_and_stops_those_still_running(rng):
+    """A callback gets all B problems after each step (x, fun, nit, active); StopIteration ends the
+    running ones with status 99 there, each as its own run with the same callback would end."""
+    A, y = _least_squares(rng)
+    A *= np.linspace(0.2, 3.0, B)[:, None, None]
+    X0 = np.zeros((B, N))
+    options = {"lr": np.geomspace(1e-3, 0.1, B), "momentum": 0.9, "maxiter": 200, "gtol": 3e-3}
+    seen = []
+    res = fastrms.minimize(F, dF, X0, args=(A, y), callback=_stopping_after(45, seen),
+                           options={**options, "batched": True})
+    assert len(seen) == 45 and seen[-1].x.shape == (B, N) and seen[-1].fun.shape == (B,)
+    assert set(res.status) == {0, 99} and np.all(res.nit[res.status == 99] == 45)
+    done = ~seen[-1].active  # converged before: nit is theirs, and fun is F at their x
+    assert done.any() and np.all(seen[-1].nit[done] == res.nit[done]) and np.all(seen[-1].nit[~done] == 45)
+    np.testing.assert_array_equal(seen[-1].fun, F(res.x, A, y))
+    for b in range(B):
+        alone = fastrms.minimize(lambda x, a, v: F(x[None], a[None], v[None])[0],
+                                 lambda x, a, v: dF(x[None], a[None], v[None])[0], X0[b], args=(A[b], y[b]),
+                                 callback=_stopping_after(45, []),
+                                 options={**options, "lr": options["lr"][b]})
+        assert (alone.status, alone.nit) == (res.status[b], res.nit[b]), b
+        np.testing.assert_array_equal(alone.x, res.x[b])
+    with pytest.raises(ValueError, match="a callback runs in this process"):
+        da = pytest.importorskip("dask.array")
+        fastrms.minimize(F, dF, da.zeros((B, N), chunks=(4, N)), args=(A, y), callback=print,
+                         options={"batched": True})
 
 
 def test_a_problem_whose_loss_is_not_finite_at_the_end_fails_alone(rng):

@@ -9,6 +9,7 @@ nit and ending equal those of a separate minimize call, bit for bit.
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import OptimizeResult
 
 from ..method_state import BatchedState
 from .outcome import MESSAGES
@@ -47,14 +48,16 @@ class BatchOutcome:
 
 
 def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, gtol: float,
-        end: str = "maxiter", history: bool = False, every: int = 1,
-        trajectory: bool = False) -> BatchOutcome:
+        end: str = "maxiter", history: bool = False, every: int = 1, trajectory: bool = False,
+        callback=None) -> BatchOutcome:
     """Iterate the B problems in the flat array x (owned by the driver) until each has stopped.
 
     ``history``: record the running problems' losses (all the data) and max |g| every ``every``
     steps and at maxiter, as python_loop does for one; a problem whose recorded loss is not finite
     stops there, with reason 'loss', as its own run would.  ``trajectory``: record the running
-    problems' iterates at every step.
+    problems' iterates at every step.  ``callback`` (wrapped: it returns whether to stop) gets,
+    after each step, an OptimizeResult with every problem's x (B, ...), fun and nit, and which
+    problems still run (``active``); asking to stop ends the running ones with reason 'callback'.
     """
     B = bstate.B
     gtol_k = x.dtype.type(gtol if gtol > 0 else -1.0)
@@ -67,20 +70,29 @@ def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, 
     out = BatchOutcome(B, history, trajectory)
     g_end = backend.empty_like(x)  # each problem's gradient where it stopped
     k = 0
+    want_f = history or callback is not None
     while True:
-        f_now = history and (k % every == 0 or k == maxiter)
+        f_now = want_f and (k % every == 0 or k == maxiter or callback is not None)
         f, g = problem.evaluate(x, f_now, k)
         if problem.retained:  # F or dF kept x: leave that buffer to them
             x, problem.retained = backend.copy(x), False
         if trajectory:
             out.record_x(backend.to_host(x), problem.shape, active)
         if f_now:
-            out.record(k, f, backend.row_norms(g, B)[:, 0], active)
+            if history:
+                out.record(k, f, backend.row_norms(g, B)[:, 0], active)
             lost = active & ~np.isfinite(f)
             if lost.any():
                 out.reasons[lost] = "loss"
                 if not _stop(out, lost, k, active, x, spare, g, g_end, backend, B):
                     break
+        if callback is not None and k > 0:
+            res = OptimizeResult(x=np.array(backend.to_host(x), copy=True).reshape(problem.shape), fun=f,
+                                 nit=np.where(active, k, out.nit), active=active.copy())
+            if callback(res):
+                out.reasons[active] = "callback"
+                _stop(out, active.copy(), k, active, x, spare, g, g_end, backend, B)
+                break
         if k == maxiter:
             _finish_at_end(out, backend.row_norms(g, B)[:, 0], active, k, end, gtol)
             backend.copy_rows(g, g_end, np.flatnonzero(active), B)

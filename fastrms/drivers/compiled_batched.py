@@ -257,11 +257,11 @@ def _lr_gamma(bstate: BatchedState, name: str):
 
 
 def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str = "maxiter",
-        history: bool = False, every: int = 1, trajectory: bool = False) -> BatchOutcome:
-    """The compiled twin of batched_loop.run (same arguments, same BatchOutcome); a history or a
-    trajectory is recorded by batched_loop only (the front chooses it then)."""
-    if history or trajectory:
-        raise ValueError("the compiled loop does not record the history or trajectory of batched problems")
+        history: bool = False, every: int = 1, trajectory: bool = False, callback=None) -> BatchOutcome:
+    """The compiled twin of batched_loop.run (same arguments, same BatchOutcome); a history, a
+    trajectory or a callback is batched_loop's only (the front chooses it then)."""
+    if history or trajectory or callback is not None:
+        raise ValueError("the compiled loop runs batched problems without history, trajectory or callback")
     B, shape, b = bstate.B, problem.shape, problem.batches
     drive, sigs, parallel = problem.compiled or prepare(problem, bstate, x, maxiter)
     cfg = bstate.config
