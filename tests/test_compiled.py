@@ -146,6 +146,30 @@ def test_repeated_calls_with_one_F_and_dF_find_the_right_driver():
         same(*both(quad, dquad, x0, args=args, method=method, options={**opts, "maxiter": 30, "lr": 0.05}))
 
 
+@njit(cache=True)
+def quad_items(x, c):
+    s = 0.0
+    for i in range(x.size):
+        s += (x[i] - c[i]) ** 2
+    return s
+
+
+@njit(cache=True)
+def dquad_items(x, c):
+    g = np.empty_like(x)
+    for i in range(x.size):
+        g[i] = 2.0 * (x[i] - c[i])
+    return g
+
+
+@pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPendingDeprecationWarning")  # (reflected lists)
+def test_lists_of_other_item_types_get_their_own_driver():
+    """A list's Numba type depends on its items: a list of ints after a list of floats (same F and
+    dF) ran the floats' driver and failed with Numba's "No matching definition"."""
+    for c in ([1.0, 2.0, 3.0], [1, 2, 3], [1.0, 2.0, 3.0]):
+        same(*both(quad_items, dquad_items, np.zeros(3), args=(c,), options={"lr": 0.1, "maxiter": 40}))
+
+
 def test_converged_and_diverged_runs_match():
     c = np.arange(3.0)
     same(*both(quad, dquad, np.zeros(3), args=(c, 1.0), method="gd", options={"lr": 0.1, "gtol": 1e-9}))

@@ -325,7 +325,12 @@ def _fingerprint(a):
         return (a.dtype.str, a.ndim, f.c_contiguous, f.f_contiguous, f.writeable, f.aligned)
     if isinstance(a, tuple):
         return tuple(_fingerprint(b) for b in a)
-    return type(a)
+    if isinstance(a, (bool, int, float, complex, str, np.generic)) or a is None:
+        return type(a)  # (a scalar's Python or NumPy type is its Numba type)
+    try:  # a container's Numba type depends on its items (a list of ints is not a list of floats)
+        return numba.typeof(a)
+    except ValueError:  # (not passable to compiled code: _typeof_args says so)
+        return type(a)
 
 
 def signature_for(fun, jac, x_shaped, args, batch_args=None, problems: bool = False):
