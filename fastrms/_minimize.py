@@ -62,8 +62,8 @@ def _split_options(method: methods.Method, options: dict, tol) -> tuple[dict, di
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict, got {type(options).__name__}")
     try:
-        # types are part of the key: True == 1 must not skip the check that rejects 1
-        key = (method.name, tol, tuple((k, type(v), v) for k, v in options.items()))
+        # types are part of the key: True == 1 must not skip the check that rejects True
+        key = (method.name, type(tol), tol, tuple((k, type(v), v) for k, v in options.items()))
         hash(key)
     except TypeError:  # an unhashable value (a list of betas, per-problem arrays)
         return _configured(method, options, tol)
@@ -73,7 +73,7 @@ def _split_options(method: methods.Method, options: dict, tol) -> tuple[dict, di
 
 @lru_cache(maxsize=128)
 def _configured_cached(key):
-    name, tol, items = key
+    name, _, tol, items = key
     return _configured(methods.get(name), {k: v for k, _, v in items}, tol)
 
 

@@ -242,6 +242,17 @@ def test_non_finite_x0_arrays(n, dtype, bad):
     assert res.x.dtype == dtype and res.x[n // 2] == np.finfo(dtype).max
 
 
+def test_a_cached_valid_call_does_not_let_an_equal_bad_value_through():
+    """Validated options are remembered by value and type: tol=True equals tol=1, and must still be
+    refused after a call with tol=1 (it was accepted from the cache)."""
+    for _ in range(2):
+        assert fastrms.minimize(quad, dquad, np.ones(3), tol=1, options={"maxiter": 2}).nit == 2
+        with pytest.raises(TypeError, match="gtol must be a real number, got bool"):
+            fastrms.minimize(quad, dquad, np.ones(3), tol=True, options={"maxiter": 2})
+        with pytest.raises(TypeError, match="maxiter"):
+            fastrms.minimize(quad, dquad, np.ones(3), options={"maxiter": True})
+
+
 def test_bad_gradients_and_objectives():
     with pytest.raises(ValueError, match=r"gradient has shape \(2,\), but x has shape \(3,\)"):
         fastrms.minimize(quad, lambda x: np.zeros(2), np.zeros(3))
