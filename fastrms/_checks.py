@@ -19,6 +19,17 @@ def unknown(what: str, name: str, known) -> ValueError:
                       f"(known: {', '.join(sorted(known))})")
 
 
+def typed_items(options: dict) -> tuple:
+    """options as (name, types, value) items, a cache key for validated options that tells equal
+    values of different types apart (True == 1, and (False, 0.9) == (0, 0.9) inside a tuple): a
+    remembered valid call must not let an equal invalid value through."""
+    return tuple((k, _types(v), v) for k, v in options.items())
+
+
+def _types(v):
+    return (type(v), tuple(_types(e) for e in v)) if isinstance(v, tuple) else type(v)
+
+
 def _short(value) -> str:
     """repr(value), cut to a readable length (an integer of 400 digits, a large array)."""
     text = repr(value)

@@ -62,8 +62,7 @@ def _split_options(method: methods.Method, options: dict, tol) -> tuple[dict, di
     if not isinstance(options, dict):
         raise TypeError(f"options must be a dict, got {type(options).__name__}")
     try:
-        # types are part of the key: True == 1 must not skip the check that rejects True
-        key = (method.name, type(tol), tol, tuple((k, type(v), v) for k, v in options.items()))
+        key = (method.name, type(tol), tol, ck.typed_items(options))  # (tol=True == 1, and is refused)
         hash(key)
     except TypeError:  # an unhashable value (a list of betas, per-problem arrays)
         return _configured(method, options, tol)

@@ -88,8 +88,7 @@ def configure(method: str, options: dict, preset: str | None = None) -> methods.
     calls minimize in a loop pays for validation once.
     """
     try:
-        # types are part of the key: True == 1 must not skip the check that rejects 1
-        return _configure_cached(method, tuple((k, type(v), v) for k, v in options.items()), preset)
+        return _configure_cached(method, ck.typed_items(options), preset)
     except TypeError as e:  # an unhashable value: validate it afresh (and report it)
         if "unhashable" not in str(e):
             raise

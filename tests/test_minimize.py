@@ -251,6 +251,12 @@ def test_a_cached_valid_call_does_not_let_an_equal_bad_value_through():
             fastrms.minimize(quad, dquad, np.ones(3), tol=True, options={"maxiter": 2})
         with pytest.raises(TypeError, match="maxiter"):
             fastrms.minimize(quad, dquad, np.ones(3), options={"maxiter": True})
+        # inside a tuple too, through minimize and the steppers (which share the configured methods)
+        fastrms.minimize(quad, dquad, np.ones(3), method="adam", options={"betas": (0, 0.999), "maxiter": 2})
+        with pytest.raises(TypeError, match="betas must be a real number, got bool"):
+            fastrms.minimize(quad, dquad, np.ones(3), method="adam", options={"betas": (False, 0.999)})
+        with pytest.raises(TypeError, match="betas must be a real number, got bool"):
+            fastrms.Adam(np.ones(3), betas=(False, 0.999))
 
 
 def test_bad_gradients_and_objectives():
