@@ -329,7 +329,7 @@ def _fingerprint(a):
         return type(a)  # (a scalar's Python or NumPy type is its Numba type)
     try:  # a container's Numba type depends on its items (a list of ints is not a list of floats)
         return numba.typeof(a)
-    except ValueError:  # (not passable to compiled code: _typeof_args says so)
+    except (ValueError, TypeError):  # (not passable to compiled code: _typeof_args says so)
         return type(a)
 
 
