@@ -23,6 +23,7 @@ import numpy as np
 from scipy.optimize import OptimizeResult
 
 from . import _checks as ck
+from .drivers.problem import as_pair, as_scalar
 
 
 def is_dask(a) -> bool:
@@ -82,15 +83,9 @@ class _Task:
 
 
 def _packed_pair(out) -> np.ndarray:
-    """(f, g) as one vector [f, g.ravel()...]."""
-    try:
-        f, g = out
-    except (TypeError, ValueError):
-        raise TypeError("with jac=True the objective must return a pair (f, g)") from None
-    f = np.asarray(f, dtype=np.float64).reshape(-1)
-    if f.size != 1:
-        raise ValueError(f"with jac=True the objective's f must be a scalar, got {f.size} values")
-    return np.concatenate((f, np.asarray(g, dtype=np.float64).reshape(-1)))
+    """(f, g) as one vector [f, g.ravel()...], f and the pair checked as in memory."""
+    f, g = as_pair(out)
+    return np.concatenate(([as_scalar(f)], np.asarray(g, dtype=np.float64).reshape(-1)))
 
 
 def _gradient_part(fg, x) -> np.ndarray:

@@ -32,6 +32,15 @@ def as_scalar(f) -> float:
                     f"{'of shape ' + str(a.shape) if a.ndim else repr(f)}")
 
 
+def as_pair(out) -> tuple:
+    """What F returned with jac=True, as (f, g), or a clear error."""
+    try:
+        f, g = out
+    except (TypeError, ValueError):
+        raise TypeError("with jac=True the objective must return a pair (f, g)") from None
+    return f, g
+
+
 def as_losses(f, B: int) -> np.ndarray:
     """The user's F(X) for B problems as B floats, or a clear error."""
     try:
@@ -121,7 +130,7 @@ class Problem:
         xu = self.views(x)[0]
         if self.combined:
             self.njev += 1
-            f, _ = self._pair(self._call(self.fun, x, xu, self.args))
+            f, _ = as_pair(self._call(self.fun, x, xu, self.args))
             return self._loss(f)
         return self._loss(self._call(self.fun, x, xu, self.args))
 
@@ -135,13 +144,13 @@ class Problem:
         if self.batches is not None:
             args = self.batches(k)
             if self.combined:
-                g = self._pair(self._call(self.fun, x, xu, args))[1]
+                g = as_pair(self._call(self.fun, x, xu, args))[1]
             else:
                 g = self._call(self.jac, x, xu, args)
             return (self.value(x) if want_f else None), self._gradient(g, xs)
         if self.combined:
             self.nfev += 1
-            f, g = self._pair(self._call(self.fun, x, xu, self.args))
+            f, g = as_pair(self._call(self.fun, x, xu, self.args))
             return self._loss(f), self._gradient(g, xs)
         g = self._gradient(self._call(self.jac, x, xu, self.args), xs)
         return (self.value(x) if want_f else None), g
@@ -152,11 +161,3 @@ class Problem:
             if e is not None:
                 raise e
         return self.backend.as_gradient(g, xs)
-
-    @staticmethod
-    def _pair(out):
-        try:
-            f, g = out
-        except (TypeError, ValueError):
-            raise TypeError("with jac=True the objective must return a pair (f, g)") from None
-        return f, g
