@@ -26,12 +26,13 @@ class MethodState:
         self.config = config
         self.dtype = np.dtype(dtype)
         self.n = n
-        rows = config.rows
-        self.names = tuple(name for name, _ in rows)
+        self.names, inits = config.row_names, config.row_inits
         self.backend = backend
-        host = np.empty((len(rows), n), dtype=self.dtype)
-        for j, (_, init) in enumerate(rows):
-            host[j] = init
+        if any(inits):
+            host = np.empty((len(inits), n), dtype=self.dtype)
+            host[...] = np.array(inits)[:, None]
+        else:  # (the common case, and the cheapest: every call of minimize makes one)
+            host = np.zeros((len(inits), n), dtype=self.dtype)
         self.S = backend.state(host)
         self.t = 0
         self.p = config.packed()

@@ -344,6 +344,15 @@ class Config:
         """(name, initial value) of each state row."""
         return tuple(self.method.rows_fn(self._structure))
 
+    @cached_property
+    def row_names(self) -> tuple:
+        return tuple(name for name, _ in self.rows)
+
+    @cached_property
+    def row_inits(self) -> tuple:
+        """The initial value of each state row."""
+        return tuple(float(init) for _, init in self.rows)
+
     def packed(self) -> np.ndarray:
         return self._packed.copy()
 
