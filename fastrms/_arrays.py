@@ -145,3 +145,24 @@ def gradient_for(x):
         return as_gradient(g, x)
 
     return gradient
+
+
+# the flags that decide an array's Numba type: C- and F-contiguous, aligned, writeable (NumPy's
+# NPY_ARRAY_* bits; reading them as one int costs a tenth of reading them one by one)
+TYPE_FLAGS = 0x1 | 0x2 | 0x100 | 0x400
+
+
+def fingerprint(a):
+    """A cheap stand-in for numba.typeof(a) as a cache key (typeof costs ~10 µs an array)."""
+    if isinstance(a, np.ndarray):
+        return (a.dtype.str, a.ndim, a.flags.num & TYPE_FLAGS)
+    if isinstance(a, tuple):
+        return tuple(map(fingerprint, a))
+    if isinstance(a, (bool, int, float, complex, str, np.generic)) or a is None:
+        return type(a)  # (a scalar's Python or NumPy type is its Numba type)
+    import numba  # (lazily: only containers need it)
+
+    try:  # a container's Numba type depends on its items (a list of ints is not a list of floats)
+        return numba.typeof(a)
+    except (ValueError, TypeError):  # (not passable to compiled code: _typeof_args says so)
+        return type(a)

@@ -31,6 +31,7 @@ from numba.core.registry import CPUDispatcher
 from numba.extending import intrinsic, overload, register_jitable
 
 from .. import _checks as ck
+from .._arrays import fingerprint
 from ..kernels import cpu
 from ..kernels._jit import bind, flag_tag, jit
 from ..schedules import schedule_value
@@ -318,21 +319,6 @@ def _address(dispatcher, sig) -> int:
         raise TypeError(f"this Numba does not expose compiled addresses ({e})") from None
 
 
-def _fingerprint(a):
-    """A cheap stand-in for numba.typeof(a) as a cache key (typeof costs ~10 µs an array)."""
-    if isinstance(a, np.ndarray):
-        f = a.flags
-        return (a.dtype.str, a.ndim, f.c_contiguous, f.f_contiguous, f.writeable, f.aligned)
-    if isinstance(a, tuple):
-        return tuple(_fingerprint(b) for b in a)
-    if isinstance(a, (bool, int, float, complex, str, np.generic)) or a is None:
-        return type(a)  # (a scalar's Python or NumPy type is its Numba type)
-    try:  # a container's Numba type depends on its items (a list of ints is not a list of floats)
-        return numba.typeof(a)
-    except (ValueError, TypeError):  # (not passable to compiled code: _typeof_args says so)
-        return type(a)
-
-
 def signature_for(fun, jac, x_shaped, args, batch_args=None, problems: bool = False):
     """The driver's explicit signature for these functions and argument types, or a TypeError.
 
@@ -340,8 +326,8 @@ def signature_for(fun, jac, x_shaped, args, batch_args=None, problems: bool = Fa
     ``problems``: x holds a batch of problems, and F returns their losses.
     """
     # (x is the drivers' own buffer, C-contiguous and aligned: its dtype and ndim are its type)
-    key = (fun, jac, x_shaped.dtype.str, x_shaped.ndim, _fingerprint(args),
-           None if batch_args is None else _fingerprint(batch_args), problems)
+    key = (fun, jac, x_shaped.dtype.str, x_shaped.ndim, fingerprint(args),
+           None if batch_args is None else fingerprint(batch_args), problems)
     with _cache_lock:
         sigs = _signatures.get(key)
     if sigs is None:
@@ -484,8 +470,8 @@ def prepare(problem, mstate, x, maxiter: int, in_place: bool = False):
     parallel = cpu.kernel_mode(x.size, x.itemsize, maxiter)
     cfg = mstate.config
     # (x is the drivers' own buffer: its dtype and ndim are its type)
-    key = (problem.fun, problem.jac, x.dtype.str, len(problem.shape), _fingerprint(problem.args),
-           None if sample is None else _fingerprint(sample), mask, cfg.method.name, cfg.flags, cfg.varies,
+    key = (problem.fun, problem.jac, x.dtype.str, len(problem.shape), fingerprint(problem.args),
+           None if sample is None else fingerprint(sample), mask, cfg.method.name, cfg.flags, cfg.varies,
            parallel, in_place)
     with _cache_lock:
         hit = _prepared.get(key)
