@@ -3,7 +3,7 @@
     res = fastrms.minimize(F, dF, x0, method='rmsprop', options={'lr': 0.01})
 
 Layout, in the order a call flows:
-``_minimize.py`` (front: options, results) → ``drivers/`` (the loop) →
+``_minimize.py`` (front: minimize, Minimizer, options, results) → ``drivers/`` (the loop) →
 ``kernels/`` (CPU and CUDA loops) → ``methods/`` (one module per method: its
 per-element math, written once, its coefficients and hyperparameters; the
 registry lists them).  ``presets.py`` holds the other libraries' conventions.
@@ -29,6 +29,7 @@ os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 # scipy functions and stepper classes come from the registry (fastrms.methods.REGISTRY)
 _EXPORTS = {
     "minimize": "._minimize",
+    "Minimizer": "._minimize",
     "Optimizer": ".steppers",
     "cuda_available": ".kernels.cuda",
     "pack": "._structure",

@@ -37,6 +37,19 @@ def test_minibatch_example_runs():
 
 
 @pytest.mark.skipif(not README.exists(), reason="tests run outside the source tree")
+def test_minimizer_example_runs():
+    import fastrms
+
+    ns = _run_block("fastrms.Minimizer(F, dF", "README Minimizer example")
+    for A, X in zip(ns["matrices"], ns["inverses"], strict=True):
+        np.testing.assert_allclose(X, np.linalg.inv(A), atol=0.02)  # RMSProp hovers within ~lr of it
+    A = ns["matrices"][-1]
+    direct = fastrms.minimize(ns["F"], ns["dF"], np.zeros((5, 5)), args=(A,),
+                              options={"lr": 1e-2, "maxiter": 3000})
+    assert direct.x.tobytes() == ns["inverses"][-1].tobytes()
+
+
+@pytest.mark.skipif(not README.exists(), reason="tests run outside the source tree")
 def test_many_arrays_example_runs():
     ns = _run_block("fastrms.Adam(params", "README many-arrays example")
     assert ns["opt"].t == 1 and ns["first_moment"]["W1"].shape == (64, 32)
