@@ -206,7 +206,7 @@ class Minimizer:
 
     A script that solves many small problems of one form (a fit per pixel, per sample, per
     bootstrap draw) calls minimize in a loop, and each call checks its options, its x0 and args,
-    and chooses its driver again: about 50 µs, which is most of a 5x5 solve of 300 steps.
+    and chooses its driver again: about 50 µs, a third of a 5x5 solve of 300 steps.
     A Minimizer checks the method and options once, here (it keeps a copy of options).  Its first
     call with x0 of a new shape and dtype, or with args of new types, runs as minimize does and
     keeps what it decided (backend, driver, the compiled loop for numba.njit F and dF); later calls
