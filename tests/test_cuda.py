@@ -85,6 +85,17 @@ def test_minimize_on_the_device_matches_the_cpu():
     assert dev.nit == host.nit == 40 and dev.status == host.status
 
 
+def test_a_minimizer_on_the_device_plans_once_and_equals_minimize():
+    opts = {"lr": 0.05, "maxiter": 30, "gamma": 0.9, "gtol": 0, "backend": "cuda"}
+    solve = fastrms.Minimizer(_F, _dF, options=opts)
+    for start in (0.0, 1.0, 2.0):
+        x0 = np.full((2, 3), start)
+        a, b = solve(x0), fastrms.minimize(_F, _dF, x0, options=opts)
+        assert isinstance(a.x, np.ndarray) and a.x.tobytes() == b.x.tobytes()
+        assert (a.nit, a.status, a.fun) == (b.nit, b.status, b.fun)
+    assert len(solve._plans) == 1  # the three calls shared the first one's plan
+
+
 def test_device_x0_gives_a_device_result_and_is_not_mutated():
     x0 = cuda.to_device(np.zeros(5))
     res = fastrms.minimize(_F, _dF, x0, method="gd", options={"lr": 0.1, "gtol": 1e-8})
