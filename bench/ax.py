@@ -45,3 +45,20 @@ def jit_dF(X, A):
             for j in range(n):
                 G[i, j] += a * R[k, j]
     return G
+
+
+@njit(cache=True)
+def jit_F_rows(X, A):
+    """B problems at once (X and A of shape (B, n, n)): their B losses, for the batched solver."""
+    out = np.empty(X.shape[0])
+    for b in range(X.shape[0]):
+        out[b] = jit_F(X[b], A[b])
+    return out
+
+
+@njit(cache=True)
+def jit_dF_rows(X, A):
+    G = np.empty_like(X)
+    for b in range(X.shape[0]):
+        G[b] = jit_dF(X[b], A[b])
+    return G

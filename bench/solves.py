@@ -11,7 +11,9 @@ Candidates:
 - a hand-written @njit loop with the same jitted dF as fastrms's compiled loop,
 - fastrms's Python loop (the seed's NumPy F and dF), with and without the loss history,
 - fastrms's compiled loop (jitted F and dF), through minimize and through a Minimizer made once
-  (the warm-up solve is its first call: the timed ones reuse its plan).
+  (the warm-up solve is its first call: the timed ones reuse its plan),
+- at n = 5, fastrms's batched solver on 100 copies of the problem in one call, its time divided
+  by 100: where many small problems of one form are to be solved, the call is paid once.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ STEPS = {5: 300, 100: 300, 200: 300, 500: 100, 1000: 20}
 REPS = {5: 40, 100: 5, 200: 3, 500: 2, 1000: 1}
 HAND_WRITTEN = ("seed NumPy loop (loss every step)", "NumPy loop (no loss)", "hand-written @njit loop")
 FASTRMS = ("fastrms Python loop, loss history", "fastrms Python loop", "fastrms compiled loop",
-           "fastrms Minimizer, compiled loop")
+           "fastrms Minimizer, compiled loop", "fastrms batched, 100 copies at once (per problem)")
+BATCH = 100  # the batched candidate solves this many copies of the problem in one call (n = 5 only)
+ONLY_AT = {"fastrms batched, 100 copies at once (per problem)": (5,)}
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -95,6 +99,17 @@ def candidate(name: str, n: int):
     if name == "fastrms Minimizer, compiled loop":
         solve = fastrms.Minimizer(jit_F, jit_dF, options=opts)
         return lambda: solve(np.zeros((n, n)), args=(A,))
+    if name == "fastrms batched, 100 copies at once (per problem)":
+        from bench.ax import jit_dF_rows, jit_F_rows
+
+        As = np.ascontiguousarray(np.broadcast_to(A, (BATCH, n, n)))
+        batched = {**opts, "batched": True}
+
+        def solve_batch():
+            return fastrms.minimize(jit_F_rows, jit_dF_rows, np.zeros((BATCH, n, n)), args=(As,), options=batched)
+
+        solve_batch.per = BATCH  # (worker divides its time by this)
+        return solve_batch
     raise ValueError(f"no candidate {name!r}")
 
 
@@ -105,7 +120,7 @@ def worker(name: str, n: int, reps: int) -> list[float]:
     for _ in range(reps):
         t = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t)
+        times.append((time.perf_counter() - t) / getattr(fn, "per", 1))
     return times
 
 
@@ -121,7 +136,7 @@ def _in_fresh_process(name: str, n: int, reps: int) -> list[float]:
 def run(sizes=(5, 100, 200, 500, 1000), rounds=3) -> dict:
     rows = []
     for n in sizes:
-        times: dict = {name: [] for name in HAND_WRITTEN + FASTRMS}
+        times: dict = {name: [] for name in HAND_WRITTEN + FASTRMS if n in ONLY_AT.get(name, (n,))}
         for _ in range(rounds):  # candidates take turns, round by round
             for name in times:
                 times[name] += _in_fresh_process(name, n, REPS[n])

@@ -64,6 +64,22 @@ def test_the_hand_written_loop_solves_the_same_problem():
             assert jit_F(X, A) == pytest.approx(res.fun, rel=1e-4)
 
 
+def test_the_batched_candidate_solves_copies_of_the_same_problem():
+    """Its row functions are the single problem's F and dF row by row, and its time is divided by the
+    number of copies it solves."""
+    from bench import solves
+    from bench.ax import jit_dF, jit_dF_rows, jit_F, jit_F_rows
+
+    A = solves.problem(5)
+    X = np.random.default_rng(0).standard_normal((3, 5, 5))
+    As = np.ascontiguousarray(np.broadcast_to(A, (3, 5, 5)))
+    assert [jit_F(x, A) for x in X] == list(jit_F_rows(X, As))
+    G = jit_dF_rows(X, As)
+    assert all(G[b].tobytes() == jit_dF(X[b], A).tobytes() for b in range(3))
+    name = "fastrms batched, 100 copies at once (per problem)"
+    assert solves.candidate(name, 5).per == solves.BATCH and solves.ONLY_AT[name] == (5,)
+
+
 def test_in_turns_settles_each_candidate_for_the_time_asked():
     """A parallel candidate after another one's turn starts slow for a millisecond or more, so
     each timing may be preceded by settle_s seconds of untimed calls of the same candidate."""
