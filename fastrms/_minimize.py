@@ -11,6 +11,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from functools import cache, lru_cache
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -230,13 +231,24 @@ class Minimizer:
             method = METHOD_NAMES.get(method, method)
         options = dict(options) if isinstance(options, dict) else options
         self._opts, _, self._config = _split_options(methods.get(method), options, tol)  # errors now
-        self.fun, self.jac, self.method, self.tol, self.options = fun, jac, method, tol, options
+        self.fun, self.jac, self.method, self.tol, self._options = fun, jac, method, tol, options
         self.args = args if isinstance(args, tuple) else (args,)
         self.callback = callback
         self._callback = wrap_callback(callback)
         self._plans: dict = {}
         self._lock = threading.Lock()
         self._plannable = not self._opts["batched"] and self._opts["batch_size"] is None
+        self._made = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(self, "_made", False):  # (its plans were made for these; a changed one would not see them)
+            raise AttributeError(f"a Minimizer's {name} is fixed when it is made: make a new Minimizer")
+        object.__setattr__(self, name, value)
+
+    @property
+    def options(self) -> MappingProxyType | None:
+        """The options, as given (a read-only view of the Minimizer's copy)."""
+        return None if self._options is None else MappingProxyType(self._options)
 
     def __call__(self, x0: Any, args: tuple | None = None) -> OptimizeResult:
         """minimize(fun, jac, x0, args=args, ...) with this Minimizer's method and options (args:
@@ -253,7 +265,7 @@ class Minimizer:
             if not cluster.any_dask(*args):
                 return _solve(self.fun, self.jac, x0, args, self._config, self._opts, self._callback,
                               keep=lambda plan: self._keep(key, plan))
-        return _minimize(self.fun, self.jac, x0, args, self.method, self.tol, self.callback, self.options)
+        return _minimize(self.fun, self.jac, x0, args, self.method, self.tol, self.callback, self._options)
 
     MAX_PLANS = 64  # x0 shapes and argument types kept (oldest dropped first)
 
@@ -263,9 +275,19 @@ class Minimizer:
             while len(self._plans) > self.MAX_PLANS:
                 del self._plans[next(iter(self._plans))]
 
+    def __reduce__(self):
+        # (for multiprocessing and Dask workers: the plans hold compiled code and a lock, and a new
+        # process makes its own on its first call)
+        return (_rebuild_minimizer, (self.fun, self.jac, self.args, self.method, self.tol, self.callback,
+                                     self._options))
+
     def __repr__(self) -> str:
         name = getattr(self.fun, "__name__", self.fun)
-        return f"Minimizer({name!r}, method={self.method!r}, options={self.options!r})"
+        return f"Minimizer({name!r}, method={self.method!r}, options={self._options!r})"
+
+
+def _rebuild_minimizer(fun, jac, args, method, tol, callback, options) -> Minimizer:
+    return Minimizer(fun, jac, args=args, method=method, tol=tol, callback=callback, options=options)
 
 
 def _check_batch(method, options, tol, B: int) -> None:

@@ -147,12 +147,19 @@ def test_bad_input_is_refused_when_given():
         solve(np.full((5, 5), np.nan))
 
 
-def test_options_are_read_once():
+def test_what_it_was_made_with_stays():
     opts = dict(OPTS)
     solve = fastrms.Minimizer(F, dF, args=(np.eye(5),), options=opts)
     before = solve(np.ones((5, 5)))
     opts["lr"] = 1e-6  # the caller's dict is theirs: the Minimizer kept a copy
     same(solve(np.ones((5, 5))), before)
+    with pytest.raises(TypeError):
+        solve.options["lr"] = 1e-6
+    for name in ("fun", "jac", "args", "method", "options"):
+        with pytest.raises(AttributeError, match="make a new Minimizer"):
+            setattr(solve, name, None)
+    same(solve(np.ones((5, 5))), before)
+    assert dict(solve.options) == OPTS
 
 
 @njit(cache=True)
@@ -180,3 +187,19 @@ def test_exported_with_a_readable_repr():
     solve = fastrms.Minimizer(F, dF, method=fastrms.adam, options={"lr": 0.1})
     assert "Minimizer" in fastrms.__all__
     assert repr(solve) == "Minimizer('F', method='adam', options={'lr': 0.1})"
+
+
+def test_a_minimizer_goes_to_another_process():
+    """Pickled (multiprocessing, Dask workers) without its plans: the other process makes its own."""
+    import multiprocessing
+    import pickle
+
+    solve = fastrms.Minimizer(F, dF, args=(rand_A(2),), options=OPTS)
+    first = solve(np.zeros((5, 5)))
+    again = pickle.loads(pickle.dumps(solve))
+    assert again._plans == {} and again.options == solve.options
+    assert again.args[0].tobytes() == solve.args[0].tobytes()
+    same(again(np.zeros((5, 5))), first)
+    if "fork" in multiprocessing.get_all_start_methods():  # (Pool.apply pickles solve under fork too)
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            same(pool.apply(solve, (np.zeros((5, 5)),)), first)
