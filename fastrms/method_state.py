@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from functools import cache
+from functools import cache, cached_property
 
 import numpy as np
 
@@ -37,13 +37,18 @@ class MethodState:
         self.t = 0
         self.p = config.packed()
         self.h = np.zeros(config.method.nh, dtype=self.dtype)
-        self.kernels = backend.kernels(config)
         self._varies = config.varies
         self._clip_norm = config["clip_norm"]
         self._ready = False  # (BatchedState's H)
         # h, once computed, where it cannot change from step to step: a stepper's step reads it
         # without a call (None until then, and while h varies)
         self.constant_h = None
+
+    @cached_property
+    def kernels(self):
+        """The method's kernels on this backend, looked up when first asked (a minimize call whose
+        compiled loop is built never asks)."""
+        return self.backend.kernels(self.config)
 
     def value(self, name: str) -> float:
         """The value of a possibly scheduled hyperparameter at the coming step."""

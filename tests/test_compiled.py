@@ -170,6 +170,23 @@ def test_lists_of_other_item_types_get_their_own_driver():
         same(*both(quad_items, dquad_items, np.zeros(3), args=(c,), options={"lr": 0.1, "maxiter": 40}))
 
 
+def test_a_run_in_chunks_equals_the_run_in_one_call(monkeypatch):
+    """A small run is one call of the loop, without the chunks' bookkeeping; the same run cut into
+    chunks (as a long one is, so that Ctrl-C is heard) takes the same steps, bit for bit."""
+    from fastrms.drivers import compiled
+
+    paused = []
+    done = compiled.Chunks.done
+    monkeypatch.setattr(compiled.Chunks, "done", lambda self, *a: (paused.append(a[2]), done(self, *a))[1])
+    A, opts = ex.A_SEED, {"lr": 1e-2, "maxiter": 50, "gtol": 0, "driver": "compiled"}
+    one = fastrms.minimize(F, dF, np.zeros((5, 5)), args=(A,), options=opts)
+    assert paused == []  # one call, no chunks
+    monkeypatch.setattr(compiled, "MAX_FIRST_CHUNK", 4)
+    chunked = fastrms.minimize(F, dF, np.zeros((5, 5)), args=(A,), options=opts)
+    assert paused[0] and not paused[-1] and len(paused) >= 2  # paused at step 4, then went on
+    same(chunked, one)
+
+
 def test_converged_and_diverged_runs_match():
     c = np.arange(3.0)
     same(*both(quad, dquad, np.zeros(3), args=(c, 1.0), method="gd", options={"lr": 0.1, "gtol": 1e-9}))

@@ -115,12 +115,13 @@ def _take_typed(args, rows, mask):
     return take_impl(mask, "[rows]")
 
 
-def _loop(fns, x, spare, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, gamma_p, clip_norm,
-          t0, k0, k_stop, maxiter, gtol, want_f, every, order, batch, per_epoch, losses, gnorms, steps,
-          xs, sched, err, par):  # pragma: no cover - compiled
+def _loop(fns, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, gamma_p, clip_norm, t0, maxiter, gtol,
+          want_f, every, order, batch, per_epoch, sched, err,
+          x, spare, k0, k_stop, losses, gnorms, steps, xs, par):  # pragma: no cover - compiled
     """Same steps and stopping tests as drivers/python_loop.py, without leaving nopython mode.
 
-    Runs iterations k0 … k_stop − 1 and returns PAUSED at k_stop, so the host can
+    The arguments up to ``err`` stay the same through a run (run_constants); the others change
+    from call to call.  Runs iterations k0 … k_stop − 1 and returns PAUSED at k_stop, so the host can
     look at signals (Ctrl-C) and grow the history between calls; x is x_k there.
     fns holds the addresses of F and dF (see function_at); err[0] is set by the host's
     unraisable hook when F or dF raised.  Each row of sched is a scheduled packed
@@ -416,11 +417,14 @@ def _build_driver(mstate, sigs, combined: bool, parallel: bool, mask, in_place: 
     ints = types.Array(types.int64, 1, "C")
     sig = types.Tuple((types.intp, types.intp, types.float64, flat, flat, types.intp, types.intp,
                        types.intp))(
-        ADDRESSES, flat, flat, types.UniTuple(types.intp, xt.ndim),
-        at, types.Array(dt, 2, "C"), f64, flat, types.intp, f64, types.intp, f64, types.float64,
-        types.intp, types.intp, types.intp, types.intp, dt, types.boolean, types.intp,
-        types.Array(types.int64, 2, "C"), types.intp, types.intp, f64, f64, ints, types.Array(dt, 2, "C"),
-        types.Array(types.float64, 2, "C"), types.Array(types.int64, 1, "C"), types.boolean)
+        # fns, shape, args, S, p, h, lr_kind, lr_p, gamma_kind, gamma_p, clip_norm, t0, maxiter, gtol, want_f,
+        ADDRESSES, types.UniTuple(types.intp, xt.ndim), at, types.Array(dt, 2, "C"), f64, flat,
+        types.intp, f64, types.intp, f64, types.float64, types.intp, types.intp, dt, types.boolean,
+        # every, order, batch, per_epoch, sched, err,
+        types.intp, types.Array(types.int64, 2, "C"), types.intp, types.intp,
+        types.Array(types.float64, 2, "C"), types.Array(types.int64, 1, "C"),
+        # x, spare, k0, k_stop, losses, gnorms, steps, xs, par
+        flat, flat, types.intp, types.intp, f64, f64, ints, types.Array(dt, 2, "C"), types.boolean)
     method = mstate.config.method
     # parallel: False, True, or cpu.RACE (both kernels, the host picks one per call: see run)
     step, step_par = mstate.kernels.checked_pair(parallel, in_place=in_place)
@@ -582,6 +586,11 @@ def other(buffers, x):
     return b if a.ctypes.data == x.ctypes.data else a
 
 
+_NO_HISTORY = (np.empty(0), np.empty(0), np.empty(0, np.int64))
+_NO_LOCK = contextlib.nullcontext()  # (reusable: it holds nothing)
+NO_ORDER = np.zeros((1, 1), np.int64)  # the row orders without mini-batches (read only by the loops)
+
+
 def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history: bool = False,
         trajectory: bool = False, every: int = 1, end: str = "maxiter", check_every: int = 1,
         in_place: bool = False) -> Outcome:
@@ -592,30 +601,36 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
     chunks of about CHUNK_SECONDS, so history is allocated as it grows (maxiter
     may be huge) and Ctrl-C stops the run between chunks.
     """
-    shape, b = problem.shape, problem.batches
     drive, sigs, parallel = problem.compiled or prepare(problem, mstate, x, maxiter, in_place)
-    cfg = mstate.config
-    lr_kind, lr_p, gamma_kind, gamma_p = cfg.lr_gamma_schedules
+    shape, b = problem.shape, problem.batches
+    one_call = b is None and not (history or trajectory) and parallel is False
+    if one_call and maxiter <= _first_chunk(x, problem.args):
+        # the whole run in one call (a small problem's usual run): none of the chunks' bookkeeping
+        with _CatchUserErrors() as catch:
+            code, k, f, x, g, nfev, njev, _ = drive(
+                *run_constants(problem, mstate, sigs, x, maxiter, gtol, catch.err),
+                x, x if in_place else np.empty_like(x), 0, maxiter, *_NO_HISTORY,
+                np.empty((0, x.size), x.dtype), False)
+        problem.nfev += nfev
+        problem.njev += njev
+        return _ended(Outcome(shape, False, False), problem, mstate, catch, code, k, f, x, g, end, gtol)
     order = b.orders(maxiter).astype(np.int64) if b is not None else NO_ORDER
-    gtol_x = x.dtype.type(gtol if gtol > 0 else -1.0)
     batch, per_epoch = (b.size, b.per_epoch) if b is not None else (0, 1)
     losses, gnorms, steps, xs = [], [], [], []
     buffers = (x, x) if in_place else (x, np.empty_like(x))
     k, chunks = 0, Chunks(parallel, x, problem.args)
-    lock = cpu.parallel_lock() if parallel else contextlib.nullcontext()
+    lock = cpu.parallel_lock() if parallel else _NO_LOCK
     with _CatchUserErrors() as catch, lock:
+        constants = run_constants(problem, mstate, sigs, x, maxiter, gtol, catch.err, history, every, order,
+                                  batch, per_epoch)
         while True:
             k_stop = chunks.stop(k, maxiter)
             n = k_stop - k + 1
             rec = (np.empty(n), np.empty(n), np.empty(n, np.int64)) if history else _NO_HISTORY
             xs_k = np.empty((n if trajectory else 0, x.size), x.dtype)
-            spare = other(buffers, x)
             began = time.perf_counter()
             code, k_end, f, x, g, nfev, njev, n_rec = drive(
-                sigs[4], x, spare, shape, problem.args, mstate.S, mstate.p, mstate.h,
-                lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], mstate.t, k, k_stop, maxiter,
-                gtol_x, history, every, order, batch, per_epoch, *rec, xs_k, cfg.schedule_rows, catch.err,
-                chunks.parallel)
+                *constants, x, other(buffers, x), k, k_stop, *rec, xs_k, chunks.parallel)
             chunks.done(k_end - k, time.perf_counter() - began, code == PAUSED)
             problem.nfev += nfev
             problem.njev += njev
@@ -629,8 +644,6 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
             if code != PAUSED:
                 break
             # (Python runs signal handlers here: Ctrl-C raises KeyboardInterrupt between chunks)
-    raise_for(code, catch, shape, cfg, f, mstate.t + k)
-    mstate.t += k
     out = Outcome(shape, history, trajectory)
     if history:
         out.losses = list(np.concatenate(losses))
@@ -638,6 +651,24 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
         out.steps = list(np.concatenate(steps))
     if trajectory:
         out.xs = list(np.concatenate(xs).reshape((-1, *shape)))
+    return _ended(out, problem, mstate, catch, code, k, f, x, g, end, gtol)
+
+
+def run_constants(problem, mstate, sigs, x, maxiter: int, gtol: float, err, history: bool = False,
+                  every: int = 1, order=NO_ORDER, batch: int = 0, per_epoch: int = 1) -> tuple:
+    """The loop's arguments that stay the same through a run's calls (_loop's first ones)."""
+    cfg = mstate.config
+    return (sigs[4], problem.shape, problem.args, mstate.S, mstate.p, mstate.h, *cfg.lr_gamma_schedules,
+            cfg.values["clip_norm"], mstate.t, maxiter, x.dtype.type(gtol if gtol > 0 else -1.0), history,
+            every, order, batch, per_epoch, cfg.schedule_rows, err)
+
+
+def _ended(out: Outcome, problem, mstate, catch, code: int, k: int, f: float, x, g, end: str,
+           gtol: float) -> Outcome:
+    """The run's Outcome from the loop's end code, or the exception the code stands for."""
+    if code >= BAD_SHAPE:
+        raise_for(code, catch, problem.shape, mstate.config, f, mstate.t + k)
+    mstate.t += k
     reason = end if code == MAXITER else END_REASONS[code]
     return out.finish(k, x, f if code != DIVERGED_IN_PLACE else None, g, reason, gtol)
 
@@ -657,5 +688,4 @@ def raise_for(code: int, catch, shape, cfg, value: float, t: int) -> None:
         ck.scheduled(name, value, t, interval)
 
 
-_NO_HISTORY = (np.empty(0), np.empty(0), np.empty(0, np.int64))
-NO_ORDER = np.zeros((1, 1), np.int64)  # the row orders without mini-batches (read only by the loops)
+
