@@ -167,11 +167,31 @@ def sweep(reps=3):
         reps)
 
 
+CURVES_B = 25  # a sweep's size: the loss curves of 25 small problems
+
+
+def curves(reps=5):
+    """A sweep that records its loss curves (history=True, so F runs every step): B = 25 of the
+    least-squares problems with jitted F and dF, through the Python loop and the compiled loop."""
+    rng = np.random.default_rng(1)
+    A, y = rng.normal(size=(CURVES_B, M, N)), rng.normal(size=(CURVES_B, M))
+    X0 = np.zeros((CURVES_B, N))
+    opts = {"lr": np.geomspace(1e-3, 0.1, CURVES_B), "gamma": GAMMA, "momentum": MU, "eps": EPS, "maxiter": STEPS,
+            "gtol": 0, "batched": True, "history": True}
+    runs = {f"history=True, {driver} loop": (lambda d=driver: fastrms.minimize(
+        F_jit, dF_jit, X0, args=(A, y), options={**opts, "driver": d})) for driver in ("python", "compiled")}
+    for fn in runs.values():
+        fn()  # compile once
+    return _interleaved(runs, reps)
+
+
 def run(reps=5):
     print("  batched least squares (B = 10,000, 500 steps) ...", flush=True)
     ls = least_squares(reps)
     print("  batched η × γ sweep on airfoil (B = 25) ...", flush=True)
-    return {"least_squares": ls, "sweep": sweep(reps)}
+    sw = sweep(reps)
+    print(f"  loss curves of a sweep (B = {CURVES_B}, history=True) ...", flush=True)
+    return {"least_squares": ls, "sweep": sw, "curves": curves(reps)}
 
 
 def markdown(r: dict) -> str:
@@ -190,6 +210,11 @@ def markdown(r: dict) -> str:
         lines.append(f"| {name} | {med:.3f} ({lo:.3f}–{hi:.3f}) |")
     one, sep = r["sweep"]["one batched call (B = 25)"][0], r["sweep"]["25 separate calls"][0]
     lines.append(f"\nThe batched sweep is {sep / one:.1f}× faster than 25 separate calls.")
+    if "curves" in r:
+        lines += ["", f"### A sweep's loss curves: B = {CURVES_B} least-squares problems, {STEPS} steps, "
+                  "history=True, jitted F and dF", "", "| candidate | median s (min–max) |", "|---|---|"]
+        for name, (med, lo, hi) in r["curves"].items():
+            lines.append(f"| {name} | {med:.4f} ({lo:.4f}–{hi:.4f}) |")
     return "\n".join(lines)
 
 

@@ -476,8 +476,6 @@ def _choose_driver(problem: Problem, x, mstate: MethodState, opts: dict, callbac
         return batched_loop if batched else python_loop
     compiled, compiled_batched = _compiled_drivers()
     why = compiled.not_applicable(problem.fun, problem.jac, mstate.config, callback, mstate.backend)
-    if why is None and batched and (opts["history"] or opts["trajectory"]):
-        why = "the history and trajectory of batched problems are recorded by the Python loop"
     loop = compiled_batched if batched else compiled
     if why is None:
         try:

@@ -299,12 +299,72 @@ def test_history_and_trajectory_equal_each_separate_runs(rng):
         n = len(alone.trajectory)  # x_0 ... x_nit
         np.testing.assert_array_equal(res.trajectory[:n, b], alone.trajectory, err_msg=f"problem {b}")
         assert n == res.nit[b] + 1 and np.all(np.isnan(res.trajectory[n:, b]))
-    # jitted F and dF: the Python loop records it (driver='auto'); the compiled loop says so
-    jit = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), options={**options, "batched": True})
-    assert jit.history["loss"].shape[1] == B and jit.trajectory.shape == (62, B, N)
-    with pytest.raises(ValueError, match="trajectory of batched problems are recorded by the Python loop"):
-        fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), options={**options, "batched": True,
-                                                                  "driver": "compiled"})
+    # jitted F and dF: the compiled loop records the same, bit for bit, and counts the same calls
+    runs = [fastrms.minimize(F_jit_capped, dF_jit, X0, args=(A, y),
+                             options={**options, "batched": True, "driver": driver})
+            for driver in ("python", "compiled")]
+    _assert_same_results(*runs)
+
+
+def _assert_same_results(a, b):
+    assert set(a) == set(b)
+    for key in ("x", "jac", "fun", "nit", "status", "message", "trajectory"):
+        if key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert (a.nfev, a.njev) == (b.nfev, b.njev)
+    if "history" in a:
+        for key in a.history:
+            np.testing.assert_array_equal(a.history[key], b.history[key], err_msg=key)
+
+
+@numba.njit(cache=True)
+def F_jit_capped(X, A, y):
+    f = F_jit(X, A, y)
+    for b in range(X.shape[0]):
+        if abs(X[b, 0]) > 0.5:
+            f[b] = np.nan
+    return f
+
+
+@numba.njit(cache=True)
+def FdF_jit(X, A, y):
+    return F_jit(X, A, y), dF_jit(X, A, y)
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("extra", [{"history_every": 3}, {"trajectory": True, "jac": True},
+                                   {"batch_size": 5, "epochs": 3, "seed": 1, "history_every": 2},
+                                   {"jac": True}])
+def test_the_compiled_loop_records_as_the_python_loop(extra, rng):
+    """History and trajectory through the compiled loop (a sweep's loss curves at its speed): equal to
+    the Python loop's bit for bit, with the same counts of F and dF calls, F and dF apart or together,
+    with mini-batches too."""
+    A, y = _least_squares(rng)
+    A *= np.linspace(0.2, 3.0, B)[:, None, None]  # problems stop at different steps
+    A[5] *= 1e155  # its loss overflows at once
+    extra = dict(extra)
+    fns = (FdF_jit, True) if extra.pop("jac", False) else (F_jit_capped, dF_jit)
+    options = {"lr": np.geomspace(1e-3, 0.3, B), "momentum": 0.9, "gtol": 3e-3, "history": True,
+               **({} if "epochs" in extra else {"maxiter": 61}), **extra}
+    runs = [fastrms.minimize(fns[0], np.zeros((B, N)), jac=fns[1], args=(A, y),
+                             options={**options, "batched": True, "driver": driver})
+            for driver in ("python", "compiled")]
+    _assert_same_results(*runs)
+    assert {0, 3} <= set(runs[1].status) and len(set(runs[1].nit)) >= 3  # endings of several kinds
+
+
+def test_losses_of_the_wrong_length_are_the_python_loops_error(rng):
+    A, y = _least_squares(rng)
+
+    @numba.njit
+    def short(X, A, y):
+        return F_jit(X, A, y)[1:]
+
+    said = r"one loss per problem, shape \(12,\); it returned shape \(11,\)"
+    for driver in ("python", "compiled"):
+        with pytest.raises(ValueError, match=said):
+            fastrms.minimize(short, dF_jit, np.zeros((B, N)), args=(A, y),
+                             options={"batched": True, "history": True, "maxiter": 3, "driver": driver})
 
 
 def _stopping_after(calls: int, seen: list):

@@ -3,7 +3,7 @@
 Built like compiled.py's loop (explicit signature, F and dF by the addresses of their code, cached
 on disk, resumable chunks, exceptions from F and dF re-raised on the host) and from the same kernels:
 the rows kernel of the method's rule, and the method's coefficient function filled per row.
-Only dF is called inside the loop; the host evaluates F (B losses) once at the end.
+The loop calls F (B losses) only for a history; the host evaluates it once at the end.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from .compiled import (
     BAD_SHAPE,
     CONVERGED,
     DIVERGED,
+    LOSS,
     MAXITER,
     PAUSED,
     USER_ERROR,
@@ -39,16 +40,22 @@ from .compiled import (
 from .outcome import END_REASONS
 
 STOPPED = -1  # every problem has stopped
+BAD_LOSSES = -2  # F returned another number of losses than B (the host says so, as the Python loop does)
 
 
-@register_jitable(inline="always")  # as compiled._eval_separate: once a step
-def _gradient_separate(fun, jac, x, batch_args):
-    return jac(x, *batch_args)
+# as compiled._eval_separate: (the B losses as float64, or none; g; F's calls), inlined, once a step
+@register_jitable(inline="always")
+def _eval_rows_separate(fun, jac, x, args, batch_args, want_f):
+    g = jac(x, *batch_args)
+    if want_f:
+        return fun(x, *args).astype(np.float64), g, 1
+    return np.empty(0), g, 0
 
 
 @register_jitable(inline="always")
-def _gradient_combined(fun, jac, x, batch_args):
-    return fun(x, *batch_args)[1]
+def _eval_rows_combined(fun, jac, x, args, batch_args, want_f):
+    f, g = fun(x, *args)
+    return f.astype(np.float64), g, 1
 
 
 @register_jitable
@@ -70,11 +77,16 @@ def _take_rows_typed(args, rows, mask):
 
 def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kind, lr_p, gamma_kind,
                gamma_p, clip_norm, t0, k0, k_stop, maxiter, gtol, end_is_maxiter, order, batch, per_epoch,
-               sched, active, nit, reasons, big, bad, err, par):  # pragma: no cover - compiled
+               sched, active, nit, reasons, big, bad, err, want_f, every, losses, gnorms, steps, xs,
+               par):  # pragma: no cover - compiled
     """Iterations k0 … k_stop − 1 of B problems; returns PAUSED at k_stop (x is x_k there).
 
     reasons[b] and nit[b] record where problem b stopped (an index into END_REASONS);
     lr_kind / gamma_kind < 0: LR / GAMMA hold per-problem values, else a shared schedule;
+    want_f: the B losses every ``every`` steps and at maxiter, into losses (steps, B) with the
+    rows' max |g| into gnorms and k into steps (a history), NaN for the stopped problems, and a
+    problem whose loss is not finite stops there (as batched_loop's); xs (steps, x.size): each
+    step's x, NaN for the stopped problems (a trajectory; xs is empty without one);
     par: FLAT_PAR rather than FLAT for the uniform flat steps (the same kernel unless racing).
     """
     fun = function_at(F_TYPE, fns[0])  # noqa: F821 - bound per driver
@@ -86,7 +98,9 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kin
     for b in range(B):
         all_running = all_running and active[b]
     k = k0
+    nfev = 0
     njev = 0
+    n_rec = 0
     code = MAXITER
     bad_value = 0.0
     gf = np.empty(0, dtype=x.dtype)
@@ -94,12 +108,14 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kin
         if k == k_stop and k < maxiter:
             code = PAUSED
             break
+        f_now = want_f and (k % every == 0 or k == maxiter)
         if BATCHED:  # noqa: F821 - bound per driver
             epoch, j = divmod(k, per_epoch)
             rows = order[epoch, j * batch:(j + 1) * batch]
-            g = GRADIENT(fun, jac, xv, _take_rows(args, rows, DATA))  # noqa: F821
+            f, g, nf = EVAL(fun, jac, xv, args, _take_rows(args, rows, DATA), f_now)  # noqa: F821
         else:
-            g = GRADIENT(fun, jac, xv, args)  # noqa: F821
+            f, g, nf = EVAL(fun, jac, xv, args, args, f_now)  # noqa: F821
+        nfev += nf
         njev += 1
         if err[0]:
             code = USER_ERROR
@@ -107,10 +123,42 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kin
         if g.shape != shape:
             code = BAD_SHAPE
             break
+        if f_now and f.shape[0] != B:
+            code = BAD_LOSSES
+            break
         if CAST:  # noqa: F821
             gf = g.ravel().astype(x.dtype)
         else:
             gf = g.ravel()
+        if xs.shape[0]:
+            for b in range(B):
+                if active[b]:
+                    cpu.copy_range(x, xs[k - k0], b * n, (b + 1) * n)
+                else:
+                    for i in range(b * n, (b + 1) * n):
+                        xs[k - k0, i] = np.nan
+        if f_now:
+            if losses.shape[0]:
+                for b in range(B):
+                    losses[n_rec, b] = f[b] if active[b] else np.nan
+                    gnorms[n_rec, b] = cpu.max_abs(gf[b * n:(b + 1) * n]) if active[b] else np.nan
+                steps[n_rec] = k
+                n_rec += 1
+            running = 0
+            for b in range(B):
+                if active[b]:
+                    if math.isfinite(f[b]):
+                        running += 1
+                    else:  # as a run of its own ends: x_k, which is finite (see compiled._loop)
+                        reasons[b] = LOSS
+                        nit[b] = k
+                        active[b] = False
+                        cpu.copy_range(x, spare, b * n, (b + 1) * n)
+                        cpu.copy_range(gf, g_end, b * n, (b + 1) * n)
+            if running == 0:
+                code = STOPPED
+                break
+            all_running = running == B
         if k == maxiter:
             for b in range(B):
                 if active[b]:
@@ -177,7 +225,7 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kin
         k += 1
         x, spare = spare, x
         xv, sv = sv, xv
-    return code, k, bad_value, x, njev
+    return code, k, bad_value, x, nfev, njev, n_rec
 
 
 _drivers = compiled._LRU(32)
@@ -190,12 +238,15 @@ def _build(bstate, sigs, combined: bool, parallel, mask):
     f64 = types.Array(types.float64, 1, "C")
     f64_2 = types.Array(types.float64, 2, "C")
     ip = types.intp
-    sig = types.Tuple((ip, ip, types.float64, flat, ip))(
+    sig = types.Tuple((ip, ip, types.float64, flat, ip, ip, ip))(
         compiled.ADDRESSES, flat, flat, flat, types.UniTuple(ip, xt.ndim), at,
         types.Array(dt, 2, "C"), f64_2, types.Array(dt, 2, "C"), f64, f64, f64, ip, f64, ip, f64,
         types.float64, ip, ip, ip, ip, dt, types.boolean, types.Array(types.int64, 2, "C"), ip, ip, f64_2,
         types.Array(types.boolean, 1, "C"), types.Array(ip, 1, "C"), types.Array(ip, 1, "C"),
-        types.Array(ip, 1, "C"), types.Array(ip, 1, "C"), types.Array(types.int64, 1, "C"), types.boolean)
+        types.Array(ip, 1, "C"), types.Array(ip, 1, "C"), types.Array(types.int64, 1, "C"),
+        # want_f, every, losses, gnorms, steps, xs, par
+        types.boolean, ip, f64_2, f64_2, types.Array(types.int64, 1, "C"), types.Array(dt, 2, "C"),
+        types.boolean)
     method = bstate.config.method
     step = bstate.kernels.variant(checked=True, parallel=False, batched=True)
     # parallel: False, True, or cpu.RACE (both kernels, the host picks one per call)
@@ -208,7 +259,7 @@ def _build(bstate, sigs, combined: bool, parallel, mask):
     fill = bstate._fill
     fn = bind(_loop_rows, name, STEP=step, FILL=fill, CAST=cast, VARIES=bstate._varies, FLAT=flat,
               FLAT_PAR=flat_par, UNIFORM=bstate.uniform,
-              GRADIENT=_gradient_combined if combined else _gradient_separate,
+              EVAL=_eval_rows_combined if combined else _eval_rows_separate,
               F_TYPE=types.FunctionType(fsig), G_TYPE=types.FunctionType(jsig),
               BATCHED=mask is not None, DATA=mask if mask is not None else ())
     return jit(fn, signature=sig, nogil=True)
@@ -258,10 +309,10 @@ def _lr_gamma(bstate: BatchedState, name: str):
 
 def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str = "maxiter",
         history: bool = False, every: int = 1, trajectory: bool = False, callback=None) -> BatchOutcome:
-    """The compiled twin of batched_loop.run (same arguments, same BatchOutcome); a history, a
-    trajectory or a callback is batched_loop's only (the front chooses it then)."""
-    if history or trajectory or callback is not None:
-        raise ValueError("the compiled loop runs batched problems without history, trajectory or callback")
+    """The compiled twin of batched_loop.run (same arguments, same BatchOutcome); a callback is
+    batched_loop's only (the front chooses it then)."""
+    if callback is not None:
+        raise ValueError("the compiled loop runs batched problems without a callback")
     B, shape, b = bstate.B, problem.shape, problem.batches
     drive, sigs, parallel = problem.compiled or prepare(problem, bstate, x, maxiter)
     cfg = bstate.config
@@ -277,26 +328,48 @@ def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str
     big, bad = np.zeros(B, np.intp), np.zeros(B, np.intp)
     g_end = np.empty_like(x)
     buffers = (x, np.empty_like(x))
+    losses, gnorms, steps, xs = [], [], [], []
+    no_history = (np.empty((0, B)), np.empty((0, B)), np.empty(0, np.int64))
     k, chunks = 0, compiled.Chunks(parallel, x, problem.args)
     lock = cpu.parallel_lock() if parallel else contextlib.nullcontext()
     with compiled._CatchUserErrors() as catch, lock:
         while True:
             k_stop = chunks.stop(k, maxiter)
+            n = k_stop - k + 1
+            rec = (np.empty((n, B)), np.empty((n, B)), np.empty(n, np.int64)) if history else no_history
+            xs_k = np.empty((n if trajectory else 0, x.size), x.dtype)
             spare = compiled.other(buffers, x)
             began = time.perf_counter()
-            code, k_end, bad_value, x, njev = drive(
+            code, k_end, bad_value, x, nfev, njev, n_rec = drive(
                 sigs[4], x, spare, g_end, shape, problem.args, bstate.S, bstate.P, bstate.H, LR,
                 GAMMA, bstate.GF, lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], bstate.t, k,
                 k_stop, maxiter, gtol_x, end == "maxiter", order, batch, per_epoch, cfg.schedule_rows, active,
-                nit, reasons, big, bad, catch.err, chunks.parallel)
+                nit, reasons, big, bad, catch.err, history, every, *rec, xs_k, chunks.parallel)
             chunks.done(k_end - k, time.perf_counter() - began, code == PAUSED)
+            problem.nfev += nfev
             problem.njev += njev
+            if history:
+                losses.append(rec[0][:n_rec])
+                gnorms.append(rec[1][:n_rec])
+                steps.append(rec[2][:n_rec])
+            if trajectory:
+                xs.append(xs_k[:k_end - k + (code != PAUSED)])
             k = k_end
             if code != PAUSED:
                 break
+    if code == BAD_LOSSES:
+        problem.value(x)  # raises the Python loop's error for what F returned
+        raise ValueError(f"with batched problems the objective must return one loss per problem, "
+                         f"shape ({B},)")
     compiled.raise_for(code, catch, shape, cfg, bad_value, bstate.t + k)
     bstate.t += k
-    out = BatchOutcome(B)
+    out = BatchOutcome(B, history, trajectory)
+    if history:
+        out.losses = list(np.concatenate(losses))
+        out.gnorms = list(np.concatenate(gnorms))
+        out.steps = list(np.concatenate(steps))
+    if trajectory:
+        out.xs = list(np.concatenate(xs).reshape((-1, *shape)))
     out.nit[:] = nit
     out.reasons[:] = [END_REASONS[r] for r in reasons]
     if end != "maxiter":
