@@ -616,7 +616,7 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
         return _ended(Outcome(shape, False, False), problem, mstate, catch, code, k, f, x, g, end, gtol)
     order = b.orders(maxiter).astype(np.int64) if b is not None else NO_ORDER
     batch, per_epoch = (b.size, b.per_epoch) if b is not None else (0, 1)
-    losses, gnorms, steps, xs = [], [], [], []
+    records = Records(history, trajectory)
     buffers = (x, x) if in_place else (x, np.empty_like(x))
     k, chunks = 0, Chunks(parallel, x, problem.args)
     lock = cpu.parallel_lock() if parallel else _NO_LOCK
@@ -625,33 +625,56 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
                                   batch, per_epoch)
         while True:
             k_stop = chunks.stop(k, maxiter)
-            n = k_stop - k + 1
-            rec = (np.empty(n), np.empty(n), np.empty(n, np.int64)) if history else _NO_HISTORY
-            xs_k = np.empty((n if trajectory else 0, x.size), x.dtype)
+            rec, xs_k = records.arrays(k_stop - k + 1, x)
             began = time.perf_counter()
             code, k_end, f, x, g, nfev, njev, n_rec = drive(
                 *constants, x, other(buffers, x), k, k_stop, *rec, xs_k, chunks.parallel)
             chunks.done(k_end - k, time.perf_counter() - began, code == PAUSED)
             problem.nfev += nfev
             problem.njev += njev
-            if history:
-                losses.append(rec[0][:n_rec])
-                gnorms.append(rec[1][:n_rec])
-                steps.append(rec[2][:n_rec])
-            if trajectory:
-                xs.append(xs_k[:k_end - k + (code != PAUSED)])
+            records.keep(n_rec, k_end - k + (code != PAUSED))
             k = k_end
             if code != PAUSED:
                 break
             # (Python runs signal handlers here: Ctrl-C raises KeyboardInterrupt between chunks)
-    out = Outcome(shape, history, trajectory)
-    if history:
-        out.losses = list(np.concatenate(losses))
-        out.gnorms = list(np.concatenate(gnorms))
-        out.steps = list(np.concatenate(steps))
-    if trajectory:
-        out.xs = list(np.concatenate(xs).reshape((-1, *shape)))
+    out = records.into(Outcome(shape, history, trajectory), shape)
     return _ended(out, problem, mstate, catch, code, k, f, x, g, end, gtol)
+
+
+class Records:
+    """A run's history and trajectory as the compiled loops record them, in arrays handed to each
+    call (``B`` problems: a row of B losses and B max |g| per recorded step), joined at the end."""
+
+    def __init__(self, history: bool, trajectory: bool, B: int | None = None):
+        self.history, self.trajectory = history, trajectory
+        self.per_step = () if B is None else (B,)
+        self.losses, self.gnorms, self.steps, self.xs = [], [], [], []
+        self._rec = self._xs = None
+
+    def arrays(self, n: int, x) -> tuple:
+        """(losses, gnorms, steps) and xs for a call that records at most n steps (empty where not asked)."""
+        rows = (n if self.history else 0, *self.per_step)
+        self._rec = (np.empty(rows), np.empty(rows), np.empty(rows[0], np.int64))
+        self._xs = np.empty((n if self.trajectory else 0, x.size), x.dtype)
+        return self._rec, self._xs
+
+    def keep(self, n_rec: int, n_xs: int) -> None:
+        """The last call recorded n_rec steps of history and n_xs iterates."""
+        if self.history:
+            for kept, a in zip((self.losses, self.gnorms, self.steps), self._rec, strict=True):
+                kept.append(a[:n_rec])
+        if self.trajectory:
+            self.xs.append(self._xs[:n_xs])
+
+    def into(self, out, shape: tuple):
+        """out (an Outcome or BatchOutcome) with the joined records."""
+        if self.history:
+            out.losses = list(np.concatenate(self.losses))
+            out.gnorms = list(np.concatenate(self.gnorms))
+            out.steps = list(np.concatenate(self.steps))
+        if self.trajectory:
+            out.xs = list(np.concatenate(self.xs).reshape((-1, *shape)))
+        return out
 
 
 def run_constants(problem, mstate, sigs, x, maxiter: int, gtol: float, err, history: bool = False,

@@ -328,16 +328,13 @@ def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str
     big, bad = np.zeros(B, np.intp), np.zeros(B, np.intp)
     g_end = np.empty_like(x)
     buffers = (x, np.empty_like(x))
-    losses, gnorms, steps, xs = [], [], [], []
-    no_history = (np.empty((0, B)), np.empty((0, B)), np.empty(0, np.int64))
+    records = compiled.Records(history, trajectory, B)
     k, chunks = 0, compiled.Chunks(parallel, x, problem.args)
     lock = cpu.parallel_lock() if parallel else contextlib.nullcontext()
     with compiled._CatchUserErrors() as catch, lock:
         while True:
             k_stop = chunks.stop(k, maxiter)
-            n = k_stop - k + 1
-            rec = (np.empty((n, B)), np.empty((n, B)), np.empty(n, np.int64)) if history else no_history
-            xs_k = np.empty((n if trajectory else 0, x.size), x.dtype)
+            rec, xs_k = records.arrays(k_stop - k + 1, x)
             spare = compiled.other(buffers, x)
             began = time.perf_counter()
             code, k_end, bad_value, x, nfev, njev, n_rec = drive(
@@ -348,12 +345,7 @@ def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str
             chunks.done(k_end - k, time.perf_counter() - began, code == PAUSED)
             problem.nfev += nfev
             problem.njev += njev
-            if history:
-                losses.append(rec[0][:n_rec])
-                gnorms.append(rec[1][:n_rec])
-                steps.append(rec[2][:n_rec])
-            if trajectory:
-                xs.append(xs_k[:k_end - k + (code != PAUSED)])
+            records.keep(n_rec, k_end - k + (code != PAUSED))
             k = k_end
             if code != PAUSED:
                 break
@@ -363,13 +355,7 @@ def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str
                          f"shape ({B},)")
     compiled.raise_for(code, catch, shape, cfg, bad_value, bstate.t + k)
     bstate.t += k
-    out = BatchOutcome(B, history, trajectory)
-    if history:
-        out.losses = list(np.concatenate(losses))
-        out.gnorms = list(np.concatenate(gnorms))
-        out.steps = list(np.concatenate(steps))
-    if trajectory:
-        out.xs = list(np.concatenate(xs).reshape((-1, *shape)))
+    out = records.into(BatchOutcome(B, history, trajectory), shape)
     out.nit[:] = nit
     out.reasons[:] = [END_REASONS[r] for r in reasons]
     if end != "maxiter":
