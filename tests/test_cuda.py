@@ -86,7 +86,7 @@ def test_minimize_on_the_device_matches_the_cpu():
 
 
 def test_a_minimizer_on_the_device_plans_once_and_equals_minimize():
-    opts = {"lr": 0.05, "maxiter": 30, "gamma": 0.9, "gtol": 0, "backend": "cuda"}
+    opts = {"lr": 0.05, "maxiter": 8, "gamma": 0.9, "gtol": 0, "backend": "cuda"}
     solve = fastrms.Minimizer(_F, _dF, options=opts)
     for start in (0.0, 1.0, 2.0):
         x0 = np.full((2, 3), start)
