@@ -166,14 +166,21 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
     jac, x0 = _parse_positional(fun, x0_or_jac, rest, jac)
     if not isinstance(args, tuple):
         args = (args,)
+    _check_jac(jac, "pass dF (minimize(F, dF, x0)), jac=dF, or jac=True when F returns (f, g)")
+    return _minimize(fun, jac, x0, args, _method_name(method), tol, callback, options)
+
+
+def _check_jac(jac, how: str) -> None:
+    """A clear error unless jac is a gradient function or True (``how``: how to pass one)."""
     if jac is None or jac is False:
-        raise ValueError("fastrms methods need the gradient: pass dF (minimize(F, dF, x0)), "
-                         "jac=dF, or jac=True when F returns (f, g)")
+        raise ValueError(f"fastrms methods need the gradient: {how}")
     if jac is not True and not callable(jac):
         raise TypeError(f"jac must be callable or True, got {jac!r}")
-    if callable(method):  # minimize(..., method=fastrms.adam), as scipy takes it
-        method = METHOD_NAMES.get(method, method)
-    return _minimize(fun, jac, x0, args, method, tol, callback, options)
+
+
+def _method_name(method):
+    """The method's name; scipy takes a method as a function (minimize(..., method=fastrms.adam))."""
+    return METHOD_NAMES.get(method, method) if callable(method) else method
 
 
 def _minimize(fun, jac, x0, args, method, tol, callback, options) -> OptimizeResult:
@@ -222,13 +229,8 @@ class Minimizer:
                  callback: Callable | None = None, options: dict | None = None):
         if not callable(fun):
             raise TypeError(f"fun must be callable, got {fun!r}")
-        if jac is None or jac is False:
-            raise ValueError("fastrms methods need the gradient: Minimizer(F, dF), or Minimizer(F, True) "
-                             "when F returns (f, g)")
-        if jac is not True and not callable(jac):
-            raise TypeError(f"jac must be callable or True, got {jac!r}")
-        if callable(method):
-            method = METHOD_NAMES.get(method, method)
+        _check_jac(jac, "Minimizer(F, dF), or Minimizer(F, True) when F returns (f, g)")
+        method = _method_name(method)
         options = dict(options) if isinstance(options, dict) else options
         self._opts, _, self._config = _split_options(methods.get(method), options, tol)  # errors now
         self.fun, self.jac, self.method, self.tol, self._options = fun, jac, method, tol, options
@@ -237,7 +239,7 @@ class Minimizer:
         self._callback = wrap_callback(callback)
         self._plans: dict = {}
         self._lock = threading.Lock()
-        self._plannable = not self._opts["batched"] and self._opts["batch_size"] is None
+        self._one_problem = not self._opts["batched"]
         self._made = True
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -257,7 +259,7 @@ class Minimizer:
             args = self.args
         elif not isinstance(args, tuple):
             args = (args,)
-        if type(x0) is np.ndarray and self._plannable:
+        if type(x0) is np.ndarray and self._one_problem:  # (_solve keeps no plan for mini-batches)
             key = (x0.dtype.str, x0.shape, fingerprint(args))
             plan = self._plans.get(key)
             if plan is not None:

@@ -587,7 +587,7 @@ def other(buffers, x):
 
 
 _NO_HISTORY = (np.empty(0), np.empty(0), np.empty(0, np.int64))
-_NO_LOCK = contextlib.nullcontext()  # (reusable: it holds nothing)
+NO_LOCK = contextlib.nullcontext()  # (reusable: it holds nothing)
 NO_ORDER = np.zeros((1, 1), np.int64)  # the row orders without mini-batches (read only by the loops)
 
 
@@ -619,7 +619,7 @@ def run(problem, mstate, x, *, maxiter: int, gtol: float, callback=None, history
     records = Records(history, trajectory)
     buffers = (x, x) if in_place else (x, np.empty_like(x))
     k, chunks = 0, Chunks(parallel, x, problem.args)
-    lock = cpu.parallel_lock() if parallel else _NO_LOCK
+    lock = cpu.parallel_lock() if parallel else NO_LOCK
     with _CatchUserErrors() as catch, lock:
         constants = run_constants(problem, mstate, sigs, x, maxiter, gtol, catch.err, history, every, order,
                                   batch, per_epoch)

@@ -8,7 +8,6 @@ The loop calls F (B losses) only for a history; the host evaluates it once at th
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 
@@ -330,7 +329,7 @@ def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str
     buffers = (x, np.empty_like(x))
     records = compiled.Records(history, trajectory, B)
     k, chunks = 0, compiled.Chunks(parallel, x, problem.args)
-    lock = cpu.parallel_lock() if parallel else contextlib.nullcontext()
+    lock = cpu.parallel_lock() if parallel else compiled.NO_LOCK
     with compiled._CatchUserErrors() as catch, lock:
         while True:
             k_stop = chunks.stop(k, maxiter)
