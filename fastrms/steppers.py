@@ -54,8 +54,10 @@ class Optimizer:
         else:
             config = presets.configure(self.method, hyperparameters, preset)
             self._mstate = MethodState(config, n, dtype, self._backend)
-            self._single = _single_step(self._gradient, self._backend.stepper(self._mstate, n), self._mstate,
-                                        self._flat)
+            self._single = self._backend.single_step(self._mstate, self._shaped, self._flat)
+            if type(self).step is Optimizer.step:  # (a subclass's own step must still be called)
+                self._single.__doc__ = Optimizer.step.__doc__
+                self.step = self._single  # opt.step(g) is then one Python frame around the kernel
         self._kind = self._backend.array_kind(x)
 
     def _init_arrays(self, x, preset, batched, hyperparameters) -> None:
@@ -157,6 +159,7 @@ class Optimizer:
                              f"{list(new._mstate.names)}; build a new stepper for it (and load_state_dict "
                              "what carries over)")
         new.load_state_dict(self.state_dict())
+        self.__dict__.pop("step", None)  # (the old setup's bound step, if new has none)
         self.__dict__.update(new.__dict__)
 
     def _names(self) -> dict:
@@ -209,19 +212,6 @@ class Optimizer:
         else:
             what = f"<{self._shaped.dtype} array {tuple(self._shaped.shape)}>"
         return f"{type(self).__name__}({what}, t={self.t}, {hp})"
-
-
-def _single_step(gradient, kernel, mstate: MethodState, flat) -> Any:
-    """``step(g)`` of a stepper over one array, its parts looked up once: g checked (and
-    flattened) by ``gradient``, h, the in-place ``kernel`` over x's ``flat`` memory, t + 1."""
-
-    def step(g) -> None:
-        gf = gradient(g)
-        h = mstate.constant_h
-        kernel(flat, gf, mstate.coefficients(gf) if h is None else h)
-        mstate.t += 1
-
-    return step
 
 
 def _restore(cls, x, preset, hyperparameters, state):

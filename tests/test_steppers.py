@@ -130,7 +130,7 @@ def test_float64_gradient_on_float32_x_is_cast():
 
 
 def test_every_form_of_gradient_steps_as_the_plain_one(rng):
-    """The step's common case is tested inline (steppers._single_step): whatever g looks like,
+    """The step's common case is tested inline (CpuBackend.single_step): whatever g looks like,
     step after step on one stepper, the result is that of the same values as a plain array."""
     x0 = rng.normal(size=(4, 3))
     grads = [rng.normal(size=(4, 3)) for _ in range(6)]
@@ -190,6 +190,36 @@ def test_hyperparameters_change_between_steps(rng):
     assert switched.hyperparameters["momentum"] == 0.9  # the rest kept
     switched.lr *= 0.5
     assert switched.lr == 0.01
+
+
+def test_the_bound_step_follows_every_change_of_setup(rng):
+    """A stepper over one array binds its fused step to the instance (one Python frame a step):
+    a change of hyperparameters, even one that makes it batched (per-row η), must step with the
+    new setup, and a subclass's own step must still be the one called."""
+    grads = rng.normal(size=(6, 2, 3))
+    x, y = np.ones((2, 3)), np.ones((2, 3))
+    switched = fastrms.RMSProp(x, lr=0.1)
+    batched = fastrms.RMSProp(y, lr=lambda t: 0.1 if t < 3 else 0.05)
+    for k, g in enumerate(grads):
+        if k == 3:
+            switched.lr = np.array([0.05, 0.05])  # per row: the stepper becomes batched
+        switched.step(g)
+        batched.step(g)
+    assert switched._single is None and "step" not in vars(switched)
+    assert x.tobytes() == y.tobytes() and switched.t == 6
+
+    class Counting(fastrms.RMSProp):
+        calls = 0
+
+        def step(self, g):
+            type(self).calls += 1
+            super().step(g)
+
+    opt = Counting(np.ones(3), lr=0.1)
+    opt.step(np.ones(3))
+    opt.step(np.ones(3))
+    assert Counting.calls == 2 and opt.t == 2
+    assert fastrms.RMSProp(np.ones(3)).step.__doc__ == fastrms.RMSProp.step.__doc__
 
 
 def test_changing_hyperparameters_is_checked_and_leaves_the_stepper_as_it_was():

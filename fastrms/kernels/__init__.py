@@ -54,6 +54,7 @@ class Backend(Protocol):
     # kernels
     def kernels(self, config) -> Any: ...
     def stepper(self, mstate, n: int): ...                          # (x, g, h) -> None, in place
+    def single_step(self, mstate, x_shaped: Any, flat: Any): ...    # step(g): g checked, h, kernel, t + 1
     # (x, g, h, gtol, out) -> (n_big, n_bad); in_place: out is x; steps: the run's length, if known
     def checked_stepper(self, mstate, n: int, in_place: bool = False, steps: int = 0): ...
     # batched problems (mstate a BatchedState; B rows of x, one per problem)

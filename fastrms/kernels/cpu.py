@@ -15,7 +15,7 @@ import contextlib
 import math
 import os
 import time
-from functools import cache
+from functools import cache, partial
 
 # See fastrms/__init__.py: a short OpenMP spin, unless the user chose one (repeated
 # here for code that imports this module directly).
@@ -494,19 +494,25 @@ def parallel_lock():
     return _threads.workqueue_lock if _threads.layer() == "workqueue" else contextlib.nullcontext()
 
 
-def chosen_once(lookup):
-    """A callable that runs the kernel ``lookup()`` returns, looked up once and again only when the
-    serial/parallel choice can change (_threads.epoch moves: the pool starting, a fork): a step
-    then costs its kernel call, not the size rule and two lookups (~2 µs) as well."""
-    current = [-1, None]  # (epoch, kernel)
+class Chosen:
+    """The kernel ``lookup()`` returns, looked up once and again only when the serial/parallel
+    choice can change (_threads.epoch moves: the pool starting, a fork): a step then costs its
+    kernel call, not the size rule and two lookups (~2 µs) as well.  Callers that count every
+    frame read ``kernel`` after ``if c.epoch != _threads.epoch: c.refresh()``; others call it."""
 
-    def run(*args):
-        if current[0] != _threads.epoch:
-            kernel = lookup()
-            current[:] = _threads.epoch, kernel  # read after the lookup, which may start the pool
-        return current[1](*args)
+    __slots__ = ("lookup", "epoch", "kernel")
 
-    return run
+    def __init__(self, lookup):
+        self.lookup, self.epoch, self.kernel = lookup, -1, None
+
+    def refresh(self) -> None:
+        kernel = self.lookup()
+        self.epoch, self.kernel = _threads.epoch, kernel  # read after the lookup, which may start the pool
+
+    def __call__(self, *args):
+        if self.epoch != _threads.epoch:
+            self.refresh()
+        return self.kernel(*args)
 
 
 @cache
@@ -529,7 +535,9 @@ class CpuBackend:
 
     param_array = staticmethod(_arrays.check_param_array)
     as_gradient = staticmethod(_arrays.as_gradient)  # every step: no wrapper
-    gradient_for = staticmethod(_arrays.gradient_for)
+
+    def gradient_for(self, x):
+        return partial(_arrays.as_gradient, x=x)
 
     def view(self, x, shape, kind):
         """A read-only view: F and dF must not write into the driver's buffer."""
@@ -570,14 +578,40 @@ class CpuBackend:
         return kernels_for(config.method.rule, config.flags, config.method.nh)
 
     def stepper(self, mstate, n):
-        """The in-place step ``(x, g, h) -> None`` for n elements (serial or parallel: see chosen_once)."""
+        """The in-place step ``(x, g, h) -> None`` for n elements (serial or parallel: see Chosen)."""
         kernels, itemsize, S = mstate.kernels, mstate.dtype.itemsize, mstate.S
-        run = chosen_once(lambda: kernels.step(n, itemsize))
+        run = Chosen(lambda: kernels.step(n, itemsize))
         return lambda x, g, h: run(x, g, S, h)
+
+    def single_step(self, mstate, x, flat):
+        """A stepper's whole ``step(g)`` over one array x (``flat`` its 1-D view): g checked, h, the
+        in-place kernel, t + 1, in one Python frame.  The step's Python is what an in-cache update
+        pays above a hand-written loop (item 3 of the performance issue), so nothing here is a
+        call that the common case can skip: g's usual form is tested inline (as_gradient's first
+        test, with x's shape and dtype read once), a constant h is read without one."""
+        shape, dtype, is_flat, S = x.shape, x.dtype, x.ndim == 1, mstate.S
+        kernels = mstate.kernels
+        chosen = Chosen(lambda: kernels.step(flat.size, dtype.itemsize))
+        ndarray = np.ndarray
+
+        def step(g) -> None:
+            if not (type(g) is ndarray and g.shape == shape and g.dtype is dtype and g.flags.c_contiguous):
+                g = _arrays.as_gradient(g, x)
+            elif not is_flat:
+                g = g.reshape(-1)
+            h = mstate.constant_h
+            if h is None:
+                h = mstate.coefficients(g)
+            if chosen.epoch != _threads.epoch:
+                chosen.refresh()
+            chosen.kernel(flat, g, S, h)
+            mstate.t += 1
+
+        return step
 
     def arrays_stepper(self, mstate):
         """The many-arrays kernel ``(xs, gs, offsets, pieces, chunks, S, h) -> None`` for mstate's n."""
-        return chosen_once(lambda: mstate.kernels.arrays(mstate.n, mstate.dtype.itemsize))
+        return Chosen(lambda: mstate.kernels.arrays(mstate.n, mstate.dtype.itemsize))
 
     def row_norms(self, g, B: int) -> np.ndarray:
         """(B, 2): each problem's (max |g_i|, ‖g‖₂), for a flat g of B problems."""

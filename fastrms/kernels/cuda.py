@@ -763,6 +763,18 @@ class CudaBackend:
         """step_gradient with x bound (what a stepper calls every step)."""
         return partial(self.step_gradient, x=x)
 
+    def single_step(self, mstate, x, flat):
+        """A stepper's whole ``step(g)`` over one array x (``flat`` its 1-D view): g checked, h, the
+        kernel's launch, t + 1."""
+        gradient, kernel = self.gradient_for(x), self.stepper(mstate, flat.size)
+
+        def step(g) -> None:
+            gf = gradient(g)
+            kernel(flat, gf, mstate.coefficients(gf))
+            mstate.t += 1
+
+        return step
+
 
 _FLAT_GRADIENTS: dict = {}  # (pointer, shape, strides, typestr) -> a checked flat view without an owner
 
