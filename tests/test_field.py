@@ -529,6 +529,19 @@ def test_an_overflowing_running_mean_is_reported_not_frozen(dtype, big):
     assert res.status == 3 and np.all(np.isfinite(res.x))
 
 
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")
+@pytest.mark.parametrize("dtype,big", [(np.float64, 1e155), (np.float32, 1e20)])
+@pytest.mark.parametrize("kw", [{}, {"eps_in_sqrt": False}, {"eps": 0.0}])
+def test_centered_rmsprop_reports_a_running_mean_that_alone_overflowed(dtype, big, kw):
+    # g² overflows s while (1 − γ)·g, and its square m², stay finite: s − m² = inf and √ of it
+    # would freeze the element; the clamp's zero s − s is NaN there (rmsprop.py)
+    x = np.ones(3, dtype)
+    opt = fastrms.RMSProp(x, centered=True, **kw)
+    opt.step(np.array([0.1, big, 0.1], dtype))
+    assert np.isinf(opt.state["s"][1]) and np.isfinite(opt.state["m"][1] ** 2)  # the case is exercised
+    assert np.isnan(x[1]) and np.all(np.isfinite(x[[0, 2]]))
+
 # -- steppers --------------------------------------------------------------------------------
 
 def test_deepcopy_gives_an_independent_working_stepper(rng):

@@ -122,7 +122,8 @@ def ratio(g, d):
 def overflow_check(u, s):
     """u, or NaN where the running mean s is inf.  g/√s would silently freeze that element at 0
     once g² overflowed s (|g| > ~1e154 in float64, ~1e19 in float32); NaN instead makes the run
-    report divergence (minimize: status 3; steppers: NaN in x)."""
+    report divergence (minimize: status 3; steppers: NaN in x).  Centered RMSProp folds it into
+    its clamp of s − m² (one max where this and the clamp were five operations)."""
     return u + (s - s)
 
 

@@ -62,10 +62,15 @@ def rmsprop(x, g, S, i, h, flags):
         S[1, i] = m
         if bias_correction:
             m = m / h[BC]
+        # s − m² ≥ 0 in exact arithmetic, but rounding can dip below: clamp it at z = s − s, which is
+        # 0, or NaN where s overflowed (overflow_check's guard, here folded into one max)
+        z = s - s
         v = v - m * m
-        v = v if v >= 0 else v - v  # s − m² ≥ 0 in exact arithmetic; rounding can dip below
+        v = v if v > z else z
     d = math.sqrt(v) + h[EPS_OUT] if eps_outside else math.sqrt(v + h[EPS_IN])
-    u = overflow_check(ratio(g, d) if eps_zero else g / d, s)
+    u = ratio(g, d) if eps_zero else g / d
+    if not centered:
+        u = overflow_check(u, s)
     if with_momentum:
         u = momentum_direction(u, S, 2 if centered else 1, i, h, MU, nesterov, lr_inside)
     return descend(x, u, h, general, lr_inside)
