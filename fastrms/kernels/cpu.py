@@ -506,8 +506,8 @@ class Chosen:
         self.lookup, self.epoch, self.kernel = lookup, -1, None
 
     def refresh(self) -> None:
-        kernel = self.lookup()
-        self.epoch, self.kernel = _threads.epoch, kernel  # read after the lookup, which may start the pool
+        self.kernel = self.lookup()
+        self.epoch = _threads.epoch  # after the lookup (which may start the pool), and after the kernel
 
     def __call__(self, *args):
         if self.epoch != _threads.epoch:
