@@ -10,6 +10,7 @@ like the arrays, for a model that can live in it.
 from __future__ import annotations
 
 from itertools import pairwise
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -72,7 +73,10 @@ class Leaves:
         by_ndim: dict = {}
         for j, shape in enumerate(self.shapes):
             by_ndim.setdefault(len(shape), []).append(j)
-        self.groups = [(np.array(js, dtype=np.int64), self.sizes[js]) for js in by_ndim.values()]
+        # (itemgetter picks a group's gradients as a tuple in C: a list comprehension over an index
+        # array cost about as much as the compiled gather itself)
+        self.groups = [(itemgetter(*js), len(js) == 1, np.array(js, dtype=np.int64), self.sizes[js])
+                       for js in by_ndim.values()]
         self._fast = True
 
     def structure(self, values: list) -> Structure:
@@ -105,8 +109,9 @@ class Leaves:
             gs = [g if (v := _arrays.cpu_tensor_view(g)) is None else v for g in gs]
         if self._fast:
             try:
-                for where, sizes in self.groups:
-                    if cpu.gather_addresses(tuple([gs[j] for j in where]), sizes, where, like, self.gs) >= 0:
+                for pick, single, where, sizes in self.groups:
+                    picked = (pick(gs),) if single else pick(gs)
+                    if cpu.gather_addresses(picked, sizes, where, like, self.gs) >= 0:
                         break
                 else:
                     return gs

@@ -79,7 +79,9 @@ class Optimizer:
     def _step_arrays(self, grads) -> None:
         e, leaves = self._mstate, self._leaves
         held = leaves.gradient_addresses(grads, e.S)  # alive until the kernel has run
-        h = e.coefficients(norm=lambda: leaves.global_norm(held))
+        h = e.constant_h
+        if h is None:
+            h = e.coefficients(norm=lambda: leaves.global_norm(held))
         self._kernel(leaves.xs, leaves.gs, leaves.offsets, leaves.pieces, leaves.chunks, e.S, h)
         e.t += 1
 
