@@ -80,6 +80,22 @@ def test_the_batched_candidate_solves_copies_of_the_same_problem():
     assert solves.candidate(name, 5).per == solves.BATCH and solves.ONLY_AT[name] == (5,)
 
 
+def test_the_many_arrays_hand_written_loop_is_fastrms_update():
+    """The flat loop the list stepper is compared with takes fastrms's step (its time per step is
+    a fair limit only if so); serial, as at the small model's size (the parallel one is the same
+    function)."""
+    from bench import many_arrays as ma
+
+    xs, gs = ma.small_model()
+    flat_x, flat_g = np.concatenate([a.ravel() for a in xs]), np.concatenate([g.ravel() for g in gs])
+    assert flat_x.size == 449
+    opt = fastrms.RMSProp(flat_x.copy(), lr=ma.LR, gamma=ma.GAMMA, eps=ma.EPS, eps_in_sqrt=False)
+    opt.step(flat_g)
+    y, s = flat_x.copy(), np.zeros_like(flat_x)
+    ma.FLAT_RMSPROP[False](y, flat_g, s, ma.LR, ma.GAMMA, ma.EPS)
+    np.testing.assert_allclose(opt.x, y, rtol=1e-14)
+
+
 def test_in_turns_settles_each_candidate_for_the_time_asked():
     """A parallel candidate after another one's turn starts slow for a millisecond or more, so
     each timing may be preceded by settle_s seconds of untimed calls of the same candidate."""
