@@ -57,7 +57,7 @@ class Optimizer:
             self._single = self._backend.single_step(self._mstate, self._shaped, self._flat)
             if type(self).step is Optimizer.step:  # (a subclass's own step must still be called)
                 self._single.__doc__ = Optimizer.step.__doc__
-                self.step = self._single  # opt.step(g) is then one Python frame around the kernel
+                object.__setattr__(self, "step", self._single)  # opt.step(g): one frame around the kernel
         self._kind = self._backend.array_kind(x)
 
     def _init_arrays(self, x, preset, batched, hyperparameters) -> None:

@@ -537,6 +537,7 @@ class CpuBackend:
     as_gradient = staticmethod(_arrays.as_gradient)  # every step: no wrapper
 
     def gradient_for(self, x):
+        """as_gradient with x bound (a batched stepper's step; one array's is single_step)."""
         return partial(_arrays.as_gradient, x=x)
 
     def view(self, x, shape, kind):
