@@ -38,6 +38,7 @@ def run(problem: Problem, mstate: MethodState, x: np.ndarray, *, maxiter: int, g
     step_checked = backend.checked_stepper(mstate, x.size, in_place, steps=maxiter if check_every == 1 else 0)
     step = backend.stepper(mstate, x.size)
     want_f = history or callback is not None
+    recording = history or trajectory
     out = Outcome(problem.shape, history, trajectory, backend)
     kept, k_kept = (backend.empty_like(x), 0) if check_every > 1 else (None, 0)
     if kept is not None:
@@ -58,7 +59,8 @@ def run(problem: Problem, mstate: MethodState, x: np.ndarray, *, maxiter: int, g
             x, problem.retained = backend.copy(x), False
             if in_place:  # one buffer: the copy is it from now on
                 spare = x
-        out.record(k, x, f if f_now else None, g)  # (jac=True gives f every step; history_every holds)
+        if recording:
+            out.record(k, x, f if f_now else None, g)  # (jac=True gives f every step; history_every holds)
         if f_now and not math.isfinite(f):
             return finish(k, x, f, g, "loss")
         if callback is not None and k > 0:
@@ -68,7 +70,9 @@ def run(problem: Problem, mstate: MethodState, x: np.ndarray, *, maxiter: int, g
                 return finish(k, x, f, g, "callback")
         if k == maxiter:
             return finish(k, x, f, g, end, gtol)
-        h = mstate.coefficients(g)
+        h = mstate.constant_h  # (read without a call where it cannot change)
+        if h is None:
+            h = mstate.coefficients(g)
         if kept is not None and k % check_every:
             step(x, g, h)
             mstate.t += 1
