@@ -43,8 +43,9 @@ class Optimizer:
         self._batched = batched or any(isinstance(v, np.ndarray) and v.ndim for v in hyperparameters.values())
         n, dtype = self._shaped.size, self._shaped.dtype
         self._flat = self._shaped.reshape(n)
-        self._gradient = self._backend.gradient_for(self._shaped)  # g checked and flat, every step
+        self._gradient = None  # (a batched step's g check; one array's step checks g itself)
         if self._batched:
+            self._gradient = self._backend.gradient_for(self._shaped)
             if len(self._shaped.shape) < 1:
                 raise ValueError("a batched stepper needs x of shape (B, ...): one row per problem")
             B = self._shaped.shape[0]
