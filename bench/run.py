@@ -12,7 +12,7 @@ absolute times on a shared machine mean little:
 4. the serial/parallel crossover that sets kernels.cpu.PARALLEL_MIN_BYTES;
 5. batched solves (bench/batched.py; ``--batched`` runs only these);
 6. ``--dask`` alone: fastrms on a Dask LocalCluster against dask-glm (bench/dask_bench.py);
-7. ``--many`` alone: a stepper over 100 arrays against a flat loop and torch (bench/many_arrays.py);
+7. ``--many`` alone: a stepper over 100 arrays, and over a small model's 4, against a flat loop and torch (bench/many_arrays.py);
 8. ``--gpu`` adds (first), ``--gpu-only`` runs alone, the GPU tables (bench/gpu.py).
 
 Writes results/bench.json after each part, then results/bench.md and results/bandwidth.png
