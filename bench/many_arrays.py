@@ -1,8 +1,9 @@
 """Many parameter arrays, side by side in one run (``python -m bench --many``).
 
 100 float64 arrays of 1e2 to 1e5 elements (log-spaced; every other one 2-D), one RMSProp step
-each, fresh gradients held fixed.  Candidates take turns round by round; each is timed over
-``steps`` steps per round; medians with min-max:
+each, fresh gradients held fixed.  Candidates take turns round by round (15 rounds: with 7, the
+list-to-flat ratio moved by 0.15 between runs on a busy machine); each is timed over ``steps``
+steps per round; medians with min-max:
 - fastrms's stepper over the list (one fused kernel over all arrays, in place),
 - a hand-written @njit loop over one flat buffer of the same size (the ``fastrms.pack`` form,
   the limit for this traffic; parallel where fastrms's size rule runs its parallel kernel),
@@ -56,7 +57,7 @@ def small_model(seed=0):
     return [rng.normal(size=s) for s in SMALL_MODEL], [rng.normal(size=s) for s in SMALL_MODEL]
 
 
-def run(rounds=7, steps=20):
+def run(rounds=15, steps=20):
     return {"models": [run_model("100 float64 arrays", *arrays(), rounds, steps),
                        run_model("a small model: an MLP 5-64-1 (4 float64 arrays)", *small_model(), rounds,
                                  steps * 50)]}
