@@ -122,7 +122,11 @@ FORK_SCRIPT = """
     import sys, multiprocessing as mp, numpy as np, numba, fastrms
     from fastrms.kernels import cpu
 
+    KEPT = {}  # a stepper the parent made and stepped: a fork's children step it too
+
     def work(v):
+        if "opt" in KEPT:  # (its kernel was chosen in the parent: parallel, which OpenMP forbids here)
+            KEPT["opt"].step(np.full(100_000, v))
         y = np.zeros(100_000)
         opt = fastrms.RMSProp(y, lr=0.01)
         many = [np.zeros(60_000), np.zeros((300, 200))]  # the many-arrays kernel, parallel too
@@ -138,6 +142,8 @@ FORK_SCRIPT = """
     if __name__ == "__main__":
         assert numba.get_num_threads() < 2 or cpu.use_parallel(100_000)
         print("parent", work(1.0), flush=True)   # the parent has run a parallel kernel
+        KEPT["opt"] = fastrms.RMSProp(np.zeros(100_000), lr=0.01)
+        KEPT["opt"].step(np.ones(100_000))
         with mp.get_context(sys.argv[1]).Pool(2) as pool:
             print("children", pool.map(work, [1.0, 2.0]), flush=True)
         print("layer", numba.threading_layer())
