@@ -20,12 +20,11 @@ The same candidates then step a small model, an MLP 5-64-1 on the airfoil's 5 fe
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 import fastrms
-from bench.report import in_turns
+from bench.report import in_turns, serial_and_parallel
 from fastrms.kernels import cpu
-from fastrms.kernels._jit import bind
 
 LR, GAMMA, EPS = 0.01, 0.9, 1e-6
 
@@ -36,10 +35,7 @@ def _flat_rmsprop(x, g, s, lr, gamma, eps):  # pragma: no cover - compiled
         x[i] -= lr * g[i] / (np.sqrt(s[i]) + eps)
 
 
-# serial and parallel, as fastrms's size rule picks its own kernel (renamed copies: Numba's disk
-# cache keys on the function, not on parallel=)
-FLAT_RMSPROP = {par: njit(parallel=par, cache=True)(bind(_flat_rmsprop, f"flat_rmsprop_{'par' if par else 'ser'}"))
-                for par in (False, True)}
+FLAT_RMSPROP = serial_and_parallel(_flat_rmsprop)  # (picked by fastrms's size rule, as its own kernel)
 
 
 def arrays(count=100, seed=0):

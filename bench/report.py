@@ -5,6 +5,17 @@ from __future__ import annotations
 import time
 
 
+def serial_and_parallel(fn, **options) -> dict:
+    """{False: fn compiled serial, True: fn compiled with parallel=True} (prange is range in the
+    first), each a renamed copy: Numba's disk cache keys on the function, not on parallel=."""
+    from numba import njit
+
+    from fastrms.kernels._jit import bind
+
+    return {par: njit(parallel=par, cache=True, **options)(bind(fn, f"{fn.__name__}_{'par' if par else 'ser'}"))
+            for par in (False, True)}
+
+
 def in_turns(candidates: dict, rounds: int, inner: int = 1, warm: bool = True, sync=None,
              settle: int = 0, settle_s: float = 0.0) -> dict:
     """{name: [seconds per call, one per round]}: the candidates timed in turn, round by round, so

@@ -35,15 +35,14 @@ from pathlib import Path
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import fastrms  # noqa: E402
-from bench.report import in_turns, ratio, table  # noqa: E402
+from bench.report import in_turns, ratio, serial_and_parallel, table  # noqa: E402
 from fastrms.kernels import cpu  # noqa: E402
-from fastrms.kernels._jit import bind  # noqa: E402
 from fastrms.method_state import MethodState  # noqa: E402
 from fastrms.presets import configure  # noqa: E402
 
@@ -87,10 +86,8 @@ def _same_traffic_7(x, g, s, b, c):  # pragma: no cover - compiled
 
 
 # serial and parallel, picked by fastrms's own size rule: the limit for the kernel fastrms runs
-# (each variant a renamed copy: Numba's disk cache keys on the function, not on parallel=)
-LIMIT = {(streams, par): njit(parallel=par, cache=True, error_model="numpy")(
-             bind(fn, f"{fn.__name__}_{'par' if par else 'ser'}"))
-         for streams, fn in ((5, _same_traffic_5), (7, _same_traffic_7)) for par in (False, True)}
+LIMIT = {(streams, par): k for streams, fn in ((5, _same_traffic_5), (7, _same_traffic_7))
+         for par, k in serial_and_parallel(fn, error_model="numpy").items()}
 # Every constant comes in x's dtype (1 − γ and μ too): a literal such as 1 - gamma is float64 in
 # Numba, which would run a float32 loop in float64, slower than a float32 user's own loop.
 
@@ -125,10 +122,9 @@ def hand_constants(dtype):
     return tuple(dtype(v) for v in (1e-6, 0.9, 0.1, 0.9, 1e-6))
 
 
-HAND = {(name, par): njit(parallel=par, cache=True, error_model="numpy")(
-            bind(fn, f"{fn.__name__}_{'par' if par else 'ser'}"))
-        for name, fn in (("rmsprop", _hand_rmsprop), ("rmsprop+momentum", _hand_momentum),
-                         ("centered", _hand_centered)) for par in (False, True)}
+HAND = {(name, par): k for name, fn in (("rmsprop", _hand_rmsprop), ("rmsprop+momentum", _hand_momentum),
+                                        ("centered", _hand_centered))
+        for par, k in serial_and_parallel(fn, error_model="numpy").items()}
 VARIANTS = {"rmsprop": {}, "rmsprop+momentum": {"momentum": 0.9}, "centered": {"centered": True}}
 STREAMS = {"rmsprop": 5, "rmsprop+momentum": 7, "centered": 7}
 

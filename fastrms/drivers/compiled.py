@@ -709,6 +709,3 @@ def raise_for(code: int, catch, shape, cfg, value: float, t: int) -> None:
     if code >= BAD_SCHEDULE:
         _, name, _, interval = cfg.scheduled[code - BAD_SCHEDULE]
         ck.scheduled(name, value, t, interval)
-
-
-
