@@ -413,8 +413,6 @@ def _solve_batched(fun, jac, x0, args, method, hyper, opts, callback) -> Optimiz
     res.history's loss and gnorm are (steps, B), and with trajectory res.trajectory is
     (steps, B, ...), NaN after a problem stopped.  A callback sees all B problems after each step
     (batched_loop.run); StopIteration ends those still running."""
-    if opts["check_every"] != 1:
-        raise ValueError("check_every is not supported with batched problems: every step is checked")
     x, shape, backend, kind = _start(x0, opts)
     if len(shape) < 1:
         raise ValueError("batched problems need x0 of shape (B, ...): one row per problem")
@@ -426,7 +424,8 @@ def _solve_batched(fun, jac, x0, args, method, hyper, opts, callback) -> Optimiz
     driver = _choose_driver(problem, x, bstate, opts, callback)
     end = "epochs" if opts["epochs"] is not None else "maxiter"
     out = driver.run(problem, bstate, x, maxiter=maxiter, gtol=opts["gtol"], end=end, history=opts["history"],
-                     every=opts["history_every"], trajectory=opts["trajectory"], callback=callback)
+                     every=opts["history_every"], trajectory=opts["trajectory"], callback=callback,
+                     check_every=opts["check_every"])
     f = problem.value(out.x)
     out.reasons[~np.isfinite(f) & (out.status() != NAN)] = "loss_at_end"
     status = out.status()

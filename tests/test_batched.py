@@ -64,6 +64,22 @@ def test_equals_separate_calls_with_a_mix_of_endings(dtype, rng):
     _assert_same_as_separate(res, "rmsprop", X0, (A, y), options)
 
 
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
+def test_check_every_equals_separate_calls_with_check_every(rng):
+    """Stopping tests every 7th step: a problem that converges is seen at the next test, one whose x
+    overflows between two tests ends at the last tested iterate (a multiple of 7, plus 1) with its
+    gradient, each as its own run with check_every ends."""
+    A, y = _least_squares(rng)
+    X0 = rng.normal(size=(B, N))
+    options = {"lr": np.geomspace(0.01, 300.0, B), "maxiter": 300, "gtol": 1e-6, "check_every": 7}
+    res = fastrms.minimize(F, dF, X0, args=(A, y), method="gd", options={**options, "batched": True})
+    unchecked = ["between two stopping tests" in m for m in res.message]
+    assert {0, 1} <= set(res.status) and any(unchecked)
+    assert all(res.nit[unchecked] % 7 == 1) and np.all(np.isfinite(res.x))
+    assert all(res.nit[res.status == 0] % 7 == 0)
+    _assert_same_as_separate(res, "gd", X0, (A, y), options)
+
+
 def test_a_learning_rate_by_decay_sweep_is_one_call(rng):
     A, y = _least_squares(rng)
     X0 = np.zeros((B, N))

@@ -360,6 +360,19 @@ def test_batched_minimize_on_the_device_matches_the_cpu():
         np.testing.assert_allclose(dev.history[key], host.history[key], rtol=1e-12)
     assert dev.trajectory.shape == (13, B, 3)
     np.testing.assert_allclose(dev.trajectory, host.trajectory, rtol=1e-12)
+    # stopping tests every 4th step (each a copy of B counts to the host): as on the host
+    opts = {"lr": np.array([0.01, 0.05, 0.1, 0.2, 1e7]), "maxiter": 60, "gtol": 1e-3, "batched": True,
+            "check_every": 4}  # the last overflows between two tests
+    host = fastrms.minimize(lambda X: _rows_F(X), lambda X: _rows_dF(X).copy_to_host(), np.zeros((B, 3)),
+                            method="gd", options=opts)
+    dev = fastrms.minimize(_rows_F, _rows_dF, np.zeros((B, 3)), method="gd",
+                           options={**opts, "backend": "cuda"})
+    assert set(host.status) >= {0, 1} and all(host.nit[host.status == 0] % 4 == 0)
+    assert "between two stopping tests" in host.message[-1] and host.nit[-1] % 4 == 1
+    np.testing.assert_array_equal(dev.status, host.status)
+    np.testing.assert_array_equal(dev.nit, host.nit)
+    np.testing.assert_array_equal(dev.message, host.message)
+    np.testing.assert_allclose(dev.x, host.x, rtol=1e-12)
 
 
 def test_batched_stepper_on_the_device_matches_the_cpu(rng):

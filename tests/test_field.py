@@ -658,7 +658,7 @@ def test_new_hyperparameters_and_schedules_are_checked():
 def test_compiled_caches_are_bounded(monkeypatch):
     monkeypatch.setattr(compiled._signatures, "maxsize", 2)
     monkeypatch.setattr(compiled._prepared, "maxsize", 2)  # it holds signatures, and so F and dF
-    for k in range(4):
+    for k in range(3):  # (one more than the caches hold)
         f = njit(lambda x, c: float(np.sum((x - c) ** 2)) + k)
         df = njit(lambda x, c: 2.0 * (x - c))
         fastrms.minimize(f, df, np.zeros(2), args=(np.ones(2),), options={"maxiter": 3, "driver": "compiled"})

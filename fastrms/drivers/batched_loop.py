@@ -49,7 +49,7 @@ class BatchOutcome:
 
 def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, gtol: float,
         end: str = "maxiter", history: bool = False, every: int = 1, trajectory: bool = False,
-        callback=None) -> BatchOutcome:
+        callback=None, check_every: int = 1) -> BatchOutcome:
     """Iterate the B problems in the flat array x (owned by the driver) until each has stopped.
 
     ``history``: record the running problems' losses (all the data) and max |g| every ``every``
@@ -58,17 +58,22 @@ def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, 
     problems' iterates at every step.  ``callback`` (wrapped: it returns whether to stop) gets,
     after each step, an OptimizeResult with every problem's x (B, ...), fun and nit, and which
     problems still run (``active``); asking to stop ends the running ones with reason 'callback'.
+    ``check_every``: the stopping tests run every that many steps, the running problems stepping
+    in place in between (on a GPU each test copies B counts to the host); a problem whose x is not
+    finite where it stops diverged between two tests, and ends at the last checked iterate, as
+    python_loop's run does for one.
     """
     B = bstate.B
     gtol_k = x.dtype.type(gtol if gtol > 0 else -1.0)
     backend = bstate.backend
     spare = backend.empty_like(x)
     # (a long uniform run races the serial and parallel kernels, as python_loop's does)
-    step_checked = backend.rows_checked_stepper(bstate, x.size, steps=maxiter)
+    step_checked = backend.rows_checked_stepper(bstate, x.size, steps=maxiter if check_every == 1 else 0)
     active = np.ones(B, dtype=np.bool_)
     big, bad = np.zeros(B, dtype=np.intp), np.zeros(B, dtype=np.intp)
     out = BatchOutcome(B, history, trajectory)
     g_end = backend.empty_like(x)  # each problem's gradient where it stopped
+    kept = Kept(problem, backend, x, B) if check_every > 1 else None
     k = 0
     want_f = history or callback is not None
     while True:
@@ -84,36 +89,47 @@ def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, 
             lost = active & ~np.isfinite(f)
             if lost.any():
                 out.reasons[lost] = "loss"
-                if not _stop(out, lost, k, active, x, spare, g, g_end, backend, B):
+                if not _stop(out, lost, k, active, x, spare, g, g_end, backend, B, kept):
                     break
         if callback is not None and k > 0:
             res = OptimizeResult(x=np.array(backend.to_host(x), copy=True).reshape(problem.shape), fun=f,
                                  nit=np.where(active, k, out.nit), active=active.copy())
             if callback(res):
                 out.reasons[active] = "callback"
-                _stop(out, active.copy(), k, active, x, spare, g, g_end, backend, B)
+                _stop(out, active.copy(), k, active, x, spare, g, g_end, backend, B, kept)
                 break
         if k == maxiter:
+            ending = active.copy()
             _finish_at_end(out, backend.row_norms(g, B)[:, 0], active, k, end, gtol)
             backend.copy_rows(g, g_end, np.flatnonzero(active), B)
+            if kept is not None:
+                kept.restore(out, ending, x, spare, g_end)
             break
         H = bstate.row_coefficients(g, active)
+        if kept is not None and k % check_every:
+            backend.rows_step(bstate, x, g, H, active)
+            bstate.t += 1
+            k += 1
+            continue
         step_checked(x, g, H, active, gtol_k, spare, big, bad)
         diverged = active & (bad > 0)
         converged = active & (bad == 0) & (big == 0)
         if diverged.any() or converged.any():
             out.reasons[diverged] = "diverged"
             out.reasons[converged] = "converged"
-            if not _stop(out, diverged | converged, k, active, x, spare, g, g_end, backend, B):
+            if not _stop(out, diverged | converged, k, active, x, spare, g, g_end, backend, B, kept):
                 break
         bstate.t += 1
         k += 1
         x, spare = spare, x
+        if kept is not None:
+            kept.keep(x, k)
     out.x, out.g = x, g_end
     return out
 
 
-def _stop(out: BatchOutcome, stopped, k: int, active, x, spare, g, g_end, backend, B: int) -> bool:
+def _stop(out: BatchOutcome, stopped, k: int, active, x, spare, g, g_end, backend, B: int,
+          kept: Kept | None = None) -> bool:
     """The problems ``stopped`` end at step k with x_k: it is kept in the spare buffer too (the
     kernel skips stopped rows), so that swapping the buffers never moves it again.  Returns
     whether any problem still runs."""
@@ -122,7 +138,39 @@ def _stop(out: BatchOutcome, stopped, k: int, active, x, spare, g, g_end, backen
     rows = np.flatnonzero(stopped)
     backend.copy_rows(x, spare, rows, B)
     backend.copy_rows(g, g_end, rows, B)
+    if kept is not None:
+        kept.restore(out, stopped, x, spare, g_end)
     return bool(active.any())
+
+
+class Kept:
+    """The iterate of the last stopping test (check_every > 1), for the problems that diverge
+    between two tests: python_loop's kept copy, for B problems."""
+
+    def __init__(self, problem: Problem, backend, x, B: int):
+        self.problem, self.backend, self.B = problem, backend, B
+        self.x, self.k = backend.copy(x), 0
+
+    def keep(self, x, k: int) -> None:
+        self.backend.copy(x, self.x)
+        self.k = k
+
+    def restore(self, out: BatchOutcome, stopped, x, spare, g_end) -> None:
+        """Of the problems ``stopped`` (just now), those whose x is not finite end at the kept
+        iterate instead, with its gradient (one evaluation of dF, as python_loop's finish makes)."""
+        backend, B = self.backend, self.B
+        unchecked = stopped & ~np.isfinite(backend.row_norms(x, B)[:, 0])
+        if not unchecked.any():
+            return
+        rows = np.flatnonzero(unchecked)
+        at = backend.copy(x)  # (every row is evaluated: the others' rows are x's, and ignored)
+        backend.copy_rows(self.x, at, rows, B)
+        _, g = self.problem.evaluate(at, False, self.k)
+        for buffer in (x, spare):
+            backend.copy_rows(self.x, buffer, rows, B)
+        backend.copy_rows(g, g_end, rows, B)
+        out.nit[unchecked] = self.k
+        out.reasons[unchecked] = "diverged_unchecked"
 
 
 def _finish_at_end(out: BatchOutcome, gmax: np.ndarray, active: np.ndarray, k: int, end: str,

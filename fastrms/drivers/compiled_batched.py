@@ -307,9 +307,11 @@ def _lr_gamma(bstate: BatchedState, name: str):
 
 
 def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str = "maxiter",
-        history: bool = False, every: int = 1, trajectory: bool = False, callback=None) -> BatchOutcome:
+        history: bool = False, every: int = 1, trajectory: bool = False, callback=None,
+        check_every: int = 1) -> BatchOutcome:
     """The compiled twin of batched_loop.run (same arguments, same BatchOutcome); a callback is
-    batched_loop's only (the front chooses it then)."""
+    batched_loop's only (the front chooses it then).  Every step is checked whatever
+    ``check_every`` says, as in compiled.run: the tests are fused into the update and cost nothing."""
     if callback is not None:
         raise ValueError("the compiled loop runs batched problems without a callback")
     B, shape, b = bstate.B, problem.shape, problem.batches
