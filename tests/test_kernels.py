@@ -254,6 +254,25 @@ def test_cached_functions_that_compile_in_other_files_code_carry_the_source_tag(
     assert checked >= 5 and not offenders, offenders
 
 
+def test_the_source_tag_covers_every_source_file_and_nothing_in_caches(tmp_path):
+    """An edit to any .py file of the package changes the tag (the kernels' cache names carry it);
+    Numba's cache files, which pile up in __pycache__, neither change it nor are walked."""
+    from fastrms.kernels._jit import sources_hash
+
+    (tmp_path / "methods").mkdir()
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "a.py").write_text("A = 1\n")
+    rule = tmp_path / "methods" / "rule.py"
+    rule.write_text("def rule(): return 1\n")
+    tag = sources_hash(tmp_path)
+    (tmp_path / "__pycache__" / "rule.py").write_text("anything\n")
+    (tmp_path / "__pycache__" / "rule.rule-1.py311.nbi").write_bytes(b"\0")
+    (tmp_path / "notes.txt").write_text("not source\n")
+    assert sources_hash(tmp_path) == tag
+    rule.write_text("def rule(): return 2\n")
+    assert sources_hash(tmp_path) != tag
+
+
 from hypothesis import assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
