@@ -39,12 +39,19 @@ _SUBMODULES = {"methods", "presets", "schedules", "steppers", "datasets", "exper
                "kernels", "drivers", "cluster"}
 
 
-def _registered() -> dict:
-    """name -> object for every method's scipy function and stepper class (imports Numba)."""
-    from ._minimize import METHOD_FUNCTIONS
+def _stepper_classes() -> dict:
+    """name -> class for every method's stepper (imports Numba, not scipy)."""
     from .steppers import STEPPERS
 
-    return {**METHOD_FUNCTIONS, **{cls.__name__: cls for cls in STEPPERS.values()}}
+    return {cls.__name__: cls for cls in STEPPERS.values()}
+
+
+def _method_functions() -> dict:
+    """name -> every method's scipy function (imports scipy.optimize, which a script that only
+    steps, ``fastrms.RMSProp(x).step(g)``, need not pay for: about half a second)."""
+    from ._minimize import METHOD_FUNCTIONS
+
+    return METHOD_FUNCTIONS
 
 
 def __getattr__(name: str):
@@ -53,9 +60,11 @@ def __getattr__(name: str):
     elif name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     elif name == "__all__":
-        value = sorted(_EXPORTS) + sorted(_registered()) + sorted(_SUBMODULES)
-    elif not name.startswith("_") and name in (registered := _registered()):
-        value = registered[name]
+        value = sorted(_EXPORTS) + sorted({**_method_functions(), **_stepper_classes()}) + sorted(_SUBMODULES)
+    elif not name.startswith("_") and name in (classes := _stepper_classes()):
+        value = classes[name]
+    elif not name.startswith("_") and name in (functions := _method_functions()):
+        value = functions[name]
     else:
         raise AttributeError(f"module 'fastrms' has no attribute {name!r}")
     globals()[name] = value

@@ -1,6 +1,9 @@
 """Stepper objects: in-place updates, untouched gradients, exact save and restore."""
 
+import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -23,6 +26,20 @@ def test_step_updates_x_in_place_and_leaves_g_alone(rng):
     np.testing.assert_array_equal(g, g_before)
     np.testing.assert_allclose(x, reference_run("rmsprop", x0, [g], lr=0.1), rtol=1e-14)
     assert opt.t == 1 and set(opt.state) == {"t", "s"} and opt.state["s"].shape == (4, 3)
+
+
+def test_a_script_that_only_steps_does_not_import_the_scipy_front():
+    """``fastrms.RMSProp(x).step(g)`` loads the steppers, not minimize's front and scipy.optimize
+    (about half a second of a script's start); the scipy functions still come on first use."""
+    code = ("import sys, numpy as np, fastrms\n"
+            "x = np.ones(3); fastrms.RMSProp(x, lr=0.1).step(np.ones(3))\n"
+            "print(sorted(m for m in ('scipy.optimize', 'fastrms._minimize') if m in sys.modules))\n"
+            "print(fastrms.rmsprop.__name__, 'rmsprop' in fastrms.__all__,\n"
+            "      'scipy.optimize' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["[]", "rmsprop True True"]
 
 
 def test_state_roundtrip_continues_bit_for_bit(rng):
