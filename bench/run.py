@@ -368,6 +368,8 @@ def main(argv=None):
     ap.add_argument("--dask", action="store_true", help="only the Dask benchmark (bench/dask_bench.py)")
     ap.add_argument("--kernels", action="store_true", help="only the update-kernel table")
     ap.add_argument("--in-place", action="store_true", help="only minimize in place (bench/in_place.py)")
+    ap.add_argument("--startup", action="store_true",
+                    help="only a script's start: imports and first call, each in a fresh process (bench/startup.py)")
     args = ap.parse_args(argv)
     alone = {  # flag: (module, what it prints first, keyword arguments of its run())
         "gpu_only": ("gpu", "GPU", {}),
@@ -377,6 +379,7 @@ def main(argv=None):
         "dask": ("dask_bench", "fastrms on Dask", {}),
         "batched": ("batched", "batched solves", {}),
         "in_place": ("in_place", "minimize in place", {}),
+        "startup": ("startup", "a script's start, each candidate in a fresh process", {}),
     }
     for flag, (module, label, kwargs) in alone.items():
         if getattr(args, flag):

@@ -144,3 +144,35 @@ def test_a_run_cut_short_keeps_what_it_measured_and_the_gpu_goes_first(tmp_path,
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["gpu"] == {"rows": ["gpu row"]} and saved["kernels"] == [{"kernel row": 1}]
     assert saved["threshold"] == [{"threshold row": 2}] and "solves" not in saved
+
+
+def test_the_startup_table_times_each_script_in_turns_against_numbas_own_start(monkeypatch):
+    """`python -m bench --startup`: every candidate's script is Python that times itself; rounds
+    take turns after an uncounted one, a candidate whose library is missing is left out, and the
+    last column is each median above the floor's (here with fake timings, no processes)."""
+    from bench import startup
+
+    for name, script in startup.SCRIPTS.items():
+        compile(startup.timed(script), name, "exec")
+    seconds = {name: 0.5 + 0.1 * i for i, name in enumerate(startup.SCRIPTS)}
+    calls = []
+
+    def fake(name):
+        calls.append(name)
+        return seconds[name] + 0.01 * (len(calls) % 3)
+
+    monkeypatch.setattr(startup, "first_call", fake)
+    monkeypatch.setattr(startup, "NEEDS", {**startup.NEEDS, "torch: import, one RMSprop step (foreach), "
+                                                           "1,000 elements": "no_such_module_here"})
+    res = startup.run(rounds=2)
+    names = [name for name in startup.SCRIPTS if not name.startswith("torch")]
+    assert calls == names * 3 and [r["candidate"] for r in res["rows"]] == names
+    floor = res["rows"][0]
+    assert res["rows"][0]["candidate"] == startup.FLOOR and floor["above_floor_s"] == 0
+    for r in res["rows"]:
+        assert r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert r["above_floor_s"] == r["median_s"] - floor["median_s"]
+    text = startup.markdown(res)
+    stepper = res["rows"][1]
+    assert (f"| {stepper['candidate']} | {stepper['median_s'] * 1e3:.0f} | {stepper['min_s'] * 1e3:.0f}–"
+            f"{stepper['max_s'] * 1e3:.0f} | +{stepper['above_floor_s'] * 1e3:.0f} |") in text
