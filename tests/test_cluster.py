@@ -170,6 +170,13 @@ def test_batched_problems_chunked_across_the_cluster(client):
     np.testing.assert_array_equal(dist.nit, mem.nit)
     np.testing.assert_array_equal(dist.x, mem.x)
     assert set(mem.status) == {0, 1}  # converged and maxiter problems, split over 4 chunks
+    every = {**opts, "check_every": 4}  # each chunk tests every 4th step, as the one batch does
+    mem = fastrms.minimize(F, dF, np.zeros((B, 4)), args=(A, y), options=every)
+    dist = fastrms.minimize(F, dF, da.zeros((B, 4), chunks=(3, 4)),
+                            args=(da.from_array(A, chunks=(3, 32, 4)), y), options=every)
+    assert all(mem.nit[mem.status == 0] % 4 == 0) and set(mem.status) == {0, 1}
+    for key in ("status", "nit", "x"):
+        np.testing.assert_array_equal(dist[key], mem[key], err_msg=key)
     # the loss history too: the chunks' histories joined are the one batch's (NaN after a stop); problem
     # 5, which converges at step 14, is a chunk of its own, whose history ends there
     hist = {**opts, "history": True, "history_every": 5, "trajectory": True}
