@@ -146,8 +146,9 @@ def _parse_positional(fun, second, rest, jac):
 
 
 def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method: str = "rmsprop",
-             jac: Callable | bool | None = None, tol: float | None = None,
-             callback: Callable | None = None, options: dict | None = None) -> OptimizeResult:
+             jac: Callable | bool | None = None, hess: Any = None, hessp: Any = None, bounds: Any = None,
+             constraints: Any = (), tol: float | None = None, callback: Callable | None = None,
+             options: dict | None = None) -> OptimizeResult:
     """Minimize ``fun`` with RMSProp or a relative, scipy.optimize.minimize style.
 
     Called as ``minimize(F, dF, x0, ...)`` or ``minimize(F, x0, jac=dF, ...)``;
@@ -160,14 +161,32 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
     Returns scipy's OptimizeResult: x (x0's shape), fun, jac, nit, nfev, njev,
     status (0 converged, 1 maxiter, 3 non-finite, 99 callback), success,
     message, and ``history`` / ``trajectory`` when asked for.
+
+    scipy's ``hess`` and ``hessp`` are accepted and not used (a warning says so, as scipy's own
+    first-order methods do); ``bounds`` and ``constraints`` are refused: the methods are unconstrained.
     """
     if not callable(fun):
         raise TypeError(f"fun must be callable, got {fun!r}")
+    _first_order_only(f"minimize(method={_method_name(method)!r})", hess, hessp, bounds, constraints)
     jac, x0 = _parse_positional(fun, x0_or_jac, rest, jac)
     if not isinstance(args, tuple):
         args = (args,)
     _check_jac(jac, "pass dF (minimize(F, dF, x0)), jac=dF, or jac=True when F returns (f, g)")
     return _minimize(fun, jac, x0, args, _method_name(method), tol, callback, options)
+
+
+def _first_order_only(who: str, hess, hessp, bounds, constraints, stacklevel: int = 3) -> None:
+    """scipy.optimize.minimize's arguments that a first-order, unconstrained method cannot use:
+    bounds and constraints are refused, a Hessian is ignored with a warning (as scipy's own
+    first-order methods warn).  ``who``: fastrms.<who> in the messages."""
+    no_constraints = constraints is None or (isinstance(constraints, (list, tuple, dict)) and not constraints)
+    if bounds is not None or not no_constraints:
+        raise ValueError(f"fastrms.{who} is unconstrained: it cannot honour bounds or constraints "
+                         "(scipy's 'L-BFGS-B' takes bounds, 'SLSQP' and 'trust-constr' constraints)")
+    for given, what in ((hess, "hess"), (hessp, "hessp")):
+        if given is not None:
+            warnings.warn(f"fastrms.{who} does not use Hessian information ({what})", RuntimeWarning,
+                          stacklevel=stacklevel)
 
 
 def _check_jac(jac, how: str) -> None:
@@ -496,12 +515,7 @@ def _choose_driver(problem: Problem, x, mstate: MethodState, opts: dict, callbac
 def _method_function(name: str):
     def solver(fun, x0, args=(), jac=None, hess=None, hessp=None, bounds=None, constraints=(),
                callback=None, **options):
-        if bounds is not None or constraints:
-            raise ValueError(f"fastrms.{name} is unconstrained: it cannot honour bounds or constraints")
-        for given, what in ((hess, "hess"), (hessp, "hessp")):
-            if given is not None:  # (scipy's own first-order methods warn alike)
-                warnings.warn(f"fastrms.{name} does not use Hessian information ({what})", RuntimeWarning,
-                              stacklevel=3)
+        _first_order_only(name, hess, hessp, bounds, constraints, stacklevel=4)
         tol = options.pop("tol", None)
         return minimize(fun, x0, args=args, method=name, jac=jac, tol=tol, callback=callback,
                         options=options)

@@ -286,6 +286,26 @@ def test_bad_gradients_and_objectives():
         assert res.x.tobytes() == plain.x.tobytes()
 
 
+def test_scipys_second_order_and_constraint_arguments_get_scipys_answers():
+    """A call ported from scipy.optimize.minimize may pass hess, hessp, bounds or constraints:
+    a Hessian is ignored with a warning, as by scipy's own first-order methods (the run is
+    unchanged); bounds and constraints are refused by name (not a stray TypeError); no
+    constraints, however written, is none."""
+    plain = fastrms.minimize(quad, dquad, np.zeros(3), method="adam")
+    for kw in ({"hess": lambda x: 2 * np.eye(3)}, {"hessp": lambda x, p: 2 * p}):
+        with pytest.warns(RuntimeWarning, match=r"minimize\(method='adam'\) does not use Hessian"):
+            res = fastrms.minimize(quad, dquad, np.zeros(3), method="adam", **kw)
+        assert res.x.tobytes() == plain.x.tobytes()
+    for kw in ({"bounds": [(0, 1)] * 3}, {"constraints": {"type": "eq", "fun": lambda x: x[0]}},
+               {"constraints": [{"type": "ineq", "fun": lambda x: x[1]}]},
+               {"constraints": scipy.optimize.LinearConstraint(np.eye(3), 0, 1)}):
+        with pytest.raises(ValueError, match="is unconstrained: it cannot honour bounds or constraints"):
+            fastrms.minimize(quad, np.zeros(3), jac=dquad, **kw)
+    for none in ((), [], {}, None):
+        assert fastrms.minimize(quad, dquad, np.zeros(3), method="adam", constraints=none).x.tobytes() \
+            == plain.x.tobytes()
+
+
 def test_one_variable_problems_take_scipys_scalar_forms():
     """As in scipy: for a one-element x, F may return a one-element array and dF a scalar (or
     any one-element shape); the run is the one with the strict shapes, bit for bit."""
