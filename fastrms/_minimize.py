@@ -162,8 +162,9 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
     status (0 converged, 1 maxiter, 3 non-finite, 99 callback), success,
     message, and ``history`` / ``trajectory`` when asked for.
 
-    scipy's ``hess`` and ``hessp`` are accepted and not used (a warning says so, as scipy's own
-    first-order methods do); ``bounds`` and ``constraints`` are refused: the methods are unconstrained.
+    scipy's ``hess`` and ``hessp`` are accepted and not used (a warning says so, as scipy's BFGS
+    does); ``bounds`` and ``constraints`` are a ValueError: the methods are unconstrained (scipy's
+    BFGS only warns, and returns an x outside the bounds).
     """
     if not callable(fun):
         raise TypeError(f"fun must be callable, got {fun!r}")
@@ -177,8 +178,9 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method
 
 def _first_order_only(who: str, hess, hessp, bounds, constraints, stacklevel: int = 3) -> None:
     """scipy.optimize.minimize's arguments that a first-order, unconstrained method cannot use:
-    bounds and constraints are refused, a Hessian is ignored with a warning (as scipy's own
-    first-order methods warn).  ``who``: fastrms.<who> in the messages."""
+    a Hessian is ignored with a warning (as by scipy's BFGS); bounds and constraints are refused,
+    where BFGS warns and ignores them: its x may then lie outside the bounds, a silent wrong
+    answer for a script that counted on them.  ``who``: fastrms.<who> in the messages."""
     no_constraints = constraints is None or (isinstance(constraints, (list, tuple, dict)) and not constraints)
     if bounds is not None or not no_constraints:
         raise ValueError(f"fastrms.{who} is unconstrained: it cannot honour bounds or constraints "

@@ -286,11 +286,11 @@ def test_bad_gradients_and_objectives():
         assert res.x.tobytes() == plain.x.tobytes()
 
 
-def test_scipys_second_order_and_constraint_arguments_get_scipys_answers():
+def test_scipys_second_order_and_constraint_arguments_get_clear_answers():
     """A call ported from scipy.optimize.minimize may pass hess, hessp, bounds or constraints:
-    a Hessian is ignored with a warning, as by scipy's own first-order methods (the run is
-    unchanged); bounds and constraints are refused by name (not a stray TypeError); no
-    constraints, however written, is none."""
+    a Hessian is ignored with a warning, as by scipy's BFGS (the run is unchanged); bounds and
+    constraints are refused by name (not a stray TypeError, and not ignored as BFGS ignores
+    them); no constraints, however written, is none."""
     plain = fastrms.minimize(quad, dquad, np.zeros(3), method="adam")
     for kw in ({"hess": lambda x: 2 * np.eye(3)}, {"hessp": lambda x, p: 2 * p}):
         with pytest.warns(RuntimeWarning, match=r"minimize\(method='adam'\) does not use Hessian"):
