@@ -10,8 +10,9 @@ import numpy as np
 
 
 def suggest(name: str, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    by_lower = {k.lower(): k for k in known}  # ('SGD' finds 'gd' as 'sgd' does)
+    close = difflib.get_close_matches(str(name).lower(), list(by_lower), n=1, cutoff=0.6)
+    return f"; did you mean {by_lower[close[0]]!r}?" if close else ""
 
 
 def unknown(what: str, name: str, known) -> ValueError:

@@ -145,15 +145,21 @@ def _parse_positional(fun, second, rest, jac):
     return jac, second
 
 
-def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (), method: str = "rmsprop",
-             jac: Callable | bool | None = None, hess: Any = None, hessp: Any = None, bounds: Any = None,
-             constraints: Any = (), tol: float | None = None, callback: Callable | None = None,
+DEFAULT_METHOD = "rmsprop"
+
+
+def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (),
+             method: str | Callable | None = DEFAULT_METHOD, jac: Callable | bool | None = None,
+             hess: Any = None, hessp: Any = None, bounds: Any = None, constraints: Any = (),
+             tol: float | None = None, callback: Callable | None = None,
              options: dict | None = None) -> OptimizeResult:
     """Minimize ``fun`` with RMSProp or a relative, scipy.optimize.minimize style.
 
     Called as ``minimize(F, dF, x0, ...)`` or ``minimize(F, x0, jac=dF, ...)``;
     ``jac=True`` means F returns (f, g).  F and dF receive x in x0's shape and
-    dtype, plus ``*args``.  ``options`` holds the driver options (``maxiter``
+    dtype, plus ``*args``.  ``method``: a name (any case), a fastrms method
+    function (``fastrms.adam``), or None for the default, RMSProp (scipy's None
+    is its default too).  ``options`` holds the driver options (``maxiter``
     1000, ``gtol`` 1e-5 on max|g|, ``disp``, ``history``, ``trajectory``,
     ``preset``, ``dtype``, ``driver``, ``backend``, ``in_place`` ...) and the
     method's hyperparameters (``lr``, ``gamma``, ``eps`` ... see ``fastrms.methods``).
@@ -200,7 +206,10 @@ def _check_jac(jac, how: str) -> None:
 
 
 def _method_name(method):
-    """The method's name; scipy takes a method as a function (minimize(..., method=fastrms.adam))."""
+    """The method's name; scipy takes a method as a function (minimize(..., method=fastrms.adam)),
+    and None as its default."""
+    if method is None:
+        return DEFAULT_METHOD
     return METHOD_NAMES.get(method, method) if callable(method) else method
 
 
@@ -246,7 +255,7 @@ class Minimizer:
     """
 
     def __init__(self, fun: Callable, jac: Callable | bool, *, args: tuple = (),
-                 method: str | Callable = "rmsprop", tol: float | None = None,
+                 method: str | Callable | None = DEFAULT_METHOD, tol: float | None = None,
                  callback: Callable | None = None, options: dict | None = None):
         if not callable(fun):
             raise TypeError(f"fun must be callable, got {fun!r}")

@@ -211,6 +211,17 @@ def test_a_method_function_names_its_method():
 def test_unknown_method_suggests():
     with pytest.raises(ValueError, match="did you mean 'rmsprop'"):
         fastrms.minimize(F, dF, np.zeros((5, 5)), method="rmsporp")
+    with pytest.raises(ValueError, match="unknown method 'SGD'; did you mean 'gd'"):  # (any case, as 'sgd')
+        fastrms.minimize(F, dF, np.zeros((5, 5)), method="SGD")
+    with pytest.raises(ValueError, match="unknown option for method 'rmsprop': 'LR'; did you mean 'lr'"):
+        fastrms.minimize(F, dF, np.zeros((5, 5)), options={"LR": 0.1})
+
+
+def test_method_none_is_the_default_as_in_scipy():
+    default = fastrms.minimize(quad, dquad, np.zeros(3), options={"maxiter": 20})
+    for solve in (lambda: fastrms.minimize(quad, dquad, np.zeros(3), method=None, options={"maxiter": 20}),
+                  lambda: fastrms.Minimizer(quad, dquad, method=None, options={"maxiter": 20})(np.zeros(3))):
+        assert solve().x.tobytes() == default.x.tobytes()
 
 
 @pytest.mark.parametrize("x0,exc,match", [
