@@ -156,20 +156,63 @@ def test_every_form_of_gradient_steps_as_the_plain_one(rng):
              lambda g: np.repeat(g, 2, axis=1)[:, ::2],          # a strided view
              lambda g: g.tolist(),                               # not an array
              lambda g: g.astype(np.float32),                     # another dtype: cast
-             lambda g: g.view(np.ma.MaskedArray)]                # a subclass
+             lambda g: g.view(np.ma.MaskedArray),                # a subclass
+             _read_only,                                         # not the kernel's usual types:
+             _unaligned]                                         # through Numba's dispatcher
+    grads += [rng.normal(size=(4, 3)) for _ in range(2)]
     x, y = x0.copy(), x0.copy()
     plain, varied = fastrms.RMSProp(x, lr=0.1, momentum=0.5), fastrms.RMSProp(y, lr=0.1, momentum=0.5)
     for g, form in zip(grads, forms, strict=True):
         plain.step(np.ascontiguousarray(g, np.float32).astype(np.float64) if form is forms[4] else g)
         varied.step(form(g))
-    assert x.tobytes() == y.tobytes() and varied.t == 6
+    assert x.tobytes() == y.tobytes() and varied.t == 8
     with pytest.raises(ValueError, match=r"shape \(3, 4\), but x has shape \(4, 3\)"):
         varied.step(np.ones((3, 4)))  # the same size in another shape
     with pytest.raises(ValueError, match="shape"):
         varied.step(np.ones(12))
     with pytest.raises(TypeError, match="gradient is None"):  # not "the gradient has shape ()"
         varied.step(None)
-    assert varied.t == 6 and x.tobytes() == y.tobytes()  # a refused step changes nothing
+    assert varied.t == 8 and x.tobytes() == y.tobytes()  # a refused step changes nothing
+
+
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+def _unaligned(a):
+    """a's values in memory one byte off the dtype's alignment."""
+    out = np.frombuffer(bytearray(a.nbytes + 1), dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned
+    return out
+
+
+def test_a_stepper_over_unaligned_memory_steps_as_over_aligned(rng):
+    """x in memory one byte off its alignment (a buffer from a file, a struct) steps as an aligned
+    one, with a g of either kind."""
+    x0 = rng.normal(size=(5, 4)).astype(np.float32)
+    grads = [rng.normal(size=(5, 4)).astype(np.float32) for _ in range(4)]
+    x, y = x0.copy(), _unaligned(x0)
+    aligned, unaligned = fastrms.Adam(x, lr=0.1), fastrms.Adam(y, lr=0.1)
+    for j, g in enumerate(grads):
+        aligned.step(_unaligned(g) if j % 2 else g)
+        unaligned.step(g if j % 2 else _unaligned(g))
+    assert x.tobytes() == y.tobytes() and not y.flags.aligned
+
+
+def test_a_gradient_of_other_types_than_xs_goes_through_numbas_dispatcher(rng):
+    """The usual g is handed to the kernel's compiled code directly (kernels.cpu.entry_point, typed
+    for x's flat view); a read-only g has another Numba type, so it must take the dispatcher,
+    which compiles the kernel for it."""
+    x = rng.normal(size=(3, 7)).astype(np.float32)
+    opt = fastrms.Yogi(x, lr=0.1)
+    opt.step(rng.normal(size=(3, 7)).astype(np.float32))
+    kernel = opt._mstate.kernels.step(x.size, x.itemsize)
+    assert all(sig[1].mutable for sig in kernel.signatures)
+    opt.step(_read_only(rng.normal(size=(3, 7)).astype(np.float32)))
+    assert not all(sig[1].mutable for sig in kernel.signatures)
 
 
 def test_a_scheduled_stepper_recomputes_its_coefficients_every_step():

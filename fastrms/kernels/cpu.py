@@ -494,19 +494,38 @@ def parallel_lock():
     return _threads.workqueue_lock if _threads.layer() == "workqueue" else contextlib.nullcontext()
 
 
+# NumPy's flag bits (NPY_ARRAY_*) of the arrays a kernel's usual entry point takes: C-contiguous,
+# aligned, writeable; any other layout goes through Numba's dispatcher, which types it
+USUAL_FLAGS = 0x1 | 0x100 | 0x400
+
+
+def entry_point(kernel, *like):
+    """kernel's compiled code for arguments of ``like``'s Numba types, to be called without the
+    dispatcher, which types every argument on every call (0.2 µs of a 0.5 µs call of a small
+    kernel).  Its callers pass arrays of exactly those types (dtype, ndim, USUAL_FLAGS): the
+    compiled code does not check them.  kernel itself where it is not a plain dispatcher (a
+    lock-guarded parallel kernel under workqueue, or Python code under NUMBA_DISABLE_JIT)."""
+    if not isinstance(kernel, numba.core.registry.CPUDispatcher):
+        return kernel
+    return kernel.compile(tuple(numba.typeof(a) for a in like))
+
+
 class Chosen:
     """The kernel ``lookup()`` returns, looked up once and again only when the serial/parallel
     choice can change (_threads.epoch moves: the pool starting, a fork): a step then costs its
     kernel call, not the size rule and two lookups (~2 µs) as well.  Callers that count every
-    frame read ``kernel`` after ``if c.epoch != _threads.epoch: c.refresh()``; others call it."""
+    frame read ``kernel`` after ``if c.epoch != _threads.epoch: c.refresh()``; others call it.
+    With ``like`` (the arrays of a usual call), ``entry`` is its entry_point for their types."""
 
-    __slots__ = ("lookup", "epoch", "kernel")
+    __slots__ = ("lookup", "epoch", "kernel", "like", "entry")
 
-    def __init__(self, lookup):
-        self.lookup, self.epoch, self.kernel = lookup, -1, None
+    def __init__(self, lookup, like: tuple = ()):
+        self.lookup, self.epoch, self.kernel, self.like, self.entry = lookup, -1, None, like, None
 
     def refresh(self) -> None:
         self.kernel = self.lookup()
+        if self.like:
+            self.entry = entry_point(self.kernel, *self.like)
         self.epoch = _threads.epoch  # after the lookup (which may start the pool), and after the kernel
 
     def __call__(self, *args):
@@ -592,20 +611,24 @@ class CpuBackend:
         test, with x's shape and dtype read once), a constant h is read without one."""
         shape, dtype, is_flat, S = x.shape, x.dtype, x.ndim == 1, mstate.S
         kernels = mstate.kernels
-        chosen = Chosen(lambda: kernels.step(flat.size, dtype.itemsize))
-        ndarray = np.ndarray
+        # (h is always mstate.h: coefficients() writes it, constant_h is it)
+        chosen = Chosen(lambda: kernels.step(flat.size, dtype.itemsize), like=(flat, flat, S, mstate.h))
+        ndarray, usual = np.ndarray, USUAL_FLAGS
 
         def step(g) -> None:
-            if not (type(g) is ndarray and g.shape == shape and g.dtype is dtype and g.flags.c_contiguous):
+            if chosen.epoch != _threads.epoch:
+                chosen.refresh()
+            if type(g) is ndarray and g.shape == shape and g.dtype is dtype and g.flags.num & usual == usual:
+                kernel = chosen.entry  # g has flat's type (reshaped): no dispatch needed
+                if not is_flat:
+                    g = g.reshape(-1)
+            else:
+                kernel = chosen.kernel
                 g = _arrays.as_gradient(g, x)
-            elif not is_flat:
-                g = g.reshape(-1)
             h = mstate.constant_h
             if h is None:
                 h = mstate.coefficients(g)
-            if chosen.epoch != _threads.epoch:
-                chosen.refresh()
-            chosen.kernel(flat, g, S, h)
+            kernel(flat, g, S, h)
             mstate.t += 1
 
         return step
