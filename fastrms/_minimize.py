@@ -174,26 +174,31 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (),
     """
     if not callable(fun):
         raise TypeError(f"fun must be callable, got {fun!r}")
-    _first_order_only(f"minimize(method={_method_name(method)!r})", hess, hessp, bounds, constraints)
+    method = _method_name(method)
+    _first_order_only(method, hess, hessp, bounds, constraints, front=True)
     jac, x0 = _parse_positional(fun, x0_or_jac, rest, jac)
     if not isinstance(args, tuple):
         args = (args,)
     _check_jac(jac, "pass dF (minimize(F, dF, x0)), jac=dF, or jac=True when F returns (f, g)")
-    return _minimize(fun, jac, x0, args, _method_name(method), tol, callback, options)
+    return _minimize(fun, jac, x0, args, method, tol, callback, options)
 
 
-def _first_order_only(who: str, hess, hessp, bounds, constraints, stacklevel: int = 3) -> None:
+def _first_order_only(method, hess, hessp, bounds, constraints, *, front: bool, stacklevel: int = 3) -> None:
     """scipy.optimize.minimize's arguments that a first-order, unconstrained method cannot use:
     a Hessian is ignored with a warning (as by scipy's BFGS); bounds and constraints are refused,
     where BFGS warns and ignores them: its x may then lie outside the bounds, a silent wrong
-    answer for a script that counted on them.  ``who``: fastrms.<who> in the messages."""
+    answer for a script that counted on them.  The messages name fastrms.minimize(method=...)
+    (``front``) or the scipy-pluggable fastrms.<method>; built only when one is given."""
+    def who():
+        return f"minimize(method={method!r})" if front else method
+
     no_constraints = constraints is None or (isinstance(constraints, (list, tuple, dict)) and not constraints)
     if bounds is not None or not no_constraints:
-        raise ValueError(f"fastrms.{who} is unconstrained: it cannot honour bounds or constraints "
+        raise ValueError(f"fastrms.{who()} is unconstrained: it cannot honour bounds or constraints "
                          "(scipy's 'L-BFGS-B' takes bounds, 'SLSQP' and 'trust-constr' constraints)")
     for given, what in ((hess, "hess"), (hessp, "hessp")):
         if given is not None:
-            warnings.warn(f"fastrms.{who} does not use Hessian information ({what})", RuntimeWarning,
+            warnings.warn(f"fastrms.{who()} does not use Hessian information ({what})", RuntimeWarning,
                           stacklevel=stacklevel)
 
 
@@ -526,7 +531,7 @@ def _choose_driver(problem: Problem, x, mstate: MethodState, opts: dict, callbac
 def _method_function(name: str):
     def solver(fun, x0, args=(), jac=None, hess=None, hessp=None, bounds=None, constraints=(),
                callback=None, **options):
-        _first_order_only(name, hess, hessp, bounds, constraints, stacklevel=4)
+        _first_order_only(name, hess, hessp, bounds, constraints, front=False, stacklevel=4)
         tol = options.pop("tol", None)
         return minimize(fun, x0, args=args, method=name, jac=jac, tol=tol, callback=callback,
                         options=options)

@@ -608,7 +608,8 @@ class CpuBackend:
         in-place kernel, t + 1, in one Python frame.  The step's Python is what an in-cache update
         pays above a hand-written loop (item 3 of the performance issue), so nothing here is a
         call that the common case can skip: g's usual form is tested inline (as_gradient's first
-        test, with x's shape and dtype read once), a constant h is read without one."""
+        test, with x's shape and dtype read once, and the flags of the kernel's entry point, which
+        it is then handed to past Numba's dispatcher), a constant h is read without one."""
         shape, dtype, is_flat, S = x.shape, x.dtype, x.ndim == 1, mstate.S
         kernels = mstate.kernels
         # (h is always mstate.h: coefficients() writes it, constant_h is it)
