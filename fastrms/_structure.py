@@ -75,8 +75,9 @@ class Leaves:
             by_ndim.setdefault(len(shape), []).append(j)
         # (itemgetter picks a group's gradients as a tuple in C: a list comprehension over an index
         # array cost about as much as the compiled gather itself)
-        self.groups = [(itemgetter(*js), len(js) == 1, np.array(js, dtype=np.int64), self.sizes[js])
-                       for js in by_ndim.values()]
+        self.groups = [(itemgetter(*js), len(js) == 1, np.array(js, dtype=np.int64),
+                        np.array([self.shapes[j] for j in js], dtype=np.int64).reshape(len(js), ndim))
+                       for ndim, js in by_ndim.items()]
         self._fast = True
 
     def structure(self, values: list) -> Structure:
@@ -109,9 +110,9 @@ class Leaves:
             gs = [g if (v := _arrays.cpu_tensor_view(g)) is None else v for g in gs]
         if self._fast:
             try:
-                for pick, single, where, sizes in self.groups:
+                for pick, single, where, shapes in self.groups:
                     picked = (pick(gs),) if single else pick(gs)
-                    if cpu.gather_addresses(picked, sizes, where, like, self.gs) >= 0:
+                    if cpu.gather_addresses(picked, shapes, where, like, self.gs) >= 0:
                         break
                 else:
                     return gs

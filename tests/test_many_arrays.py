@@ -3,6 +3,7 @@ fastrms.pack: one fused kernel over all the arrays, the same steps as over their
 
 import copy
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -150,6 +151,30 @@ def test_bad_structures_and_gradients_are_clear_errors(rng):
         fastrms.RMSProp([a.copy() for a in xs], batched=True)
     with pytest.raises(ValueError, match=r"state\['s'\]\[1\] has 2 elements"):
         opt.load_state_dict({"t": 0, "s": [np.zeros(30), np.zeros(2), np.zeros(15), np.zeros(3)]})
+
+
+@pytest.mark.parametrize("wrong", ["transposed", "flat", "one of two"])
+def test_a_gradient_of_the_right_size_but_wrong_shape_is_refused(wrong, rng):
+    """As over one array: a (5, 6) gradient for a (6, 5) array, or a flat one, has the right number
+    of elements in the wrong layout; it was once stepped with as if it were x's (a silent wrong
+    answer). Refused before anything moves, also after usual steps compiled the fast path."""
+    xs, gs = _model(rng), _model(rng)
+    opt = fastrms.RMSProp([a.copy() for a in xs], lr=0.1)
+    opt.step(gs)
+    before = _flat(opt.x).copy()
+    bad = list(gs)
+    if wrong == "transposed":
+        bad[0] = np.ascontiguousarray(gs[0].T)
+    elif wrong == "flat":
+        bad[0] = gs[0].ravel()
+    else:  # arrays of one ndim are gathered together: the second of the 2-D pair
+        bad[2] = np.ascontiguousarray(gs[2].T)
+    j = 2 if wrong == "one of two" else 0
+    said = f"gradient[{j}]: the gradient has shape {bad[j].shape}, but x has shape {xs[j].shape}"
+    with pytest.raises(ValueError, match=re.escape(said)):
+        opt.step(bad)
+    np.testing.assert_array_equal(_flat(opt.x), before)
+    assert opt.t == 1
 
 
 def test_chunks_cover_every_element_once_in_equal_chunks():

@@ -205,13 +205,16 @@ def _same_dtype_typed(a, like):
 
 
 @jit(nogil=True)
-def gather_addresses(arrays, sizes, where, like, out):  # pragma: no cover - compiled
+def gather_addresses(arrays, shapes, where, like, out):  # pragma: no cover - compiled
     """out[where[j]] ← the address of arrays[j] (a tuple of arrays of one type) after checking it
-    is C-contiguous, of like's dtype and of sizes[j] elements; -1, or the first j that is not."""
+    is C-contiguous, of like's dtype and of shape shapes[j]; -1, or the first j that is not."""
     for j in range(len(arrays)):
         a = arrays[j]
-        if not same_dtype(a, like) or a.size != sizes[j] or not a.flags.c_contiguous:
+        if not same_dtype(a, like) or a.ndim != shapes.shape[1] or not a.flags.c_contiguous:
             return j
+        for d in range(a.ndim):  # (the size alone would take a transposed gradient for its array)
+            if a.shape[d] != shapes[j, d]:
+                return j
         out[where[j]] = a.ctypes.data
     return -1
 
