@@ -106,8 +106,8 @@ class Leaves:
     def gradient_addresses(self, grads, like: np.ndarray) -> list:
         """Fill self.gs with the gradients' addresses; returns what must stay alive meanwhile."""
         gs = self.split(grads, "the gradient")
-        if gs and _arrays.cpu_tensor_view(gs[0]) is not None:  # a torch model's .grad: their NumPy views
-            gs = [g if (v := _arrays.cpu_tensor_view(g)) is None else v for g in gs]
+        if gs and (first := _arrays.cpu_tensor_view(gs[0])) is not None:  # a torch model's .grad: views
+            gs = [first, *(g if (v := _arrays.cpu_tensor_view(g)) is None else v for g in gs[1:])]
         if self._fast:
             try:
                 for pick, single, where, shapes in self.groups:

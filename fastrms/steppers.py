@@ -31,7 +31,7 @@ class Optimizer:
     def __init__(self, x: Any, *, preset: str | None = None, batched: bool = False,
                  **hyperparameters: Any) -> None:
         self.x = x
-        self._leaves = self._single = None
+        self._leaves = self._fast_step = None
         if _structure.is_structure(x):  # several arrays (a model's weights and biases): one kernel
             self._init_arrays(x, preset, batched, hyperparameters)
             return
@@ -55,10 +55,8 @@ class Optimizer:
         else:
             config = presets.configure(self.method, hyperparameters, preset)
             self._mstate = MethodState(config, n, dtype, self._backend)
-            self._single = self._backend.single_step(self._mstate, self._shaped, self._flat)
-            if type(self).step is Optimizer.step:  # (a subclass's own step must still be called)
-                self._single.__doc__ = Optimizer.step.__doc__
-                object.__setattr__(self, "step", self._single)  # opt.step(g): one frame around the kernel
+            self._fast_step = self._backend.single_step(self._mstate, self._shaped, self._flat)
+            self._bind_step()
         self._kind = self._backend.array_kind(x)
 
     def _init_arrays(self, x, preset, batched, hyperparameters) -> None:
@@ -73,25 +71,20 @@ class Optimizer:
         self._batched = False
         config = presets.configure(self.method, hyperparameters, preset)
         self._mstate = MethodState(config, leaves.n, leaves.dtype, self._backend)
-        self._kernel = self._backend.arrays_stepper(self._mstate)
+        self._fast_step = self._backend.arrays_step(self._mstate, leaves)
+        self._bind_step()
         self._shaped = self._flat = self._gradient = None
         self._kind = "numpy"
 
-    def _step_arrays(self, grads) -> None:
-        e, leaves = self._mstate, self._leaves
-        held = leaves.gradient_addresses(grads, e.S)  # alive until the kernel has run
-        h = e.constant_h
-        if h is None:
-            h = e.coefficients(norm=lambda: leaves.global_norm(held))
-        self._kernel(leaves.xs, leaves.gs, leaves.offsets, leaves.pieces, leaves.chunks, e.S, h)
-        e.t += 1
+    def _bind_step(self) -> None:
+        if type(self).step is Optimizer.step:  # (a subclass's own step must still be called)
+            self._fast_step.__doc__ = Optimizer.step.__doc__
+            object.__setattr__(self, "step", self._fast_step)  # opt.step(g): one frame around the kernel
 
     def step(self, g: Any) -> None:
         """One update of x in place with gradient g (same shape as x; not modified)."""
-        if self._single is not None:  # first: a small step costs little more than its kernel
-            return self._single(g)
-        if self._leaves is not None:
-            return self._step_arrays(g)
+        if self._fast_step is not None:  # (not batched: a small step costs little more than its kernel)
+            return self._fast_step(g)
         e = self._mstate
         gf = self._gradient(g)
         self._backend.rows_step(e, self._flat, gf, e.row_coefficients(gf, self._active), self._active)

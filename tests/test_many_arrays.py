@@ -105,6 +105,21 @@ def test_copies_and_pickles_continue_bit_for_bit(rng):
     assert not np.shares_memory(twin.x[0], opt.x[0])
 
 
+def test_a_new_learning_rate_mid_run_reaches_the_step(rng):
+    """opt.lr = ... between steps over several arrays, as over their concatenation: the step
+    bound to the stepper (one closure over the kernel) is rebuilt with the new setup."""
+    xs, gs = _model(rng), _model(rng)
+    many = fastrms.RMSProp([a.copy() for a in xs], lr=0.05, momentum=0.5)
+    flat = fastrms.RMSProp(_flat(xs), lr=0.05, momentum=0.5)
+    for k in range(4):
+        if k == 2:
+            many.lr = flat.lr = 0.5
+        many.step(gs)
+        flat.step(_flat(gs))
+    assert many.lr == 0.5 and many.t == 4
+    np.testing.assert_array_equal(_flat(many.x), flat.x)
+
+
 def test_unusual_gradients_take_the_checked_path(rng):
     """Lists, a transposed (non-contiguous) array, float32 for float64 x: converted, same answer."""
     xs, gs = _model(rng), _model(rng)

@@ -265,7 +265,7 @@ def test_the_bound_step_follows_every_change_of_setup(rng):
             switched.lr = np.array([0.05, 0.05])  # per row: the stepper becomes batched
         switched.step(g)
         batched.step(g)
-    assert switched._single is None and "step" not in vars(switched)
+    assert switched._fast_step is None and "step" not in vars(switched)
     assert x.tobytes() == y.tobytes() and switched.t == 6
 
     class Counting(fastrms.RMSProp):

@@ -637,9 +637,28 @@ class CpuBackend:
 
         return step
 
-    def arrays_stepper(self, mstate):
-        """The many-arrays kernel ``(xs, gs, offsets, pieces, chunks, S, h) -> None`` for mstate's n."""
-        return Chosen(lambda: mstate.kernels.arrays(mstate.n, mstate.dtype.itemsize))
+    def arrays_step(self, mstate, leaves):
+        """A stepper's whole ``step(grads)`` over several arrays (``leaves``, a _structure.Leaves):
+        the gradients' addresses gathered (and checked), h, the many-arrays kernel, t + 1.  The
+        kernel's arguments are all the stepper's own int64 and state arrays, so it is called at its
+        entry point for their types (see single_step): a small model's step pays little more than
+        its gather."""
+        S, xs, gs, offsets = mstate.S, leaves.xs, leaves.gs, leaves.offsets
+        pieces, chunks = leaves.pieces, leaves.chunks
+        chosen = Chosen(lambda: mstate.kernels.arrays(mstate.n, mstate.dtype.itemsize),
+                        like=(xs, gs, offsets, pieces, chunks, S, mstate.h))
+
+        def step(grads) -> None:
+            if chosen.epoch != _threads.epoch:
+                chosen.refresh()
+            held = leaves.gradient_addresses(grads, S)  # alive until the kernel has run
+            h = mstate.constant_h
+            if h is None:
+                h = mstate.coefficients(norm=lambda: leaves.global_norm(held))
+            chosen.entry(xs, gs, offsets, pieces, chunks, S, h)
+            mstate.t += 1
+
+        return step
 
     def row_norms(self, g, B: int) -> np.ndarray:
         """(B, 2): each problem's (max |g_i|, ‖g‖₂), for a flat g of B problems."""
