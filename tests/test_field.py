@@ -3,6 +3,7 @@ threads, read-only installs and broken caches, Ctrl-C, long runs, bad input, har
 
 import copy
 import gc
+import json
 import os
 import pickle
 import shutil
@@ -222,6 +223,57 @@ CACHE_SCRIPT = """
     print(sum("fastrms:" in str(m.message) for m in w))
     print(res.x.tolist())
 """
+
+
+DISABLE_JIT_SCRIPT = """
+    import json
+    import numba, numpy as np
+    import fastrms
+
+    @JIT
+    def F(x):
+        return float(np.sum((x - 1.0) ** 2))
+
+    @JIT
+    def dF(x):
+        return 2.0 * (x - 1.0)
+
+    x = np.linspace(-1, 1, 6)
+    one = x.copy()
+    fastrms.RMSProp(one, lr=0.1, momentum=0.5).step(dF(one))
+    several = [x[:4].reshape(2, 2).copy(), x[4:].copy()]
+    fastrms.Adam(several, lr=0.1).step([np.ones((2, 2)), np.ones(2)])
+    res = fastrms.minimize(F, dF, x, options={"maxiter": 40, "driver": DRIVER})
+    try:
+        fastrms.minimize(F, dF, x, options={"driver": "compiled", "maxiter": 1})
+        said = ""
+    except ValueError as e:
+        said = str(e)
+    out = {"jit_off": numba.config.DISABLE_JIT, "python_F": not hasattr(F, "py_func"),
+           "one": one.tolist(), "several": [a.ravel().tolist() for a in several],
+           "x": res.x.tolist(), "nit": res.nit, "status": res.status, "said": said}
+"""
+
+
+def test_numba_disable_jit_leaves_fastrms_working():
+    """NUMBA_DISABLE_JIT=1 (Numba's way to debug one's own njit code in Python) turns every njit
+    function into plain Python; fastrms's kernels, made of intrinsics and overloads with no Python
+    form, once failed there with NotImplementedError. They stay compiled: the same steps as with the
+    JIT on (here, in this process), the user's F and dF run as Python in the Python loop that
+    'auto' picks, and driver='compiled' says why it cannot run them."""
+    script = textwrap.dedent(DISABLE_JIT_SCRIPT)
+    out = run_python("import numba\nJIT, DRIVER = numba.njit, 'auto'\n" + script + "print(json.dumps(out))",
+                     env={"NUMBA_DISABLE_JIT": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    off = json.loads(out.stdout.splitlines()[-1])
+    assert off["jit_off"] and off["python_F"]
+    here = {"JIT": lambda f: f, "DRIVER": "python"}
+    exec(script, here)  # (the JIT on; plain F and dF, as NUMBA_DISABLE_JIT makes them)
+    on = here["out"]
+    assert not on["jit_off"] and on["said"].endswith("must be numba.njit functions")
+    for key in ("one", "several", "x", "nit", "status"):
+        assert off[key] == on[key], key
+    assert "NUMBA_DISABLE_JIT=1 makes them plain Python" in off["said"]
 
 
 def test_read_only_install_compiles_without_a_cache(tmp_path):

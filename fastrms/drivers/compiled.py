@@ -288,6 +288,8 @@ def is_jitted(f) -> bool:
 def not_applicable(fun, jac, config, callback, backend) -> str | None:
     """Why the compiled driver cannot run this problem (None: it can)."""
     if not is_jitted(fun) or not (jac is True or is_jitted(jac)):
+        if numba.config.DISABLE_JIT:
+            return "F and dF must be numba.njit functions, and NUMBA_DISABLE_JIT=1 makes them plain Python"
         return "F and dF must be numba.njit functions"
     if callback is not None:
         return "a callback needs the Python loop"

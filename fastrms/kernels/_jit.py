@@ -6,6 +6,8 @@ unwritable) it raises "cannot cache function ...: no locator available" when
 the function is decorated; a truncated or corrupt cache file raises a pickle
 error when it is loaded.  Here both fall back to compiling in memory, with one
 warning per process, and a corrupt index is emptied so the next save repairs it.
+NUMBA_DISABLE_JIT=1, set to debug one's own njit functions in Python, leaves fastrms's
+kernels compiled (they have no Python form).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import warnings
 from functools import cache
 from pathlib import Path
 
+import numba
 from numba import njit
+from numba.core.registry import CPUDispatcher
 
 _warned = set()
 _lock = threading.Lock()
@@ -77,7 +81,7 @@ def jit(fn=None, *, signature=None, cache: bool = True, **options):
     if fn is None:
         return lambda f: jit(f, signature=signature, cache=cache, **options)
     if not cache:
-        dispatcher = njit(**options)(fn)
+        dispatcher = _njit(fn, False, options)
     else:
         dispatcher = _cached(fn, options)
     if signature is not None:
@@ -88,15 +92,46 @@ def jit(fn=None, *, signature=None, cache: bool = True, **options):
 
 def _cached(fn, options):
     try:
-        dispatcher = _guard(njit(cache=True, **options)(fn))
+        dispatcher = _guard(_njit(fn, True, options))
     except RuntimeError as e:
         if "cannot cache" not in str(e):
             raise
         _warn_once("locator", "fastrms: no writable location for Numba's cache (read-only package, "
                               "HOME and NUMBA_CACHE_DIR); compiling in memory, so each new process "
                               "compiles again. Set NUMBA_CACHE_DIR to a writable directory to cache.")
-        dispatcher = njit(cache=False, **options)(fn)
+        dispatcher = _njit(fn, False, options)
     return dispatcher
+
+
+def _njit(fn, cache: bool, options: dict):
+    """``numba.njit(cache=cache, **options)(fn)``, compiled even where NUMBA_DISABLE_JIT is set.
+
+    That setting turns every ``njit`` function into plain Python, to debug one's own code; it
+    must leave fastrms working, and its kernels are built from intrinsics and overloads that
+    have no Python form (the user's own njit F and dF do run as Python there, in the Python loop)."""
+    if not numba.config.DISABLE_JIT:
+        return njit(cache=cache, **options)(fn)
+    targetoptions = {"nopython": True, "boundscheck": None, **options}  # (what njit passes)
+    dispatcher = _Compiled(py_func=fn, locals={}, targetoptions=targetoptions)
+    if cache:
+        dispatcher.enable_caching()
+    return dispatcher
+
+
+_compiling = threading.RLock()  # (reentrant: compiling a kernel compiles the functions it calls)
+
+
+class _Compiled(CPUDispatcher):
+    """A dispatcher that compiles with the JIT on: Numba's overloads read NUMBA_DISABLE_JIT while
+    they compile, so it is lifted for that time (under a lock, and put back after)."""
+
+    def compile(self, sig):
+        with _compiling:
+            before, numba.config.DISABLE_JIT = numba.config.DISABLE_JIT, 0
+            try:
+                return super().compile(sig)
+            finally:
+                numba.config.DISABLE_JIT = before
 
 
 # -- binding a loop template to a rule ------------------------------------------------
