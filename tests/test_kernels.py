@@ -189,9 +189,16 @@ def test_float32_kernel_does_not_promote_to_float64(method, opts):
     assert "fpext" not in ir and "llvm.sqrt.f64" not in ir
 
 
-@pytest.mark.parametrize("method,opts", [("rmsprop", {}), ("rmsprop", {"momentum": 0.9, "centered": True}),
-                                         ("adam", {"amsgrad": True}), ("adadelta", {}), ("momentum", {}),
-                                         ("rmsprop", {"eps": 0.0}), ("adam", {"eps": 0.0})])
+# Numba 0.59's LLVM 14 leaves these two scalar (the same results, slower); .ci/minimums runs the
+# suite on the oldest versions pyproject.toml accepts
+_OLD_LLVM = pytest.mark.xfail(tuple(int(v) for v in numba.__version__.split(".")[:2]) < (0, 60),
+                              reason="Numba 0.59 (LLVM 14) does not vectorize this kernel", strict=True)
+
+
+@pytest.mark.parametrize("method,opts", [
+    ("rmsprop", {}), pytest.param("rmsprop", {"momentum": 0.9, "centered": True}, marks=_OLD_LLVM),
+    pytest.param("adam", {"amsgrad": True}, marks=_OLD_LLVM), ("adadelta", {}), ("momentum", {}),
+    ("rmsprop", {"eps": 0.0}), ("adam", {"eps": 0.0})])
 def test_serial_kernels_are_simd_vectorized(method, opts):
     """Packed square roots / multiplies in the serial kernel: dead flag branches must be pruned."""
     config = fastrms.presets.configure(method, opts)

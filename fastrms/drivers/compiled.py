@@ -59,9 +59,13 @@ def function_at(typingctx, ftype, address):
     def codegen(context, builder, sig, args):
         voidptr = context.get_value_type(types.voidptr)
         fn = cgutils.create_struct_proxy(fnty)(context, builder)
-        fn.c_addr = builder.inttoptr(args[1], voidptr)
-        fn.py_addr = voidptr(None)
-        fn.jit_addr = voidptr(None)
+        if "c_addr" in context.data_model_manager[fnty]._fields:
+            fn.c_addr = builder.inttoptr(args[1], voidptr)
+            fn.py_addr = voidptr(None)
+            fn.jit_addr = voidptr(None)
+        else:  # Numba before 0.60: (addr, pyaddr), always called through the C wrapper
+            fn.addr = builder.inttoptr(args[1], voidptr)
+            fn.pyaddr = voidptr(None)
         return fn._getvalue()
 
     return fnty(ftype, address), codegen
