@@ -191,6 +191,38 @@ def test_steppers_update_a_torch_models_cpu_parameters_in_place():
         fastrms.RMSProp({"a": torch.ones(2), "b": torch.ones(2, dtype=torch.int64)})
 
 
+def test_a_models_grad_tensors_are_read_in_place_and_odd_ones_are_converted(monkeypatch, rng):
+    """The usual .grad (x's dtype and shapes, contiguous, on the CPU) is read through its data
+    pointer, with no NumPy view made; any other tensor takes the views and the checks. Both give
+    the steps of NumPy gradients, bit for bit."""
+    shapes = [(4, 3), (3,), (3, 2), (2,)]
+    x0 = [rng.normal(size=s) for s in shapes]
+    grads = [[rng.normal(size=s).astype(np.float32).astype(np.float64) for s in shapes] for _ in range(3)]
+    ref = [a.copy() for a in x0]  # (gradients exact in float32: one is handed over as float32)
+    fast = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in x0]
+    odd = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in x0]
+    opts = {"lr": 0.05, "momentum": 0.5}
+    r, f, o = fastrms.RMSProp(ref, **opts), fastrms.RMSProp(fast, **opts), fastrms.RMSProp(odd, **opts)
+    from fastrms import _arrays
+
+    viewed = []
+    view = _arrays.cpu_tensor_view
+    monkeypatch.setattr(_arrays, "cpu_tensor_view", lambda t: viewed.append(t) or view(t))
+    for gs in grads:
+        r.step(gs)
+        f.step([torch.from_numpy(g.copy()) for g in gs])
+        assert viewed == []  # (made once, when the stepper was built: not per step)
+        o.step([torch.from_numpy(np.asfortranarray(gs[0])), torch.from_numpy(gs[1].astype(np.float32)),
+                torch.from_numpy(gs[2].copy()), torch.from_numpy(gs[3].copy())])
+        assert viewed  # the non-contiguous and float32 tensors took the views
+        viewed.clear()
+    for a, b, c in zip(ref, fast, odd, strict=True):
+        assert a.tobytes() == b.detach().numpy().tobytes() == c.detach().numpy().tobytes()
+    with pytest.raises(ValueError, match=r"gradient\[0\]: the gradient has shape \(3, 4\), but x has shape"):
+        f.step([torch.from_numpy(np.ascontiguousarray(grads[0][0].T))] + [torch.zeros(s, dtype=torch.float64)
+                                                                           for s in shapes[1:]])
+
+
 def test_minimize_takes_a_cpu_parameter_as_x0_and_leaves_it_alone():
     p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))  # (np.asarray refuses it: it requires grad)
     res = fastrms.minimize(lambda x: float(np.sum(x ** 2)), lambda x: 2 * x, p, options={"lr": 0.1})
