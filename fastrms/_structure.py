@@ -134,18 +134,21 @@ class Leaves:
         return keep
 
     def _tensor_addresses(self, gs: list, torch) -> bool:
-        """Fill self.gs with the data pointers of CPU tensors that are exactly what the kernel reads
-        (x's dtype and shapes, dense and contiguous), making no NumPy view (~1.2 µs a tensor);
-        False at the first other one, which the views and the checks below then take."""
+        """Fill self.gs with the data pointers of CPU tensors whose memory holds exactly what the
+        kernel reads (x's dtype and shapes, strided and contiguous, no lazy negation, not a
+        ZeroTensor, whose pointer is null), making no NumPy view (~1.2 µs a tensor); False at the
+        first other one, which the views (refusing what NumPy refuses) and the checks then take."""
         if self._torch_types is None:  # (looked up once: dtype.name alone costs a microsecond)
-            self._torch_types = (torch.Tensor, getattr(torch, self.dtype.name))
-        (tensor, want), out = self._torch_types, self.gs
+            self._torch_types = (torch.Tensor, getattr(torch, self.dtype.name), torch.strided)
+        (tensor, want, strided), out = self._torch_types, self.gs
         try:
             for j, (g, shape) in enumerate(zip(gs, self.shapes, strict=True)):
-                if not (type(g) is tensor and g.dtype is want and g.is_cpu and g.size() == shape
-                        and g.is_contiguous()):
+                if not (type(g) is tensor and g.dtype is want and g.layout is strided and g.is_cpu
+                        and g.size() == shape and g.is_contiguous() and not g.is_neg()):
                     return False
-                out[j] = g.data_ptr()
+                out[j] = address = g.data_ptr()
+                if not address:
+                    return False
         except RuntimeError:  # (a nested tensor has no size(): the checked path says what it is)
             return False
         return True

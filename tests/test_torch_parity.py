@@ -218,6 +218,12 @@ def test_a_models_grad_tensors_are_read_in_place_and_odd_ones_are_converted(monk
         viewed.clear()
     for a, b, c in zip(ref, fast, odd, strict=True):
         assert a.tobytes() == b.detach().numpy().tobytes() == c.detach().numpy().tobytes()
+    before = [p.detach().numpy().copy() for p in fast]
+    with pytest.raises(TypeError, match="negative bit"):  # a lazily negated view: its memory holds -g
+        f.step([torch._neg_view(torch.from_numpy(g.copy())) for g in grads[0]])
+    with pytest.raises(TypeError, match="ZeroTensor"):  # autograd's zeros with no memory (a null pointer)
+        f.step([torch._efficientzerotensor(s, dtype=torch.float64) for s in shapes])
+    assert all((a == p.detach().numpy()).all() for a, p in zip(before, fast, strict=True))
     with pytest.raises(ValueError, match=r"gradient\[0\]: the gradient has shape \(3, 4\), but x has shape"):
         f.step([torch.from_numpy(np.ascontiguousarray(grads[0][0].T))] + [torch.zeros(s, dtype=torch.float64)
                                                                            for s in shapes[1:]])
