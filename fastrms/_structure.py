@@ -169,10 +169,11 @@ class Leaves:
         return np.concatenate([np.asarray(item, dtype=self.dtype).reshape(-1) for item in parts])
 
     def global_norm(self, grads: list) -> float:
-        """‖(g_1, …, g_k)‖₂, bit for bit the norm of their concatenation (norm2's order)."""
+        """‖(g_1, …, g_k)‖₂, bit for bit the norm of their concatenation (norm2's order). grads
+        are the gathered arrays, or a torch model's tensors read by their pointers (viewed here)."""
         s = 0.0
         for g in grads:
-            s = cpu.sum_squares(g, s)
+            s = cpu.sum_squares(g if isinstance(g, np.ndarray) else _arrays.cpu_tensor_view(g), s)
         return float(np.sqrt(s))
 
 
