@@ -26,6 +26,11 @@ def is_structure(x: Any) -> bool:
     return isinstance(x, (list, tuple, dict))
 
 
+def items(x: Structure) -> list:
+    """The arrays of x, in order (a dict's values)."""
+    return _leaves(x)[1]
+
+
 def _leaves(x: Structure) -> tuple[list | None, list]:
     """(the dict's keys or None, the arrays in order)."""
     if isinstance(x, dict):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,6 +38,7 @@ class Optimizer:
             return
         self._backend = kernels.get(kernels.owner(x))
         self._shaped = self._backend.param_array(x)  # x itself, or its Numba device view
+        self._moved = _moved_storage_check([("x", x)])
         # what a copy or an unpickled stepper rebuilds from
         self._options = (preset, dict(hyperparameters, **({"batched": True} if batched else {})))
         # batched: each row x[b] is its own problem (per-row hyperparameters: 1-D arrays of length B)
@@ -66,6 +68,8 @@ class Optimizer:
             raise ValueError("Keras's clipnorm clips each variable on its own; over several arrays "
                              "fastrms clips their global norm: use global_clipnorm (or clip_norm)")
         self._leaves = leaves = _structure.Leaves(x)
+        named = zip(leaves.names, _structure.items(x), strict=True)
+        self._moved = _moved_storage_check([(f"x[{k!r}]", a) for k, a in named])
         self._backend = kernels.get("cpu")
         self._options = (preset, dict(hyperparameters))
         self._batched = False
@@ -77,6 +81,14 @@ class Optimizer:
         self._kind = "numpy"
 
     def _bind_step(self) -> None:
+        if self._moved is not None:  # a torch tensor's storage: checked before each step
+            moved, fast = self._moved, self._fast_step
+
+            def step(g) -> None:
+                moved()
+                fast(g)
+
+            self._fast_step = step
         if type(self).step is Optimizer.step:  # (a subclass's own step must still be called)
             self._fast_step.__doc__ = Optimizer.step.__doc__
             object.__setattr__(self, "step", self._fast_step)  # opt.step(g): one frame around the kernel
@@ -85,6 +97,8 @@ class Optimizer:
         """One update of x in place with gradient g (same shape as x; not modified)."""
         if self._fast_step is not None:  # (not batched: a small step costs little more than its kernel)
             return self._fast_step(g)
+        if self._moved is not None:
+            self._moved()
         e = self._mstate
         gf = self._gradient(g)
         self._backend.rows_step(e, self._flat, gf, e.row_coefficients(gf, self._active), self._active)
@@ -208,6 +222,26 @@ class Optimizer:
         else:
             what = f"<{self._shaped.dtype} array {tuple(self._shaped.shape)}>"
         return f"{type(self).__name__}({what}, t={self.t}, {hp})"
+
+
+def _moved_storage_check(named: list) -> Callable[[], None] | None:
+    """For the torch tensors among the (name, x) pairs, a check run before each step that each still
+    holds the memory the stepper updates.  model.to(), .double() or p.data = ... give a tensor new
+    storage; the stepper would go on updating the old memory, a silent no-op for the model (torch's
+    own optimizers hold the tensor and follow it), so it is refused, saying what to do instead."""
+    held = [(name, t, t.data_ptr()) for name, t in named if type(t).__module__.split(".")[0] == "torch"]
+    if not held:
+        return None
+
+    def check() -> None:
+        for name, t, address in held:
+            if t.data_ptr() != address:
+                raise ValueError(f"{name} no longer holds the memory this stepper updates: its storage "
+                                 "was replaced (model.to(), .double(), p.data = ...), so its steps would be "
+                                 "lost. Build a new stepper over it; new.load_state_dict(opt.state_dict()) "
+                                 "carries the state over")
+
+    return check
 
 
 def _restore(cls, x, preset, hyperparameters, state):

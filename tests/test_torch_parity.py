@@ -230,6 +230,35 @@ def test_a_models_grad_tensors_are_read_in_place_and_odd_ones_are_converted(opts
                                                                            for s in shapes[1:]])
 
 
+def test_a_parameter_whose_storage_was_replaced_is_refused_not_silently_left_behind():
+    """p.data = ..., model.to(), .double() give a tensor new memory. The stepper updated the old
+    memory, a silent no-op for the model (torch's optimizers follow the tensor); it now refuses,
+    and the advice it gives (a new stepper, the state carried over) continues the run exactly."""
+    g = torch.full((3,), 0.5, dtype=torch.float64)
+    p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    ref = np.zeros(3)
+    one, mirror = fastrms.RMSProp(p, lr=0.1), fastrms.RMSProp(ref, lr=0.1)
+    one.step(g)
+    mirror.step(g.numpy())
+    p.data = p.data.clone()  # the same values in new memory
+    with pytest.raises(ValueError, match="x no longer holds the memory this stepper updates"):
+        one.step(g)
+    again = fastrms.RMSProp(p, lr=0.1)
+    again.load_state_dict(one.state_dict())
+    again.step(g)
+    mirror.step(g.numpy())
+    assert p.detach().numpy().tobytes() == ref.tobytes()
+
+    model = torch.nn.Linear(3, 2)
+    many = fastrms.RMSProp(dict(model.named_parameters()), lr=0.1)
+    many.step({k: torch.ones_like(v) for k, v in model.named_parameters()})
+    model.double()
+    before = {k: v.detach().numpy().copy() for k, v in model.named_parameters()}
+    with pytest.raises(ValueError, match=r"x\['weight'\] no longer holds the memory"):
+        many.step({k: torch.ones_like(v) for k, v in model.named_parameters()})
+    assert all((before[k] == v.detach().numpy()).all() for k, v in model.named_parameters())
+
+
 def test_minimize_takes_a_cpu_parameter_as_x0_and_leaves_it_alone():
     p = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))  # (np.asarray refuses it: it requires grad)
     res = fastrms.minimize(lambda x: float(np.sum(x ** 2)), lambda x: 2 * x, p, options={"lr": 0.1})
