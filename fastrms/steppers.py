@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,6 +31,8 @@ class Optimizer:
 
     def __init__(self, x: Any, *, preset: str | None = None, batched: bool = False,
                  **hyperparameters: Any) -> None:
+        if isinstance(x, Iterator):  # model.parameters(), as torch's optimizers take it: kept as a list
+            x = list(x)
         self.x = x
         self._leaves = self._fast_step = None
         if _structure.is_structure(x):  # several arrays (a model's weights and biases): one kernel
@@ -81,24 +83,28 @@ class Optimizer:
         self._kind = "numpy"
 
     def _bind_step(self) -> None:
-        if self._moved is not None:  # a torch tensor's storage: checked before each step
-            moved, fast = self._moved, self._fast_step
+        if self._moved is not None:  # torch tensors: their storage checked, step() takes their .grad
+            moved, fast, grads = self._moved, self._fast_step, _grads_of(self.x)
 
-            def step(g) -> None:
+            def step(g=None) -> None:
                 moved()
-                fast(g)
+                fast(grads() if g is None else g)
 
             self._fast_step = step
         if type(self).step is Optimizer.step:  # (a subclass's own step must still be called)
+            self._fast_step.__qualname__ = f"{type(self).__name__}.step"  # (as Python's errors name it)
             self._fast_step.__doc__ = Optimizer.step.__doc__
             object.__setattr__(self, "step", self._fast_step)  # opt.step(g): one frame around the kernel
 
-    def step(self, g: Any) -> None:
-        """One update of x in place with gradient g (same shape as x; not modified)."""
+    def step(self, g: Any = None) -> None:
+        """One update of x in place with gradient g (x's shape or structure; not modified).  Over
+        torch tensors, ``step()`` takes their ``.grad``, as torch's optimizers do."""
         if self._fast_step is not None:  # (not batched: a small step costs little more than its kernel)
             return self._fast_step(g)
         if self._moved is not None:
             self._moved()
+            if g is None:
+                g = _grads_of(self.x)()
         e = self._mstate
         gf = self._gradient(g)
         self._backend.rows_step(e, self._flat, gf, e.row_coefficients(gf, self._active), self._active)
@@ -242,6 +248,23 @@ def _moved_storage_check(named: list) -> Callable[[], None] | None:
                                  "carries the state over")
 
     return check
+
+
+def _grads_of(x) -> Callable[[], Any]:
+    """The ``.grad`` of torch tensors x (one, or a structure of them), in x's structure."""
+    def grad(name: str, t) -> Any:
+        g = getattr(t, "grad", None)
+        if g is None:
+            raise TypeError(f"{name}.grad is None: step() reads the tensors' .grad, so call loss.backward() "
+                            "first (torch's optimizers skip a parameter without one; fastrms steps every "
+                            "array together), or pass the gradient as step(g)")
+        return g
+
+    if isinstance(x, dict):
+        return lambda: {k: grad(f"x[{k!r}]", t) for k, t in x.items()}
+    if isinstance(x, (list, tuple)):
+        return lambda: type(x)(grad(f"x[{j}]", t) for j, t in enumerate(x))
+    return lambda: grad("x", x)
 
 
 def _restore(cls, x, preset, hyperparameters, state):

@@ -1,5 +1,7 @@
 """Step-by-step parity with PyTorch's optimizers under preset='torch' (skipped without torch)."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -228,6 +230,35 @@ def test_a_models_grad_tensors_are_read_in_place_and_odd_ones_are_converted(opts
     with pytest.raises(ValueError, match=r"gradient\[0\]: the gradient has shape \(3, 4\), but x has shape"):
         f.step([torch.from_numpy(np.ascontiguousarray(grads[0][0].T))] + [torch.zeros(s, dtype=torch.float64)
                                                                            for s in shapes[1:]])
+
+
+def test_a_torch_loop_as_written_for_torch_optim():
+    """fastrms.RMSProp(model.parameters(), ...) and loss.backward(); opt.step(): the parameters as
+    torch's optimizers take them (a generator), their .grad read by step() itself."""
+    torch.manual_seed(1)
+    mine = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).double()
+    theirs = copy.deepcopy(mine)
+    X = torch.randn(16, 3, dtype=torch.float64)
+    opt = fastrms.RMSProp(mine.parameters(), preset="torch", lr=0.01, momentum=0.5)
+    topt = torch.optim.RMSprop(theirs.parameters(), lr=0.01, momentum=0.5)
+    assert isinstance(opt.x, list) and len(opt.x) == 4
+    for _ in range(10):
+        for model, o in ((mine, opt), (theirs, topt)):
+            model.zero_grad()
+            (model(X) ** 2).mean().backward()
+            o.step()
+    for a, b in zip(mine.parameters(), theirs.parameters(), strict=True):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-12, atol=1e-12)
+    mine.zero_grad(set_to_none=True)
+    with pytest.raises(TypeError, match=r"x\[0\]\.grad is None: step\(\) reads the tensors' \.grad"):
+        opt.step()
+    w = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    (w ** 2).sum().backward()
+    one = fastrms.GradientDescent(w, lr=0.5)
+    one.step()
+    assert w.detach().numpy().tolist() == [0.0, 0.0]
+    with pytest.raises(TypeError, match=r"RMSProp\.step\(\) missing 1 required positional argument: 'g'"):
+        fastrms.RMSProp(np.ones(2)).step()  # NumPy arrays carry no gradient
 
 
 def test_a_parameter_whose_storage_was_replaced_is_refused_not_silently_left_behind():
