@@ -110,6 +110,26 @@ class Optimizer:
         self._backend.rows_step(e, self._flat, gf, e.row_coefficients(gf, self._active), self._active)
         e.t += 1
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Over torch tensors, as torch's optimizers: each tensor's ``.grad`` set to None, or zeroed
+        in place with ``set_to_none=False``."""
+        tensors = _structure.items(self.x) if _structure.is_structure(self.x) else [self.x]
+        if not all(type(t).__module__.split(".")[0] == "torch" for t in tensors):
+            raise TypeError(f"{type(self).__name__}.zero_grad() clears torch tensors' .grad; this stepper's "
+                            "x is not torch tensors (NumPy arrays carry no gradient: step(g) takes it)")
+        for t in tensors:
+            g = t.grad
+            if g is None:
+                continue
+            if set_to_none:
+                t.grad = None
+            else:  # (torch's own order: out of any graph, then zeroed)
+                if g.grad_fn is not None:
+                    g.detach_()
+                else:
+                    g.requires_grad_(False)
+                g.zero_()
+
     @property
     def t(self) -> int:
         """The number of steps taken."""

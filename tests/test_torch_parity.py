@@ -233,8 +233,8 @@ def test_a_models_grad_tensors_are_read_in_place_and_odd_ones_are_converted(opts
 
 
 def test_a_torch_loop_as_written_for_torch_optim():
-    """fastrms.RMSProp(model.parameters(), ...) and loss.backward(); opt.step(): the parameters as
-    torch's optimizers take them (a generator), their .grad read by step() itself."""
+    """fastrms.RMSProp(model.parameters(), ...) and opt.zero_grad(); loss.backward(); opt.step():
+    the parameters as torch's optimizers take them (a generator), their .grad read by step()."""
     torch.manual_seed(1)
     mine = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).double()
     theirs = copy.deepcopy(mine)
@@ -242,14 +242,17 @@ def test_a_torch_loop_as_written_for_torch_optim():
     opt = fastrms.RMSProp(mine.parameters(), preset="torch", lr=0.01, momentum=0.5)
     topt = torch.optim.RMSprop(theirs.parameters(), lr=0.01, momentum=0.5)
     assert isinstance(opt.x, list) and len(opt.x) == 4
-    for _ in range(10):
+    for k in range(10):
         for model, o in ((mine, opt), (theirs, topt)):
-            model.zero_grad()
+            o.zero_grad(set_to_none=k % 2 == 0)
             (model(X) ** 2).mean().backward()
             o.step()
     for a, b in zip(mine.parameters(), theirs.parameters(), strict=True):
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-12, atol=1e-12)
-    mine.zero_grad(set_to_none=True)
+    opt.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in mine.parameters())
+    opt.zero_grad()
+    assert all(p.grad is None for p in mine.parameters())
     with pytest.raises(TypeError, match=r"x\[0\]\.grad is None: step\(\) reads the tensors' \.grad"):
         opt.step()
     w = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
@@ -259,6 +262,8 @@ def test_a_torch_loop_as_written_for_torch_optim():
     assert w.detach().numpy().tolist() == [0.0, 0.0]
     with pytest.raises(TypeError, match=r"RMSProp\.step\(\) missing 1 required positional argument: 'g'"):
         fastrms.RMSProp(np.ones(2)).step()  # NumPy arrays carry no gradient
+    with pytest.raises(TypeError, match=r"RMSProp\.zero_grad\(\) clears torch tensors' \.grad"):
+        fastrms.RMSProp([np.ones(2)]).zero_grad()
 
 
 def test_a_parameter_whose_storage_was_replaced_is_refused_not_silently_left_behind():
