@@ -73,10 +73,15 @@ def _float_array(x0, dtype) -> np.ndarray:
     return a
 
 
+def is_torch(x) -> bool:
+    """Whether x is a PyTorch tensor (torch is never imported to tell)."""
+    return type(x).__module__.split(".")[0] == "torch"
+
+
 def cpu_tensor_view(x):
     """A PyTorch CPU tensor as the NumPy array over its memory (an nn.Parameter too: detach()
     shares the memory, so updates reach the parameter), or None for anything else."""
-    if type(x).__module__.split(".")[0] != "torch" or getattr(x, "is_cuda", True):
+    if not is_torch(x) or getattr(x, "is_cuda", True):
         return None
     try:
         return x.detach().numpy() if x.requires_grad else x.numpy()  # (a .grad: no detach, ~1 µs less)

@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import _arrays, _structure, kernels, methods, presets
 from . import _checks as ck
-from . import _structure, kernels, methods, presets
 from .method_state import BatchedState, MethodState
 
 
@@ -40,7 +40,7 @@ class Optimizer:
             return
         self._backend = kernels.get(kernels.owner(x))
         self._shaped = self._backend.param_array(x)  # x itself, or its Numba device view
-        self._moved = _moved_storage_check([("x", x)])
+        self._moved = _moved_storage_check(_named(x))
         # what a copy or an unpickled stepper rebuilds from
         self._options = (preset, dict(hyperparameters, **({"batched": True} if batched else {})))
         # batched: each row x[b] is its own problem (per-row hyperparameters: 1-D arrays of length B)
@@ -70,8 +70,7 @@ class Optimizer:
             raise ValueError("Keras's clipnorm clips each variable on its own; over several arrays "
                              "fastrms clips their global norm: use global_clipnorm (or clip_norm)")
         self._leaves = leaves = _structure.Leaves(x)
-        named = zip(leaves.names, _structure.items(x), strict=True)
-        self._moved = _moved_storage_check([(f"x[{k!r}]", a) for k, a in named])
+        self._moved = _moved_storage_check(_named(x))
         self._backend = kernels.get("cpu")
         self._options = (preset, dict(hyperparameters))
         self._batched = False
@@ -113,8 +112,8 @@ class Optimizer:
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Over torch tensors, as torch's optimizers: each tensor's ``.grad`` set to None, or zeroed
         in place with ``set_to_none=False``."""
-        tensors = _structure.items(self.x) if _structure.is_structure(self.x) else [self.x]
-        if not all(type(t).__module__.split(".")[0] == "torch" for t in tensors):
+        tensors = [t for _, t in _named(self.x)]
+        if not all(map(_arrays.is_torch, tensors)):
             raise TypeError(f"{type(self).__name__}.zero_grad() clears torch tensors' .grad; this stepper's "
                             "x is not torch tensors (NumPy arrays carry no gradient: step(g) takes it)")
         for t in tensors:
@@ -250,12 +249,20 @@ class Optimizer:
         return f"{type(self).__name__}({what}, t={self.t}, {hp})"
 
 
+def _named(x) -> list:
+    """(name, array) for each array of x, named as the errors name them: x, or x[key] / x[index]."""
+    if not _structure.is_structure(x):
+        return [("x", x)]
+    keys = list(x) if isinstance(x, dict) else range(len(x))
+    return [(f"x[{k!r}]", a) for k, a in zip(keys, _structure.items(x), strict=True)]
+
+
 def _moved_storage_check(named: list) -> Callable[[], None] | None:
     """For the torch tensors among the (name, x) pairs, a check run before each step that each still
     holds the memory the stepper updates.  model.to(), .double() or p.data = ... give a tensor new
     storage; the stepper would go on updating the old memory, a silent no-op for the model (torch's
     own optimizers hold the tensor and follow it), so it is refused, saying what to do instead."""
-    held = [(name, t, t.data_ptr()) for name, t in named if type(t).__module__.split(".")[0] == "torch"]
+    held = [(name, t, t.data_ptr()) for name, t in named if _arrays.is_torch(t)]
     if not held:
         return None
 

@@ -506,8 +506,8 @@ def entry_point(kernel, *like):
     """kernel's compiled code for arguments of ``like``'s Numba types, to be called without the
     dispatcher, which types every argument on every call (0.2 µs of a 0.5 µs call of a small
     kernel).  Its callers pass arrays of exactly those types (dtype, ndim, USUAL_FLAGS): the
-    compiled code does not check them.  kernel itself where it is not a plain dispatcher (a
-    lock-guarded parallel kernel under workqueue, or Python code under NUMBA_DISABLE_JIT)."""
+    compiled code does not check them.  kernel itself where it is not a dispatcher (a
+    lock-guarded parallel kernel under workqueue)."""
     if not isinstance(kernel, numba.core.registry.CPUDispatcher):
         return kernel
     return kernel.compile(tuple(numba.typeof(a) for a in like))

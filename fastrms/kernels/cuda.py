@@ -25,7 +25,7 @@ from functools import cache, lru_cache, partial
 
 import numpy as np
 
-from .._arrays import none_gradient_error, shape_error
+from .._arrays import is_torch, none_gradient_error, shape_error
 from . import _jit
 
 THREADS_PER_BLOCK = 256  # at most 1024 on every CUDA device
@@ -502,7 +502,7 @@ def _interface(a) -> dict | None:
     """a's CUDA Array Interface, or None for host arrays and the simulator's."""
     if isinstance(a, np.ndarray) or _simulator():
         return None
-    if type(a).__module__.split(".")[0] == "torch":
+    if is_torch(a):
         if not getattr(a, "is_cuda", False):
             return None
         a = a.detach()  # a tensor that requires grad refuses the interface; detach() shares memory
@@ -558,7 +558,7 @@ def owns(a) -> bool:
     """Whether a is a CUDA device array (cheap: numba.cuda is not imported for host arrays)."""
     if isinstance(a, np.ndarray):
         return False
-    if type(a).__module__.split(".")[0] == "torch":  # first: a tensor that requires grad (an
+    if is_torch(a):  # first: a tensor that requires grad (an
         return bool(getattr(a, "is_cuda", False))   # nn.Parameter) raises on the interface
     return hasattr(a, "__cuda_array_interface__") or type(a).__name__ == "FakeCUDAArray"
 
