@@ -232,6 +232,41 @@ def test_a_models_grad_tensors_are_read_in_place_and_odd_ones_are_converted(opts
                                                                            for s in shapes[1:]])
 
 
+def test_torch_containers_of_parameters():
+    """An nn.ParameterList, an nn.ParameterDict and model.named_parameters() are taken as torch's
+    optimizers take them (a list; a dict keyed by name, which the state dict keeps); a module
+    itself and parameter groups are TypeErrors that say what to pass."""
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+    X = torch.randn(8, 3, dtype=torch.float64)
+    copies = [copy.deepcopy(model) for _ in range(4)]
+    plist = torch.nn.ParameterList(copies[1].parameters())
+    pdict = torch.nn.ParameterDict({k.replace(".", "_"): p for k, p in copies[2].named_parameters()})
+    opts = [torch.optim.RMSprop(copies[0].parameters(), lr=0.01, centered=True),
+            fastrms.RMSProp(plist, preset="torch", lr=0.01, centered=True),
+            fastrms.RMSProp(pdict, preset="torch", lr=0.01, centered=True),
+            fastrms.RMSProp(copies[3].named_parameters(), preset="torch", lr=0.01, centered=True)]
+    assert isinstance(opts[1].x, list) and len(opts[1].x) == 4
+    assert list(opts[2].x) == list(pdict.keys()) and len(pdict) == 4  # (its own order: it sorts a dict)
+    assert list(opts[3].x) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    for _ in range(6):
+        for m, o in zip(copies, opts, strict=True):
+            o.zero_grad()
+            (m(X) ** 2).mean().backward()
+            o.step()
+    for m in copies[1:]:
+        for a, b in zip(m.parameters(), copies[0].parameters(), strict=True):
+            np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-12, atol=1e-12)
+    assert list(opts[3].state_dict()["s"]) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    with pytest.raises(TypeError, match=r"x is a torch module \(Sequential\): pass its parameters.*"
+                                        r"fastrms\.RMSProp\(model\.parameters\(\), \.\.\.\)"):
+        fastrms.RMSProp(model, lr=0.01)
+    with pytest.raises(TypeError, match="parameter groups .* one stepper per group"):
+        fastrms.Adam([{"params": [model[0].weight]}, {"params": [model[2].weight], "lr": 1e-3}])
+    with pytest.raises(ValueError, match="names a parameter twice"):
+        fastrms.RMSProp(iter([("w", np.zeros(2)), ("w", np.zeros(3))]))
+
+
 def test_a_torch_loop_as_written_for_torch_optim():
     """fastrms.RMSProp(model.parameters(), ...) and opt.zero_grad(); loss.backward(); opt.step():
     the parameters as torch's optimizers take them (a generator), their .grad read by step()."""
