@@ -63,8 +63,11 @@ PRESETS: dict[str, dict] = {
               "adam": dict(lr=0.001, eps=1e-8),
               "adagrad": dict(lr=0.01, eps=1e-7, eps_in_sqrt=True),
               "momentum": dict(lr=0.01, momentum=0.0, lr_in_momentum=True)},
+    # autograd.misc.optimizers: sgd's velocity ← mass·velocity − (1 − mass)·g is b ← μ b + (1 − τ) g
+    # from b₀ = 0 with μ = τ = mass (see _configure)
     "autograd": {"rmsprop": dict(lr=0.1, gamma=0.9, eps=1e-8, eps_in_sqrt=False, initial_scale=1.0),
-                 "adam": dict(lr=0.001, eps=1e-8)},
+                 "adam": dict(lr=0.001, eps=1e-8),
+                 "momentum": dict(lr=0.1, momentum=0.9, dampening=0.9, dampen_first_step=True)},
 }
 # Names a library uses that are not fastrms aliases everywhere.
 PRESET_ALIASES = {
@@ -76,7 +79,7 @@ PRESET_ALIASES = {
     "optax": {"decay": "gamma", "b1": "beta1", "b2": "beta2"},
     "mxnet": {"gamma1": "gamma", "gamma2": "momentum", "wd": "weight_decay",
               "clip_gradient": "clip_value"},
-    "autograd": {"step_size": "lr", "b1": "beta1", "b2": "beta2"},
+    "autograd": {"step_size": "lr", "b1": "beta1", "b2": "beta2", "mass": "momentum"},
     "d2l": {},
 }
 
@@ -117,6 +120,12 @@ def _configure(method: str, options: dict, preset: str | None) -> methods.Config
             defaults["momentum"] = 0.9
         else:
             options.pop("gamma2", None)
+    if preset == "autograd" and m.name == "momentum":
+        # one number, mass, is both μ and τ there; an explicit dampening still wins
+        names = {**methods.ALIASES, **PRESET_ALIASES[preset]}
+        given = {names.get(k, k): v for k, v in options.items()}
+        if "momentum" in given and "dampening" not in given:
+            defaults["dampening"] = given["momentum"]
     if preset in ("keras", "optax") and "momentum" in m.hypers:
         options = _momentum_as_in(preset, options, defaults, PRESET_ALIASES[preset])
     return m.configure(options, defaults=defaults, aliases=PRESET_ALIASES[preset])
@@ -192,7 +201,7 @@ def configure_batch(method: str, options: dict, preset: str | None,
         scalars[lr[0]] = float(lr[1][0])
     keys = [key for key, _ in arrays.values()]
     columns = np.stack([a for _, a in arrays.values()], axis=1) if arrays else None
-    combos = np.unique(columns, axis=0) if arrays else [()]
+    combos, combo_of = np.unique(columns, axis=0, return_inverse=True) if arrays else ([()], None)
     configs = []
     for row in combos:
         try:
@@ -212,6 +221,11 @@ def configure_batch(method: str, options: dict, preset: str | None,
                          "problems (no one problem has them all, e.g. momentum > 0 together with eps = 0); "
                          "split the batch")
     per_problem = {name: a for name, (_, a) in arrays.items()}
+    for name in m.schedulable.keys() - per_problem.keys():
+        # a value the preset derives from per-problem ones (autograd's dampening is its mass)
+        values = [c[name] for c in configs]
+        if len(configs) > 1 and not any(map(callable, values)) and len(set(values)) > 1:
+            per_problem[name] = np.asarray(values, dtype=np.float64)[combo_of.reshape(-1)]
     if lr is not None:
         per_problem["lr"] = lr[1]
     return chosen, per_problem, any(c.varies for c in configs)

@@ -94,12 +94,14 @@ def test_a_learning_rate_by_decay_sweep_is_one_call(rng):
     ("adam", {"beta1": np.linspace(0.5, 0.95, B), "amsgrad": True, "clip_norm": 0.5}),
     ("momentum", {"momentum": np.linspace(0.0, 0.9, B), "nesterov": True, "weight_decay": 0.01}),
     ("adadelta", {"lr": 1.0, "eps": np.geomspace(1e-8, 1e-3, B)}),
+    # autograd's sgd: the preset derives each problem's dampening from its own mass
+    ("momentum", {"preset": "autograd", "mass": np.linspace(0.2, 0.9, B), "step_size": 0.05}),
 ])
 def test_per_problem_hyperparameters_of_other_methods(method, options, rng):
     A, y = _least_squares(rng)
     X0 = rng.normal(size=(B, N))
     options = {**options, "maxiter": 40}
-    if method == "momentum":  # nesterov needs μ > 0 on its own; keep problem 0 at μ = 0.1
+    if "nesterov" in options:  # nesterov needs μ > 0 on its own; keep problem 0 at μ = 0.1
         options["momentum"][0] = 0.1
     res = fastrms.minimize(F, dF, X0, args=(A, y), method=method, options={**options, "batched": True})
     _assert_same_as_separate(res, method, X0, (A, y), options)
