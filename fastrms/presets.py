@@ -46,7 +46,9 @@ PRESETS: dict[str, dict] = {
     "tf1": {"rmsprop": dict(gamma=0.9, eps=1e-10, eps_in_sqrt=True, initial_scale=1.0, lr_in_momentum=True),
             "momentum": dict(momentum=0.9),
             "adagrad": dict(initial_scale=0.1, eps=0.0),
-            "adam": dict(lr=0.001, eps=1e-8, epsilon_hat=True)},
+            "adam": dict(lr=0.001, eps=1e-8, epsilon_hat=True),
+            "adadelta": dict(lr=0.001, gamma=0.95, eps=1e-8),
+            "gd": {}},
     # Optax's bias-corrected form throughout Adam (v̂ = v/(1 − β2ᵗ) under the root, the AMSGrad
     # maximum over v̂); sgd is trace then scale, so η sits outside its buffer, while rmsprop
     # scales by η before its trace (inside).  sgd, rmsprop: momentum=None is no momentum.
@@ -75,7 +77,7 @@ PRESET_ALIASES = {
     # one flat x: global_clipnorm (over all variables) and clipnorm (per variable) coincide
     "keras": {"rho": "gamma", "clipnorm": "clip_norm", "global_clipnorm": "clip_norm",
               "clipvalue": "clip_value", "initial_accumulator_value": "initial_scale"},
-    "tf1": {"decay": "gamma", "initial_accumulator_value": "initial_scale"},
+    "tf1": {"decay": "gamma", "initial_accumulator_value": "initial_scale", "use_nesterov": "nesterov"},
     "optax": {"decay": "gamma", "b1": "beta1", "b2": "beta2"},
     "mxnet": {"gamma1": "gamma", "gamma2": "momentum", "wd": "weight_decay",
               "clip_gradient": "clip_value"},

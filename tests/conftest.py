@@ -4,6 +4,9 @@ import sys
 # CI has no GPU: the CUDA tests run under Numba's simulator.  This must be set
 # before numba is first imported.  On a GPU machine run NUMBA_ENABLE_CUDASIM=0.
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+# Keras parity runs Keras on jax; TensorFlow (the TF1 parity tests) would import Keras with its own
+# backend first in a worker that runs both, so the choice is made here, before either
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import numpy as np
 import pytest

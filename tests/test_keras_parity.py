@@ -7,7 +7,6 @@ fastrms stepper.  The last tests replay the golden-value tests that ship inside 
 
 import ast
 import itertools
-import os
 import pathlib
 
 import numpy as np
@@ -23,7 +22,6 @@ def _keras():
     # imported when this file's first test runs, not at collection: every xdist worker collects every file,
     # and these imports cost seconds each
     global jax, keras
-    os.environ.setdefault("KERAS_BACKEND", "jax")
     jax = pytest.importorskip("jax", reason="keras parity tests run Keras on its jax backend")
     jax.config.update("jax_enable_x64", True)
     keras = pytest.importorskip("keras", reason="keras parity tests need keras (pip install keras jax)")

@@ -46,8 +46,8 @@ def test_preset_names_and_errors():
         fastrms.RMSProp(np.zeros(2), preset="pytorch")
     with pytest.raises(ValueError, match="unknown option"):
         fastrms.RMSProp(np.zeros(2), preset="torch", gamma1=0.9)  # an MXNet name under torch
-    with pytest.raises(ValueError, match="has no 'adadelta'"):
-        fastrms.Adadelta(np.zeros(2), preset="tf1")
+    with pytest.raises(ValueError, match=r"preset 'mxnet' has no 'adadelta'; it covers \['adagrad', 'adam'"):
+        fastrms.Adadelta(np.zeros(2), preset="mxnet")
     opt = fastrms.RMSProp(np.zeros(2), preset="keras")
     hp = opt.hyperparameters
     assert hp["lr"] == 0.001 and hp["eps"] == 1e-7 and hp["eps_in_sqrt"] and hp["lr_in_momentum"]
