@@ -34,7 +34,7 @@ DRIVER_OPTIONS = {
     "disp": False,          # print a summary at the end
     "history": False,       # res.history: loss and max|g| at every iterate
     "trajectory": False,    # res.trajectory: every iterate (small problems)
-    "preset": None,         # 'torch', 'keras', 'tf1', 'optax', 'mxnet', 'autograd', 'd2l'
+    "preset": None,         # 'torch', 'keras', 'tf1', 'optax', 'mxnet', 'timm', 'autograd', 'd2l'
     "dtype": None,          # compute in float32 or float64 (default: x0's)
     "driver": "auto",       # 'auto', 'python' or 'compiled'
     "backend": "auto",      # 'auto' (where x0 lives), 'cpu' or 'cuda'

@@ -69,6 +69,10 @@ PRESETS: dict[str, dict] = {
               "momentum": dict(lr=0.01, momentum=0.0, lr_in_momentum=True)},
     # autograd.misc.optimizers: sgd's velocity ← mass·velocity − (1 − mass)·g is b ← μ b + (1 − τ) g
     # from b₀ = 0 with μ = τ = mass (see _configure)
+    # timm's RMSpropTF, TensorFlow's RMSProp in PyTorch: s₀ = 1, ε inside the root, η inside the
+    # momentum buffer unless lr_in_momentum=False; decoupled_decay is x ← (1 − ηλ) x
+    "timm": {"rmsprop": dict(lr=0.01, gamma=0.9, eps=1e-10, eps_in_sqrt=True, initial_scale=1.0,
+                             lr_in_momentum=True)},
     "autograd": {"rmsprop": dict(lr=0.1, gamma=0.9, eps=1e-8, eps_in_sqrt=False, initial_scale=1.0),
                  "adam": dict(lr=0.001, eps=1e-8),
                  "momentum": dict(lr=0.1, momentum=0.9, dampening=0.9, dampen_first_step=True)},
@@ -83,6 +87,7 @@ PRESET_ALIASES = {
     "optax": {"decay": "gamma", "b1": "beta1", "b2": "beta2"},
     "mxnet": {"gamma1": "gamma", "gamma2": "momentum", "wd": "weight_decay",
               "clip_gradient": "clip_value"},
+    "timm": {"alpha": "gamma", "decoupled_decay": "decoupled_weight_decay"},
     "autograd": {"step_size": "lr", "b1": "beta1", "b2": "beta2", "mass": "momentum"},
     "d2l": {},
 }

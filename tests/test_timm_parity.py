@@ -1,0 +1,80 @@
+"""Step-by-step parity with timm's RMSpropTF under preset='timm' (skipped without timm and torch).
+
+timm's RMSpropTF is TensorFlow's RMSProp written for PyTorch (s₀ = 1, ε inside the root, η inside
+the momentum buffer), with PyTorch's options.  Its optimizer module needs only torch, while
+``import timm`` needs torchvision too: the module is loaded from timm's ``optim`` folder as a
+package of its own, so ``pip install --no-deps timm`` is enough here.
+"""
+
+import importlib
+import importlib.util
+import itertools
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import fastrms
+
+torch = RMSpropTF = None
+
+A = np.random.default_rng(0).standard_normal((12, 6))
+Y = np.random.default_rng(1).standard_normal((12, 3))
+X0 = np.random.default_rng(2).standard_normal((6, 3))
+STEPS = 20
+
+
+def dF(X):
+    return 2.0 * A.T @ (A @ X - Y) / A.shape[0]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _timm():
+    global torch, RMSpropTF
+    torch = pytest.importorskip("torch")
+    spec = importlib.util.find_spec("timm")
+    if spec is None:
+        pytest.skip("timm parity tests need timm (pip install --no-deps timm)")
+    pkg = types.ModuleType("_timm_optim")
+    pkg.__path__ = [f"{spec.submodule_search_locations[0]}/optim"]
+    sys.modules.setdefault("_timm_optim", pkg)
+    RMSpropTF = importlib.import_module("_timm_optim.rmsprop_tf").RMSpropTF
+
+
+def _grid(**axes):
+    return [dict(zip(axes, vals, strict=True)) for vals in itertools.product(*axes.values())]
+
+
+CASES = ([kw for kw in _grid(alpha=[0.9, 0.5], momentum=[0.0, 0.9], centered=[False, True],
+                             lr_in_momentum=[True, False], foreach=[False, True])
+          if kw["momentum"] or kw["lr_in_momentum"]]  # (where η sits matters only with momentum)
+         + _grid(eps=[1e-3], weight_decay=[0.1], decoupled_decay=[False, True], momentum=[0.0, 0.5]))
+
+
+@pytest.mark.parametrize("kwargs", CASES, ids=[str(kw) for kw in CASES])
+def test_stepper_matches_timm(kwargs):
+    theirs = torch.nn.Parameter(torch.tensor(X0.copy()))
+    topt = RMSpropTF([theirs], lr=0.01, **kwargs)
+    x = X0.copy()
+    mine = fastrms.RMSProp(x, preset="timm", lr=0.01, **{k: v for k, v in kwargs.items() if k != "foreach"})
+    for k in range(STEPS):
+        theirs.grad = torch.tensor(dF(theirs.detach().numpy()))
+        topt.step()
+        mine.step(dF(x))
+        np.testing.assert_allclose(x, theirs.detach().numpy(), rtol=1e-12, atol=1e-12,
+                                   err_msg=f"step {k + 1}")
+
+
+def test_defaults():
+    theirs = torch.nn.Parameter(torch.tensor(X0.copy()))
+    topt = RMSpropTF([theirs])
+    x = X0.copy()
+    mine = fastrms.RMSProp(x, preset="timm")
+    for _ in range(STEPS):
+        theirs.grad = torch.tensor(dF(theirs.detach().numpy()))
+        topt.step()
+        mine.step(dF(x))
+    np.testing.assert_allclose(x, theirs.detach().numpy(), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="preset 'timm' has no 'adam'; it covers \\['rmsprop'\\]"):
+        fastrms.Adam(x, preset="timm")
