@@ -45,7 +45,8 @@ def reference_run(method, x0, grads, **o):
         if method == "gd":
             x = x - lr * g
         elif method == "momentum":
-            b = mu * b + (g if t == 1 else (1 - o.get("dampening", 0.0)) * g)  # torch's SGD: b₁ = g
+            damped = t > 1 or o.get("dampen_first_step", False)  # torch's SGD: b₁ = g; autograd's: (1 − τ) g
+            b = mu * b + ((1 - o.get("dampening", 0.0)) * g if damped else g)
             x = x - lr * (g + mu * b if o.get("nesterov") else b)
         elif method in ("rmsprop", "adagrad"):
             if method == "adagrad":
@@ -109,3 +110,18 @@ def reference_run(method, x0, grads, **o):
             delta = gamma * delta + (1 - gamma) * dx * dx
             x = x - lr * dx
     return x
+
+
+# The problem the step-by-step parity tests hand each library and fastrms alike: a least-squares
+# fit of a 6 x 3 X (float64), whose gradient NumPy computes the same way for both.
+PARITY_A = np.random.default_rng(0).standard_normal((12, 6))
+PARITY_Y = np.random.default_rng(1).standard_normal((12, 3))
+PARITY_X0 = np.random.default_rng(2).standard_normal((6, 3))
+
+
+def parity_loss(X):
+    return float(np.sum((PARITY_A @ X - PARITY_Y) ** 2)) / PARITY_A.shape[0]
+
+
+def parity_grad(X):
+    return 2.0 * PARITY_A.T @ (PARITY_A @ X - PARITY_Y) / PARITY_A.shape[0]

@@ -21,6 +21,7 @@ CASES = [
     ("momentum", {}),
     ("momentum", {"nesterov": True, "momentum": 0.8}),
     ("momentum", {"dampening": 0.3, "weight_decay": 0.1}),
+    ("momentum", {"dampening": 0.6, "dampen_first_step": True, "momentum": 0.6}),
     ("rmsprop", {}),
     ("rmsprop", {"eps_in_sqrt": False, "eps": 1e-8}),
     ("rmsprop", {"momentum": 0.9}),

@@ -14,19 +14,15 @@ import os
 
 import numpy as np
 import pytest
+from reference import PARITY_X0 as X0
+from reference import parity_grad as dF
 
 import fastrms
 
 tf = None
 
-A = np.random.default_rng(0).standard_normal((12, 6))
-Y = np.random.default_rng(1).standard_normal((12, 3))
-X0 = np.random.default_rng(2).standard_normal((6, 3))
 STEPS = 25
 
-
-def dF(X):
-    return 2.0 * A.T @ (A @ X - Y) / A.shape[0]
 
 
 @pytest.fixture(scope="module", autouse=True)
