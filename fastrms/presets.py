@@ -77,6 +77,18 @@ PRESETS: dict[str, dict] = {
                  "adam": dict(lr=0.001, eps=1e-8),
                  "momentum": dict(lr=0.1, momentum=0.9, dampening=0.9, dampen_first_step=True)},
 }
+# torch.optim's per-parameter state entries -> fastrms's state rows, per method (load_state_dict
+# takes a torch optimizer's state_dict); torch's SGD keeps no step count.
+TORCH_STATE = {
+    "rmsprop": {"square_avg": "s", "grad_avg": "m", "momentum_buffer": "b"},
+    "adam": {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "vmax"},
+    "adamw": {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "vmax"},
+    "adagrad": {"sum": "s"},
+    "adadelta": {"square_avg": "s", "acc_delta": "delta"},
+    "momentum": {"momentum_buffer": "b"},
+    "gd": {"momentum_buffer": None},  # (None there: SGD without momentum)
+}
+
 # Names a library uses that are not fastrms aliases everywhere.
 PRESET_ALIASES = {
     "torch": {"alpha": "gamma", "initial_accumulator_value": "initial_scale"},

@@ -157,11 +157,58 @@ class Optimizer:
         return {"t": flat["t"], **{name: self._leaves.unflatten(flat[name]) for name in self._mstate.names}}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a state from ``state_dict()``; or, for a stepper made with ``preset='torch'``,
+        from a torch optimizer's ``state_dict()`` (its state, step count and hyperparameters, as
+        torch's ``load_state_dict`` restores them), to resume a run that torch.optim began."""
+        if isinstance(state, dict) and {"state", "param_groups"} <= state.keys():
+            return self._load_torch_state(state)
         lv, names = self._leaves, self._mstate.names
         if lv is not None and isinstance(state, dict):  # x's structure per state entry: flatten it
             state = {k: lv.flatten(v, f"state[{k!r}]") if k in names and _structure.is_structure(v) else v
                      for k, v in state.items()}
         self._mstate.load_state_dict(state)
+
+    def _load_torch_state(self, saved: dict) -> None:
+        cls, rows = type(self).__name__, self._mstate.names
+        if self._options[0] != "torch" or self.method not in presets.TORCH_STATE or self._batched:
+            raise ValueError(f"a torch optimizer's state_dict loads into a stepper made with preset='torch' "
+                             f"(over one array or a model's parameters): this is {self._describe()}")
+        groups = saved["param_groups"]
+        if len(groups) != 1:
+            raise ValueError(f"the torch state has {len(groups)} parameter groups; a fastrms stepper has one "
+                             "set of hyperparameters: load each group into its own stepper")
+        to_row = presets.TORCH_STATE[self.method]
+        params, n = groups[0]["params"], len(self._leaves.sizes) if self._leaves is not None else 1
+        if len(params) != n:
+            raise ValueError(f"the torch state is for {len(params)} parameters; this {cls} steps {n} arrays")
+        per_param = [saved["state"].get(i, {}) for i in params]
+        steps = {round(float(st["step"])) for st in per_param if "step" in st}
+        if len(steps) > 1:
+            raise ValueError(f"the torch state's parameters have taken different numbers of steps "
+                             f"({sorted(steps)}); fastrms steps every array together")
+        values = {}
+        for j, st in enumerate(per_param):
+            entries = {k: v for k, v in st.items() if k != "step" and v is not None}
+            unknown = sorted(set(entries) - set(to_row))
+            found = sorted(to_row[k] for k in entries if k in to_row)
+            if unknown or found != sorted(rows):
+                want = sorted(k for k, r in to_row.items() if r in rows)
+                raise ValueError(f"parameter {j} of the torch state has {sorted(entries) or 'no state'}, but "
+                                 f"this {self._describe()} keeps {want or 'none'}: load a state saved by the "
+                                 "same torch optimizer with the same options, after a step")
+            for k, v in entries.items():
+                values.setdefault(to_row[k], []).append(v.detach().cpu().numpy())
+        t = steps.pop() if steps else int(bool(values))  # (torch's SGD counts no steps: a buffer means t ≥ 1)
+        state = {"t": t, **{r: (self._leaves.structure(a) if self._leaves is not None else a[0])
+                            for r, a in values.items()}}
+        known = self._names()
+        hyper = {k: (v.item() if _arrays.is_torch(v) else v) for k, v in groups[0].items() if k in known}
+        self.load_state_dict(state)
+        self.set_hyperparameters(**hyper)
+
+    def _describe(self) -> str:
+        preset, hyper = self._options
+        return f"{type(self).__name__}(preset={preset!r}{''.join(f', {k}={v!r}' for k, v in hyper.items())})"
 
     # -- changing hyperparameters between steps ---------------------------------------
     def set_hyperparameters(self, **hyperparameters: Any) -> None:

@@ -267,6 +267,77 @@ def test_torch_containers_of_parameters():
         fastrms.RMSProp(iter([("w", np.zeros(2)), ("w", np.zeros(3))]))
 
 
+RESUMED = [("RMSprop", "RMSProp", {"momentum": 0.5, "centered": True, "weight_decay": 0.01}),
+           ("RMSprop", "RMSProp", {}),
+           ("Adam", "Adam", {"amsgrad": True, "betas": (0.8, 0.95)}),
+           ("AdamW", "AdamW", {}),
+           ("SGD", "Momentum", {"momentum": 0.9, "dampening": 0.3}),
+           ("SGD", "Momentum", {"momentum": 0.9, "nesterov": True}),
+           ("SGD", "GradientDescent", {}),
+           ("Adagrad", "Adagrad", {"initial_accumulator_value": 0.1}),
+           ("Adadelta", "Adadelta", {"rho": 0.8})]
+
+
+@pytest.mark.parametrize(("theirs", "mine", "kwargs"), RESUMED, ids=[f"{t}-{kw}" for t, _, kw in RESUMED])
+def test_a_run_torch_began_resumes_from_its_state_dict(theirs, mine, kwargs):
+    """opt.load_state_dict(torch_opt.state_dict()): the state, the step count and the hyperparameters
+    (torch's state wins over the stepper's lr, as torch's own load_state_dict does), then the
+    same steps as torch's optimizer taking them."""
+    torch.manual_seed(3)
+    X = torch.randn(16, 3, dtype=torch.float64)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).double()
+    topt = getattr(torch.optim, theirs)(model.parameters(), lr=0.01, **kwargs)
+
+    def steps(m, o, k):
+        for _ in range(k):
+            o.zero_grad()
+            (m(X) ** 2).mean().backward()
+            o.step()
+
+    steps(model, topt, 4)
+    resumed, saved = copy.deepcopy(model), copy.deepcopy(topt.state_dict())
+    steps(model, topt, 6)
+    opt = getattr(fastrms, mine)(resumed.parameters(), preset="torch", lr=0.5, **kwargs)
+    opt.load_state_dict(saved)
+    assert opt.lr == 0.01
+    steps(resumed, opt, 6)
+    for a, b in zip(resumed.parameters(), model.parameters(), strict=True):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_a_torch_state_that_does_not_fit_is_refused():
+    w = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+    v = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    topt = torch.optim.RMSprop([w, v], lr=0.01, centered=True)
+    before = topt.state_dict()
+    w.grad, v.grad = torch.ones(3, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    topt.step()
+    saved = topt.state_dict()
+    x = [np.ones(3), np.ones(2)]
+    fits = fastrms.RMSProp(x, preset="torch", centered=True)
+    with pytest.raises(ValueError, match=r"parameter 0 of the torch state has \['grad_avg', 'square_avg'\], "
+                                         r"but this RMSProp\(preset='torch'\) keeps \['square_avg'\]"):
+        fastrms.RMSProp(x, preset="torch").load_state_dict(saved)
+    with pytest.raises(ValueError, match=r"has no state, but .* keeps \['grad_avg', 'square_avg'\].*after a"):
+        fits.load_state_dict(before)
+    with pytest.raises(ValueError, match="made with preset='torch'"):
+        fastrms.RMSProp(x, centered=True).load_state_dict(saved)
+    with pytest.raises(ValueError, match="is for 2 parameters; this RMSProp steps 1 arrays"):
+        fastrms.RMSProp(np.ones(3), preset="torch", centered=True).load_state_dict(saved)
+    two_groups = {**saved, "param_groups": [{**saved["param_groups"][0], "params": [0]},
+                                            {**saved["param_groups"][0], "params": [1]}]}
+    with pytest.raises(ValueError, match="2 parameter groups"):
+        fits.load_state_dict(two_groups)
+    uneven = copy.deepcopy(saved)
+    uneven["state"][1]["step"] = torch.tensor(7.0)
+    with pytest.raises(ValueError, match=r"different numbers of steps \(\[1, 7\]\)"):
+        fits.load_state_dict(uneven)
+    assert fits.t == 0 and all((a == 1).all() for a in x)
+    fits.load_state_dict(saved)
+    assert fits.t == 1
+    np.testing.assert_array_equal(fits.state["m"][0], saved["state"][0]["grad_avg"].numpy())
+
+
 def test_a_torch_loop_as_written_for_torch_optim():
     """fastrms.RMSProp(model.parameters(), ...) and opt.zero_grad(); loss.backward(); opt.step():
     the parameters as torch's optimizers take them (a generator), their .grad read by step()."""
