@@ -23,8 +23,11 @@ def unknown(what: str, name: str, known) -> ValueError:
 def typed_items(options: dict) -> tuple:
     """options as (name, types, value) items, a cache key for validated options that tells equal
     values of different types apart (True == 1, and (False, 0.9) == (0, 0.9) inside a tuple): a
-    remembered valid call must not let an equal invalid value through."""
-    return tuple((k, _types(v), v) for k, v in options.items())
+    remembered valid call must not let an equal invalid value through.  A 0-d tensor (torch, JAX)
+    makes the key unhashable, so that its value is read afresh: torch hashes a tensor by identity,
+    and its value can change in place."""
+    return tuple((k, _types(v), [v] if hasattr(v, "ndim") and not isinstance(v, np.generic) else v)
+                 for k, v in options.items())
 
 
 def _types(v):
@@ -48,11 +51,13 @@ def choice(name: str, value, known) -> str:
 
 
 def real(name: str, value) -> float:
-    """A real number (bools and complex numbers are refused)."""
+    """A real number, or a 0-d array or tensor of one (NumPy, torch, JAX: torch.optim takes
+    ``lr=torch.tensor(0.01)``); bools and complex numbers are refused."""
+    given = value
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
+        value = value.item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
-            return float(value)
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {_short(value)}")
+        raise TypeError(f"{name} must be a real number, got {type(given).__name__} {_short(given)}")
     try:
         value = float(value)
     except OverflowError:  # a Python int beyond float64

@@ -338,6 +338,30 @@ def test_a_torch_state_that_does_not_fit_is_refused():
     np.testing.assert_array_equal(fits.state["m"][0], saved["state"][0]["grad_avg"].numpy())
 
 
+def test_a_tensor_learning_rate_as_torch_takes_it():
+    """lr=torch.tensor(...) (torch.optim takes a Tensor lr) is read as its number when given: the same
+    steps as torch's; and a tensor changed in place is read again by the next call, not remembered."""
+    lr = torch.tensor(0.01, dtype=torch.float64)
+    theirs = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64))
+    topt = torch.optim.RMSprop([theirs], lr=lr, momentum=0.5)
+    x = np.array([1.0, -2.0, 3.0])
+    opt = fastrms.RMSProp(x, preset="torch", lr=lr, momentum=0.5)
+    for _ in range(5):
+        theirs.grad = theirs.detach() ** 3
+        topt.step()
+        opt.step(x ** 3)
+    np.testing.assert_allclose(x, theirs.detach().numpy(), rtol=1e-12)
+    rate = torch.tensor(0.5, dtype=torch.float64)
+    solve = [fastrms.minimize(lambda v: float(v @ v), lambda v: 2 * v, np.ones(2), method="gd",
+                              options={"lr": rate, "maxiter": 1, "gtol": 0})]
+    rate.fill_(0.25)
+    solve.append(fastrms.minimize(lambda v: float(v @ v), lambda v: 2 * v, np.ones(2), method="gd",
+                                  options={"lr": rate, "maxiter": 1, "gtol": 0}))
+    assert solve[0].x.tolist() == [0.0, 0.0] and solve[1].x.tolist() == [0.5, 0.5]
+    with pytest.raises(TypeError, match=r"lr must be a real number, got Tensor tensor\(True\)"):
+        fastrms.RMSProp(x, lr=torch.tensor(True))
+
+
 def test_a_torch_loop_as_written_for_torch_optim():
     """fastrms.RMSProp(model.parameters(), ...) and opt.zero_grad(); loss.backward(); opt.step():
     the parameters as torch's optimizers take them (a generator), their .grad read by step()."""
