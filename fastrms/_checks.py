@@ -26,8 +26,13 @@ def typed_items(options: dict) -> tuple:
     remembered valid call must not let an equal invalid value through.  A 0-d tensor (torch, JAX)
     makes the key unhashable, so that its value is read afresh: torch hashes a tensor by identity,
     and its value can change in place."""
-    return tuple((k, _types(v), [v] if hasattr(v, "ndim") and not isinstance(v, np.generic) else v)
-                 for k, v in options.items())
+    return tuple((k, _types(v), _keyed(v)) for k, v in options.items())
+
+
+def _keyed(v):
+    if isinstance(v, tuple):
+        return tuple(map(_keyed, v))
+    return [v] if hasattr(v, "ndim") and not isinstance(v, np.generic) else v
 
 
 def _types(v):

@@ -358,6 +358,10 @@ def test_a_tensor_learning_rate_as_torch_takes_it():
     solve.append(fastrms.minimize(lambda v: float(v @ v), lambda v: 2 * v, np.ones(2), method="gd",
                                   options={"lr": rate, "maxiter": 1, "gtol": 0}))
     assert solve[0].x.tolist() == [0.0, 0.0] and solve[1].x.tolist() == [0.5, 0.5]
+    beta1 = torch.tensor(0.5, dtype=torch.float64)  # (inside a tuple too)
+    assert fastrms.Adam(np.ones(2), betas=(beta1, 0.9)).hyperparameters["beta1"] == 0.5
+    beta1.fill_(0.7)
+    assert fastrms.Adam(np.ones(2), betas=(beta1, 0.9)).hyperparameters["beta1"] == 0.7
     with pytest.raises(TypeError, match=r"lr must be a real number, got Tensor tensor\(True\)"):
         fastrms.RMSProp(x, lr=torch.tensor(True))
 
