@@ -186,6 +186,7 @@ class Optimizer:
         if len(steps) > 1:
             raise ValueError(f"the torch state's parameters have taken different numbers of steps "
                              f"({sorted(steps)}); fastrms steps every array together")
+        shapes = self._leaves.shapes if self._leaves is not None else [tuple(self._shaped.shape)]
         values = {}
         for j, st in enumerate(per_param):
             entries = {k: v for k, v in st.items() if k != "step" and v is not None}
@@ -197,6 +198,10 @@ class Optimizer:
                                  f"this {self._describe()} keeps {want or 'none'}: load a state saved by the "
                                  "same torch optimizer with the same options, after a step")
             for k, v in entries.items():
+                if tuple(v.shape) != tuple(shapes[j]):  # (torch matches parameters by position, as here)
+                    raise ValueError(f"parameter {j}'s {k} in the torch state has shape {tuple(v.shape)}, "
+                                     f"but array {j} of x has shape {tuple(shapes[j])}: are x's arrays in "
+                                     "the order of the parameters torch's optimizer was given?")
                 values.setdefault(to_row[k], []).append(v.detach().cpu().numpy())
         t = steps.pop() if steps else int(bool(values))  # (torch's SGD counts no steps: a buffer means t ≥ 1)
         state = {"t": t, **{r: (self._leaves.structure(a) if self._leaves is not None else a[0])

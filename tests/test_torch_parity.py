@@ -320,6 +320,9 @@ def test_a_torch_state_that_does_not_fit_is_refused():
         fastrms.RMSProp(x, preset="torch").load_state_dict(saved)
     with pytest.raises(ValueError, match=r"has no state, but .* keeps \['grad_avg', 'square_avg'\].*after a"):
         fits.load_state_dict(before)
+    with pytest.raises(ValueError, match=r"parameter 0's square_avg in the torch state has shape \(3,\), but "
+                                         r"array 0 of x has shape \(1, 3\): are x's arrays in the order"):
+        fastrms.RMSProp([np.ones((1, 3)), np.ones(2)], preset="torch", centered=True).load_state_dict(saved)
     with pytest.raises(ValueError, match="made with preset='torch'"):
         fastrms.RMSProp(x, centered=True).load_state_dict(saved)
     with pytest.raises(ValueError, match="is for 2 parameters; this RMSProp steps 1 arrays"):
