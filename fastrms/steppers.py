@@ -187,12 +187,15 @@ class Optimizer:
             raise ValueError(f"the torch state's parameters have taken different numbers of steps "
                              f"({sorted(steps)}); fastrms steps every array together")
         shapes = self._leaves.shapes if self._leaves is not None else [tuple(self._shaped.shape)]
-        values = {}
+        # torch's SGD without momentum keeps no buffer, where fastrms's Momentum with μ = 0 keeps one
+        # that each step overwrites: zeros stand for it
+        unkept = {"b"} if self.method == "momentum" and groups[0].get("momentum") == 0 else set()
+        values = {r: [np.zeros(shape) for shape in shapes] for r in unkept}
         for j, st in enumerate(per_param):
             entries = {k: v for k, v in st.items() if k != "step" and v is not None}
             unknown = sorted(set(entries) - set(to_row))
             found = sorted(to_row[k] for k in entries if k in to_row)
-            if unknown or found != sorted(rows):
+            if unknown or found != sorted(set(rows) - unkept):
                 want = sorted(k for k, r in to_row.items() if r in rows)
                 raise ValueError(f"parameter {j} of the torch state has {sorted(entries) or 'no state'}, but "
                                  f"this {self._describe()} keeps {want or 'none'}: load a state saved by the "
@@ -203,7 +206,8 @@ class Optimizer:
                                      f"but array {j} of x has shape {tuple(shapes[j])}: are x's arrays in "
                                      "the order of the parameters torch's optimizer was given?")
                 values.setdefault(to_row[k], []).append(v.detach().cpu().numpy())
-        t = steps.pop() if steps else int(bool(values))  # (torch's SGD counts no steps: a buffer means t ≥ 1)
+        # (torch's SGD counts no steps: a buffer means t ≥ 1)
+        t = steps.pop() if steps else int(any(per_param))
         state = {"t": t, **{r: (self._leaves.structure(a) if self._leaves is not None else a[0])
                             for r, a in values.items()}}
         known = self._names()

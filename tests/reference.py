@@ -45,7 +45,8 @@ def reference_run(method, x0, grads, **o):
         if method == "gd":
             x = x - lr * g
         elif method == "momentum":
-            damped = t > 1 or o.get("dampen_first_step", False)  # torch's SGD: b₁ = g; autograd's: (1 − τ) g
+            # torch's SGD: b₁ = g, and no dampening without momentum; autograd's: b₁ = (1 − τ) g
+            damped = mu != 0 and (t > 1 or o.get("dampen_first_step", False))
             b = mu * b + ((1 - o.get("dampening", 0.0)) * g if damped else g)
             x = x - lr * (g + mu * b if o.get("nesterov") else b)
         elif method in ("rmsprop", "adagrad"):

@@ -37,6 +37,7 @@ TORCH_CASES = [
     ("SGD", "momentum", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
     ("SGD", "momentum", {"momentum": 0.9, "dampening": 0.3}),
     ("SGD", "momentum", {"momentum": 0.5, "dampening": 0.0, "nesterov": True, "maximize": True}),
+    ("SGD", "momentum", {"momentum": 0.0, "dampening": 0.3}),  # (no momentum: torch ignores τ)
     ("SGD", "gd", {}),
 ]
 
@@ -274,6 +275,7 @@ RESUMED = [("RMSprop", "RMSProp", {"momentum": 0.5, "centered": True, "weight_de
            ("SGD", "Momentum", {"momentum": 0.9, "dampening": 0.3}),
            ("SGD", "Momentum", {"momentum": 0.9, "nesterov": True}),
            ("SGD", "GradientDescent", {}),
+           ("SGD", "Momentum", {"momentum": 0.0, "dampening": 0.3}),  # (torch keeps no buffer there)
            ("Adagrad", "Adagrad", {"initial_accumulator_value": 0.1}),
            ("Adadelta", "Adadelta", {"rho": 0.8})]
 

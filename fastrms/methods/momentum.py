@@ -1,7 +1,8 @@
 """Heavy-ball and Nesterov momentum:  b ← μ b + g;  x ← x − η b   (Nesterov: x ← x − η (g + μ b)).
 
 dampening τ (torch.optim.SGD): b ← μ b + (1 − τ) g from the second step on; the first step
-sets b = g, as torch does (b₀ = 0 and a weight of 1 at t = 1).  With ``dampen_first_step`` the
+sets b = g, as torch does (b₀ = 0 and a weight of 1 at t = 1), and with μ = 0 τ does nothing,
+as there (torch's SGD without momentum keeps no buffer).  With ``dampen_first_step`` the
 first step is damped too, b₁ = (1 − τ) g, so that b is an exponential moving average of g
 (autograd's sgd, τ = μ = its ``mass``).
 """
@@ -49,7 +50,7 @@ def momentum(x, g, S, i, h, flags):
 def momentum_coefficients(p, t, lr, gamma, gfactor, out):
     common_coefficients(p, lr, gfactor, out)
     momentum_terms(p[P_MU], p[P_NESTEROV], p[P_LR_INSIDE], lr, out, MU)
-    if t > 1 or p[P_DAMPEN_FIRST] != 0.0:
+    if p[P_MU] != 0.0 and (t > 1 or p[P_DAMPEN_FIRST] != 0.0):  # (torch damps nothing when μ = 0)
         out[A] *= 1.0 - p[P_DAMPENING]
 
 
