@@ -67,18 +67,18 @@ PRESETS: dict[str, dict] = {
               "adam": dict(lr=0.001, eps=1e-8, epsilon_hat=True),
               "adagrad": dict(lr=0.01, eps=1e-7, eps_in_sqrt=True, decoupled_weight_decay=True),
               "momentum": dict(lr=0.01, momentum=0.0, lr_in_momentum=True)},
-    # autograd.misc.optimizers: sgd's velocity ← mass·velocity − (1 − mass)·g is b ← μ b + (1 − τ) g
-    # from b₀ = 0 with μ = τ = mass (see _configure)
     # timm's RMSpropTF, TensorFlow's RMSProp in PyTorch: s₀ = 1, ε inside the root, η inside the
     # momentum buffer unless lr_in_momentum=False; decoupled_decay is x ← (1 − ηλ) x
     "timm": {"rmsprop": dict(lr=0.01, gamma=0.9, eps=1e-10, eps_in_sqrt=True, initial_scale=1.0,
                              lr_in_momentum=True)},
+    # autograd.misc.optimizers: sgd's velocity ← mass·velocity − (1 − mass)·g is b ← μ b + (1 − τ) g
+    # from b₀ = 0 with μ = τ = mass (see _configure)
     "autograd": {"rmsprop": dict(lr=0.1, gamma=0.9, eps=1e-8, eps_in_sqrt=False, initial_scale=1.0),
                  "adam": dict(lr=0.001, eps=1e-8),
                  "momentum": dict(lr=0.1, momentum=0.9, dampening=0.9, dampen_first_step=True)},
 }
-# torch.optim's per-parameter state entries -> fastrms's state rows, per method (load_state_dict
-# takes a torch optimizer's state_dict); torch's SGD keeps no step count.
+# torch.optim's per-parameter state entries -> fastrms's state rows, per method (a stepper's
+# load_state_dict takes a torch optimizer's state_dict); torch's SGD keeps no step count.
 TORCH_STATE = {
     "rmsprop": {"square_avg": "s", "grad_avg": "m", "momentum_buffer": "b"},
     "adam": {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "vmax"},
@@ -88,6 +88,48 @@ TORCH_STATE = {
     "momentum": {"momentum_buffer": "b"},
     "gd": {"momentum_buffer": None},  # (None there: SGD without momentum)
 }
+
+
+
+def from_torch_state(saved: dict, method: str, rows: tuple, shapes: list,
+                     describe: str) -> tuple[int, dict, dict]:
+    """A torch optimizer's ``state_dict()`` as (t, {row: one array per parameter}, its hyperparameters)
+    for a stepper of ``method`` with state ``rows`` over arrays of ``shapes``, or a ValueError saying
+    why it does not fit (``describe`` names the stepper)."""
+    groups = saved["param_groups"]
+    if len(groups) != 1:
+        raise ValueError(f"the torch state has {len(groups)} parameter groups; a fastrms stepper has one "
+                         "set of hyperparameters: load each group into its own stepper")
+    to_row, params = TORCH_STATE[method], groups[0]["params"]
+    if len(params) != len(shapes):
+        raise ValueError(f"the torch state is for {len(params)} parameters; this {describe} steps "
+                         f"{len(shapes)} arrays")
+    per_param = [saved["state"].get(i, {}) for i in params]
+    steps = {round(float(st["step"])) for st in per_param if "step" in st}
+    if len(steps) > 1:
+        raise ValueError(f"the torch state's parameters have taken different numbers of steps "
+                         f"({sorted(steps)}); fastrms steps every array together")
+    # torch's SGD without momentum keeps no buffer, where fastrms's Momentum with μ = 0 keeps one
+    # that each step overwrites: zeros stand for it
+    unkept = {"b"} if method == "momentum" and groups[0].get("momentum") == 0 else set()
+    values = {r: [np.zeros(shape) for shape in shapes] for r in unkept}
+    for j, st in enumerate(per_param):
+        entries = {k: v for k, v in st.items() if k != "step" and v is not None}
+        found = sorted(str(to_row.get(k)) for k in entries)
+        if found != sorted(set(rows) - unkept):
+            want = sorted(k for k, r in to_row.items() if r in rows)
+            raise ValueError(f"parameter {j} of the torch state has {sorted(entries) or 'no state'}, but "
+                             f"this {describe} keeps {want or 'none'}: load a state saved by the same "
+                             "torch optimizer with the same options, after a step")
+        for k, v in entries.items():
+            if tuple(v.shape) != tuple(shapes[j]):  # (torch matches parameters by position, as here)
+                raise ValueError(f"parameter {j}'s {k} in the torch state has shape {tuple(v.shape)}, but "
+                                 f"array {j} of x has shape {tuple(shapes[j])}: are x's arrays in the order "
+                                 "of the parameters torch's optimizer was given?")
+            values.setdefault(to_row[k], []).append(v.detach().cpu().numpy())
+    t = steps.pop() if steps else int(any(per_param))  # (torch's SGD counts no steps: a buffer means t ≥ 1)
+    return t, values, groups[0]
+
 
 # Names a library uses that are not fastrms aliases everywhere.
 PRESET_ALIASES = {

@@ -169,51 +169,18 @@ class Optimizer:
         self._mstate.load_state_dict(state)
 
     def _load_torch_state(self, saved: dict) -> None:
-        cls, rows = type(self).__name__, self._mstate.names
         if self._options[0] != "torch" or self.method not in presets.TORCH_STATE or self._batched:
             raise ValueError(f"a torch optimizer's state_dict loads into a stepper made with preset='torch' "
                              f"(over one array or a model's parameters): this is {self._describe()}")
-        groups = saved["param_groups"]
-        if len(groups) != 1:
-            raise ValueError(f"the torch state has {len(groups)} parameter groups; a fastrms stepper has one "
-                             "set of hyperparameters: load each group into its own stepper")
-        to_row = presets.TORCH_STATE[self.method]
-        params, n = groups[0]["params"], len(self._leaves.sizes) if self._leaves is not None else 1
-        if len(params) != n:
-            raise ValueError(f"the torch state is for {len(params)} parameters; this {cls} steps {n} arrays")
-        per_param = [saved["state"].get(i, {}) for i in params]
-        steps = {round(float(st["step"])) for st in per_param if "step" in st}
-        if len(steps) > 1:
-            raise ValueError(f"the torch state's parameters have taken different numbers of steps "
-                             f"({sorted(steps)}); fastrms steps every array together")
-        shapes = self._leaves.shapes if self._leaves is not None else [tuple(self._shaped.shape)]
-        # torch's SGD without momentum keeps no buffer, where fastrms's Momentum with μ = 0 keeps one
-        # that each step overwrites: zeros stand for it
-        unkept = {"b"} if self.method == "momentum" and groups[0].get("momentum") == 0 else set()
-        values = {r: [np.zeros(shape) for shape in shapes] for r in unkept}
-        for j, st in enumerate(per_param):
-            entries = {k: v for k, v in st.items() if k != "step" and v is not None}
-            unknown = sorted(set(entries) - set(to_row))
-            found = sorted(to_row[k] for k in entries if k in to_row)
-            if unknown or found != sorted(set(rows) - unkept):
-                want = sorted(k for k, r in to_row.items() if r in rows)
-                raise ValueError(f"parameter {j} of the torch state has {sorted(entries) or 'no state'}, but "
-                                 f"this {self._describe()} keeps {want or 'none'}: load a state saved by the "
-                                 "same torch optimizer with the same options, after a step")
-            for k, v in entries.items():
-                if tuple(v.shape) != tuple(shapes[j]):  # (torch matches parameters by position, as here)
-                    raise ValueError(f"parameter {j}'s {k} in the torch state has shape {tuple(v.shape)}, "
-                                     f"but array {j} of x has shape {tuple(shapes[j])}: are x's arrays in "
-                                     "the order of the parameters torch's optimizer was given?")
-                values.setdefault(to_row[k], []).append(v.detach().cpu().numpy())
-        # (torch's SGD counts no steps: a buffer means t ≥ 1)
-        t = steps.pop() if steps else int(any(per_param))
-        state = {"t": t, **{r: (self._leaves.structure(a) if self._leaves is not None else a[0])
-                            for r, a in values.items()}}
-        known = self._names()
-        hyper = {k: (v.item() if _arrays.is_torch(v) else v) for k, v in groups[0].items() if k in known}
-        self.load_state_dict(state)
-        self.set_hyperparameters(**hyper)
+        lv = self._leaves
+        shapes = lv.shapes if lv is not None else [tuple(self._shaped.shape)]
+        t, values, group = presets.from_torch_state(saved, self.method, self._mstate.names, shapes,
+                                                    self._describe())
+        self.load_state_dict({"t": t, **{r: lv.structure(a) if lv is not None else a[0]
+                                         for r, a in values.items()}})
+        known = self._names()  # (torch's implementation switches, foreach ..., are not hyperparameters here)
+        self.set_hyperparameters(**{k: v.item() if _arrays.is_torch(v) else v
+                                    for k, v in group.items() if k in known})
 
     def _describe(self) -> str:
         preset, hyper = self._options

@@ -327,7 +327,7 @@ def test_a_torch_state_that_does_not_fit_is_refused():
         fastrms.RMSProp([np.ones((1, 3)), np.ones(2)], preset="torch", centered=True).load_state_dict(saved)
     with pytest.raises(ValueError, match="made with preset='torch'"):
         fastrms.RMSProp(x, centered=True).load_state_dict(saved)
-    with pytest.raises(ValueError, match="is for 2 parameters; this RMSProp steps 1 arrays"):
+    with pytest.raises(ValueError, match=r"is for 2 parameters; this RMSProp\(.*centered=True\) steps 1"):
         fastrms.RMSProp(np.ones(3), preset="torch", centered=True).load_state_dict(saved)
     two_groups = {**saved, "param_groups": [{**saved["param_groups"][0], "params": [0]},
                                             {**saved["param_groups"][0], "params": [1]}]}
