@@ -90,12 +90,66 @@ TORCH_STATE = {
 }
 
 
+# fastrms's hyperparameters -> torch.optim's names, per method; every other hyperparameter must keep
+# the torch preset's value for a state to continue the same way in torch (to_torch_state)
+TORCH_NAMES = {
+    "rmsprop": {"lr": "lr", "gamma": "alpha", "eps": "eps", "weight_decay": "weight_decay",
+                "momentum": "momentum", "centered": "centered", "maximize": "maximize"},
+    "adam": {"lr": "lr", "beta1": "betas", "beta2": "betas", "eps": "eps", "weight_decay": "weight_decay",
+             "amsgrad": "amsgrad", "maximize": "maximize",
+             "decoupled_weight_decay": "decoupled_weight_decay"},
+    "adagrad": {"lr": "lr", "lr_decay": "lr_decay", "weight_decay": "weight_decay",
+                "initial_scale": "initial_accumulator_value", "eps": "eps", "maximize": "maximize"},
+    "adadelta": {"lr": "lr", "gamma": "rho", "eps": "eps", "weight_decay": "weight_decay",
+                 "maximize": "maximize"},
+    "momentum": {"lr": "lr", "momentum": "momentum", "dampening": "dampening", "weight_decay": "weight_decay",
+                 "nesterov": "nesterov", "maximize": "maximize"},
+    "gd": {"lr": "lr", "weight_decay": "weight_decay", "maximize": "maximize"},
+}
+TORCH_NAMES["adamw"] = TORCH_NAMES["adam"]
+TORCH_CLASSES = {"rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW", "adagrad": "Adagrad",
+                 "adadelta": "Adadelta", "momentum": "SGD", "gd": "SGD"}
+
+
+def to_torch_state(method: str, values: dict, t: int, rows: dict, n: int, describe: str) -> dict:
+    """The state_dict that torch.optim's optimizer of ``method`` keeps for this state (``rows``: row
+    name -> one array per parameter, n of them, each in its shape) and these validated
+    hyperparameters, or a ValueError naming a hyperparameter torch's optimizer does not have."""
+    import torch
+
+    names, torch_class = TORCH_NAMES[method], TORCH_CLASSES[method]
+    base = configure(method, {}, "torch").values
+    for k, v in values.items():
+        if k in names and callable(v):
+            raise ValueError(f"this {describe} has a scheduled {k}, and torch's state_dict holds a number: "
+                             f"set {k} to the value to continue with first")
+        if k not in names and v != base[k]:
+            raise ValueError(f"this {describe} has {k}={v!r}, which torch.optim.{torch_class} does not "
+                             f"have (it runs as {k}={base[k]!r}): torch would continue differently")
+    group = {name: values[k] for k, name in names.items() if name != "betas"}
+    if "beta1" in names:
+        group["betas"] = (values["beta1"], values["beta2"])
+    if method == "gd":
+        group.update(momentum=0.0, dampening=0.0, nesterov=False)
+    to_entry = {r: k for k, r in TORCH_STATE[method].items() if r is not None}
+    state = {}
+    for j in range(n):
+        entries = {} if torch_class == "SGD" else {"step": torch.tensor(float(t))}
+        for r, arrays in rows.items():
+            if r == "b" and torch_class == "SGD" and (t == 0 or values["momentum"] == 0):
+                continue  # (torch's SGD makes its buffer at the first step, and none without momentum)
+            entries[to_entry[r]] = torch.from_numpy(np.array(arrays[j], copy=True))
+        if entries:
+            state[j] = entries
+    return {"state": state, "param_groups": [{**group, "params": list(range(n))}]}
+
 
 def from_torch_state(saved: dict, method: str, rows: tuple, shapes: list,
                      describe: str) -> tuple[int, dict, dict]:
     """A torch optimizer's ``state_dict()`` as (t, {row: one array per parameter}, its hyperparameters)
     for a stepper of ``method`` with state ``rows`` over arrays of ``shapes``, or a ValueError saying
-    why it does not fit (``describe`` names the stepper)."""
+    why it does not fit (``describe`` names the stepper).  The rows are None where torch has taken
+    no step yet (it keeps no state before the first): the state is then the initial one."""
     groups = saved["param_groups"]
     if len(groups) != 1:
         raise ValueError(f"the torch state has {len(groups)} parameter groups; a fastrms stepper has one "
@@ -105,6 +159,8 @@ def from_torch_state(saved: dict, method: str, rows: tuple, shapes: list,
         raise ValueError(f"the torch state is for {len(params)} parameters; this {describe} steps "
                          f"{len(shapes)} arrays")
     per_param = [saved["state"].get(i, {}) for i in params]
+    if not any(per_param):
+        return 0, None, groups[0]
     steps = {round(float(st["step"])) for st in per_param if "step" in st}
     if len(steps) > 1:
         raise ValueError(f"the torch state's parameters have taken different numbers of steps "

@@ -169,18 +169,40 @@ class Optimizer:
         self._mstate.load_state_dict(state)
 
     def _load_torch_state(self, saved: dict) -> None:
-        if self._options[0] != "torch" or self.method not in presets.TORCH_STATE or self._batched:
-            raise ValueError(f"a torch optimizer's state_dict loads into a stepper made with preset='torch' "
-                             f"(over one array or a model's parameters): this is {self._describe()}")
+        self._torch_only()
         lv = self._leaves
         shapes = lv.shapes if lv is not None else [tuple(self._shaped.shape)]
         t, values, group = presets.from_torch_state(saved, self.method, self._mstate.names, shapes,
                                                     self._describe())
+        if values is None:  # (a torch optimizer before its first step: the initial state)
+            e = self._mstate
+            values = {r: [np.full(shape, init) for shape in shapes]
+                      for r, init in zip(e.names, e.config.row_inits, strict=True)}
         self.load_state_dict({"t": t, **{r: lv.structure(a) if lv is not None else a[0]
                                          for r, a in values.items()}})
         known = self._names()  # (torch's implementation switches, foreach ..., are not hyperparameters here)
         self.set_hyperparameters(**{k: v.item() if _arrays.is_torch(v) else v
                                     for k, v in group.items() if k in known})
+
+    def torch_state_dict(self) -> dict:
+        """The state as torch.optim's optimizer of this method keeps it, for a stepper made with
+        ``preset='torch'``: ``torch_opt.load_state_dict(opt.torch_state_dict())`` continues in
+        torch a run that fastrms began (the other way: ``load_state_dict``, above)."""
+        self._torch_only()
+        lv, flat = self._leaves, self._mstate.state_dict()
+        shapes = lv.shapes if lv is not None else [tuple(self._shaped.shape)]
+
+        def per_array(row):
+            return _structure.items(lv.unflatten(row)) if lv is not None else [row.reshape(shapes[0])]
+
+        rows = {r: per_array(flat[r]) for r in self._mstate.names}
+        return presets.to_torch_state(self.method, self._mstate.config.values, flat["t"], rows, len(shapes),
+                                      self._describe())
+
+    def _torch_only(self) -> None:
+        if self._options[0] != "torch" or self.method not in presets.TORCH_STATE or self._batched:
+            raise ValueError(f"torch's state_dict form is for a stepper made with preset='torch' (over one "
+                             f"array or a model's parameters): this is {self._describe()}")
 
     def _describe(self) -> str:
         preset, hyper = self._options

@@ -320,8 +320,9 @@ def test_a_torch_state_that_does_not_fit_is_refused():
     with pytest.raises(ValueError, match=r"parameter 0 of the torch state has \['grad_avg', 'square_avg'\], "
                                          r"but this RMSProp\(preset='torch'\) keeps \['square_avg'\]"):
         fastrms.RMSProp(x, preset="torch").load_state_dict(saved)
-    with pytest.raises(ValueError, match=r"has no state, but .* keeps \['grad_avg', 'square_avg'\].*after a"):
-        fits.load_state_dict(before)
+    one_only = {**saved, "state": {0: saved["state"][0]}}  # (parameter 1 never stepped)
+    with pytest.raises(ValueError, match=r"parameter 1 .* no state, but .* keeps \[.grad_avg., .square_avg"):
+        fits.load_state_dict(one_only)
     with pytest.raises(ValueError, match=r"parameter 0's square_avg in the torch state has shape \(3,\), but "
                                          r"array 0 of x has shape \(1, 3\): are x's arrays in the order"):
         fastrms.RMSProp([np.ones((1, 3)), np.ones(2)], preset="torch", centered=True).load_state_dict(saved)
@@ -341,6 +342,55 @@ def test_a_torch_state_that_does_not_fit_is_refused():
     fits.load_state_dict(saved)
     assert fits.t == 1
     np.testing.assert_array_equal(fits.state["m"][0], saved["state"][0]["grad_avg"].numpy())
+    fits.load_state_dict(before)  # (torch before its first step keeps no state: the initial one)
+    assert fits.t == 0 and not any(a.any() for r in ("s", "m") for a in fits.state[r])
+
+
+@pytest.mark.parametrize(("theirs", "mine", "kwargs"), RESUMED, ids=[f"{t}-{kw}" for t, _, kw in RESUMED])
+def test_a_run_fastrms_began_continues_in_torch(theirs, mine, kwargs):
+    """torch_opt.load_state_dict(opt.torch_state_dict()), after 0 and after 4 steps: torch's next
+    6 steps equal fastrms's; and loaded back into fastrms, the same state (SGD keeps no step count)."""
+    torch.manual_seed(4)
+    X = torch.randn(16, 3, dtype=torch.float64)
+
+    def steps(m, o, k):
+        for _ in range(k):
+            o.zero_grad()
+            (m(X) ** 2).mean().backward()
+            o.step()
+
+    for first in (0, 4):
+        model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).double()
+        opt = getattr(fastrms, mine)(model.parameters(), preset="torch", lr=0.01, **kwargs)
+        steps(model, opt, first)
+        theirs_model, exported = copy.deepcopy(model), opt.torch_state_dict()
+        topt = getattr(torch.optim, theirs)(theirs_model.parameters(), lr=0.5)
+        topt.load_state_dict(exported)
+        if theirs != "SGD":
+            back = getattr(fastrms, mine)([np.zeros(p.shape) for p in model.parameters()], preset="torch",
+                                          **kwargs)
+            back.load_state_dict(exported)
+            mine_state, back_state = opt.state_dict(), back.state_dict()
+            assert back_state["t"] == mine_state["t"] == first and back.lr == 0.01
+            for r in set(mine_state) - {"t"}:
+                assert all(np.array_equal(a, b) for a, b in zip(mine_state[r], back_state[r], strict=True))
+        steps(model, opt, 6)
+        steps(theirs_model, topt, 6)
+        for a, b in zip(model.parameters(), theirs_model.parameters(), strict=True):
+            np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-12, atol=1e-14)
+
+
+def test_a_state_torch_cannot_continue_is_refused():
+    x = np.ones(3)
+    with pytest.raises(ValueError, match=r"has eps_in_sqrt=True, which torch.optim.RMSprop does not have "
+                                         r"\(it runs as eps_in_sqrt=False\)"):
+        fastrms.RMSProp(x, preset="torch", eps_in_sqrt=True).torch_state_dict()
+    with pytest.raises(ValueError, match="has a scheduled lr, and torch's state_dict holds a number"):
+        fastrms.RMSProp(x, preset="torch", lr=fastrms.schedules.exponential(0.1, 0.9, 10)).torch_state_dict()
+    with pytest.raises(ValueError, match="made with preset='torch'"):
+        fastrms.RMSProp(x).torch_state_dict()
+    with pytest.raises(ValueError, match="made with preset='torch'"):
+        fastrms.Yogi(x).torch_state_dict()
 
 
 def test_a_tensor_learning_rate_as_torch_takes_it():
