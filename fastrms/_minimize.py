@@ -90,7 +90,8 @@ def _split(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
     preset = options.get("preset")
     known_hyper = set(method.hypers) | set(methods.ALIASES) | {"betas"}
     if isinstance(preset, str):
-        known_hyper |= set(presets.PRESET_ALIASES.get(preset.lower(), {}))
+        for table in (presets.PRESET_ALIASES, presets.INERT):  # (its names, and its inert arguments)
+            known_hyper |= set(table.get(preset.lower(), {}))
     for key, value in options.items():
         if key in DRIVER_OPTIONS:
             driver[key] = value

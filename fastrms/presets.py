@@ -187,6 +187,38 @@ def from_torch_state(saved: dict, method: str, rows: tuple, shapes: list,
     return t, values, groups[0]
 
 
+# Keyword arguments of a library's optimizers that change nothing in fastrms's update: accepted and
+# dropped under its preset, so that the arguments given to the library work unchanged.  ANY: any
+# value; otherwise only that value (another would change what the library computes, and fastrms does
+# not offer it).
+ANY = object()
+INERT = {
+    "torch": {"foreach": ANY, "fused": ANY, "capturable": False, "differentiable": False},
+    "keras": {"name": ANY, "use_ema": False, "ema_momentum": ANY, "ema_overwrite_frequency": ANY,
+              "loss_scale_factor": None, "gradient_accumulation_steps": None},
+    "tf1": {"use_locking": ANY, "name": ANY},
+    "optax": {"mu_dtype": None},
+    "mxnet": {"lazy_update": ANY, "multi_precision": ANY, "param_idx2name": ANY, "sym": ANY,
+              "rescale_grad": 1.0, "clip_weights": None, "lr_scheduler": None, "begin_num_update": 0},
+    "timm": {"foreach": ANY, "caution": False, "corrected_weight_decay": False},
+    "autograd": {},
+    "d2l": {},
+}
+
+
+def _drop_inert(preset: str, options: dict) -> dict:
+    kept = {}
+    for k, v in options.items():
+        if k not in INERT[preset]:
+            kept[k] = v
+            continue
+        accepted = INERT[preset][k]
+        if accepted is not ANY and not (v is accepted or (accepted is not None and v == accepted)):
+            raise ValueError(f"{k}={v!r} is not offered by fastrms (preset {preset!r} takes {k} only as "
+                             f"{k}={accepted!r}, which changes nothing in the update)")
+    return kept
+
+
 # Names a library uses that are not fastrms aliases everywhere.
 PRESET_ALIASES = {
     "torch": {"alpha": "gamma", "initial_accumulator_value": "initial_scale"},
@@ -231,7 +263,7 @@ def _configure(method: str, options: dict, preset: str | None) -> methods.Config
     if m.name not in table:
         raise ValueError(f"preset {preset!r} has no {m.name!r}; it covers {sorted(table)}")
     defaults = dict(table[m.name])
-    options = dict(options)
+    options = _drop_inert(preset, options)
     if preset == "mxnet" and m.name == "rmsprop":
         # MXNet's RMSProp has momentum (gamma2, η inside the buffer) only in its
         # centered (Graves) form; the plain form ignores gamma2.

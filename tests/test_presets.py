@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastrms
-from fastrms import schedules
+from fastrms import presets, schedules
 
 
 def one_step(method="rmsprop", preset=None, **hyper):
@@ -198,3 +198,38 @@ def test_optax_adam_forms_and_their_errors(rng):
         fastrms.Adam(np.zeros(2), eps_root=1e-8)
     with pytest.raises(ValueError, match="choose one"):
         fastrms.Adam(np.zeros(2), preset="keras", v_hat=True)
+
+
+INERT_VALUES = {  # a value each preset's inert arguments take in the library (ANY ones: anything)
+    "torch": {"foreach": True, "fused": None, "capturable": False, "differentiable": False},
+    "keras": {"name": "rmsprop", "use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None,
+              "loss_scale_factor": None, "gradient_accumulation_steps": None},
+    "tf1": {"use_locking": True, "name": "RMSProp"},
+    "optax": {"mu_dtype": None},
+    "mxnet": {"lazy_update": True, "multi_precision": False, "param_idx2name": {0: "w"}, "sym": None,
+              "rescale_grad": 1.0, "clip_weights": None, "lr_scheduler": None, "begin_num_update": 0},
+    "timm": {"foreach": False, "caution": False, "corrected_weight_decay": False},
+}
+
+
+@pytest.mark.parametrize("preset", sorted(INERT_VALUES))
+def test_a_librarys_implementation_switches_are_taken_and_change_nothing(preset):
+    """The library's keyword arguments work unchanged under its preset (the preset's promise):
+    those that change nothing in the update are dropped; given a value that would change the
+    library's result, they are a ValueError."""
+    assert set(INERT_VALUES[preset]) == set(presets.INERT[preset])
+    plain = fastrms.RMSProp(np.zeros(3), preset=preset, lr=0.01).hyperparameters
+    given = fastrms.RMSProp(np.zeros(3), preset=preset, lr=0.01, **INERT_VALUES[preset])
+    assert given.hyperparameters == plain
+    res = fastrms.minimize(lambda x: float(x @ x), lambda x: 2 * x, np.ones(3),
+                           options={"preset": preset, "lr": 0.01, "maxiter": 3, **INERT_VALUES[preset]})
+    assert res.nit == 3
+    for key, accepted in presets.INERT[preset].items():
+        if accepted is presets.ANY:
+            continue
+        other = 2.0 if accepted is None else True if accepted is False else 5 if accepted == 0 else 0.5
+        with pytest.raises(ValueError, match=f"{key}={other!r} is not offered by fastrms .preset '{preset}' "
+                                             f"takes {key} only as {key}={accepted!r}"):
+            fastrms.RMSProp(np.zeros(3), preset=preset, **{key: other})
+    with pytest.raises(ValueError, match="unknown option"):
+        fastrms.RMSProp(np.zeros(3), **INERT_VALUES[preset])  # (without the preset they mean nothing)
