@@ -88,7 +88,7 @@ def _configured(method: methods.Method, options: dict, tol) -> tuple[dict, dict,
 def _split(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
     driver, hyper = dict(DRIVER_OPTIONS), {}
     preset = options.get("preset")
-    known_hyper = set(method.hypers) | set(methods.ALIASES) | {"betas"}
+    known_hyper = set(method.hypers) | set(method.fixed) | set(methods.ALIASES) | {"betas"}
     if isinstance(preset, str):
         for table in (presets.PRESET_ALIASES, presets.INERT):  # (its names, and its inert arguments)
             known_hyper |= set(table.get(preset.lower(), {}))

@@ -421,6 +421,28 @@ def test_a_tensor_learning_rate_as_torch_takes_it():
         fastrms.RMSProp(x, lr=torch.tensor(True))
 
 
+@pytest.mark.parametrize(("theirs", "mine", "kwargs"), RESUMED, ids=[f"{t}-{kw}" for t, _, kw in RESUMED])
+def test_a_torch_optimizers_defaults_make_the_same_stepper(theirs, mine, kwargs):
+    """fastrms.X(params, preset='torch', **torch_opt.defaults): every argument torch's optimizer
+    holds (its implementation switches, foreach, fused ..., included) is taken, and the steps agree."""
+    torch.manual_seed(5)
+    X = torch.randn(16, 3, dtype=torch.float64)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+    twin = copy.deepcopy(model)
+    topt = getattr(torch.optim, theirs)(model.parameters(), lr=0.01, **kwargs)
+    opt = getattr(fastrms, mine)(twin.parameters(), preset="torch", **topt.defaults)
+    for _ in range(5):
+        for m, o in ((model, topt), (twin, opt)):
+            o.zero_grad()
+            (m(X) ** 2).mean().backward()
+            o.step()
+    for a, b in zip(twin.parameters(), model.parameters(), strict=True):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-12, atol=1e-14)
+    if mine == "AdamW":
+        with pytest.raises(ValueError, match="AdamW is defined with decoupled_weight_decay=True, got "):
+            fastrms.AdamW(twin.parameters(), preset="torch", decoupled_weight_decay=False)
+
+
 def test_a_torch_loop_as_written_for_torch_optim():
     """fastrms.RMSProp(model.parameters(), ...) and opt.zero_grad(); loss.backward(); opt.step():
     the parameters as torch's optimizers take them (a generator), their .grad read by step()."""

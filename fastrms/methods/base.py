@@ -264,6 +264,11 @@ class Method:
             else:
                 pairs = [(aliases.get(key, key), value)]
             for name, v in pairs:
+                if name in self.fixed:  # (torch's AdamW.defaults carry decoupled_weight_decay=True)
+                    if not (v is self.fixed[name] or v == self.fixed[name]):
+                        raise ValueError(f"{self.class_name} is defined with {name}={self.fixed[name]!r}, "
+                                         f"got {key}={v!r}")
+                    continue
                 if name not in self.hypers:
                     raise ck.unknown(f"option for method {self.name!r}:", key, list(self.hypers) + list(
                         k for k, c in aliases.items() if c in self.hypers))

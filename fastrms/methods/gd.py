@@ -21,5 +21,7 @@ def gd_coefficients(p, t, lr, gamma, gfactor, out):
     out[LR] = lr
 
 
+# (torch.optim.SGD without momentum is this method: its momentum, dampening and nesterov are taken at
+# the values that make it so, and only at those)
 METHOD = Method("gd", "GradientDescent", gd, gd_coefficients, dict(COMMON), lambda v: {},
-                doc="x ← x − η g")
+                fixed={"momentum": 0.0, "dampening": 0.0, "nesterov": False}, doc="x ← x − η g")
