@@ -206,9 +206,16 @@ INERT = {
 }
 
 
+# A library's names whose None means "off" there (Keras's get_config() holds clipnorm=None ...)
+NONE_IS_OFF = {"keras": {"clipnorm", "clipvalue", "global_clipnorm", "weight_decay"},
+               "mxnet": {"clip_gradient"}}
+
+
 def _drop_inert(preset: str, options: dict) -> dict:
     kept = {}
     for k, v in options.items():
+        if v is None and k in NONE_IS_OFF.get(preset, ()):
+            continue
         if k not in INERT[preset]:
             kept[k] = v
             continue

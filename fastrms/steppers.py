@@ -65,7 +65,7 @@ class Optimizer:
     def _init_arrays(self, x, preset, batched, hyperparameters) -> None:
         if batched:
             raise ValueError("batched=True takes one array of shape (B, ...), not several arrays")
-        if preset == "keras" and "clipnorm" in hyperparameters:
+        if preset == "keras" and hyperparameters.get("clipnorm") is not None:
             raise ValueError("Keras's clipnorm clips each variable on its own; over several arrays "
                              "fastrms clips their global norm: use global_clipnorm (or clip_norm)")
         self._leaves = leaves = _structure.Leaves(x)

@@ -187,3 +187,24 @@ def test_replays_keras_golden_values(cls):
     replay.run(_golden_body(cls))
     assert replay.env["optimizer"][0] == cls
     assert replay.checked == 5  # every golden row was compared
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # (Keras's get_config)
+@pytest.mark.parametrize(("name", "hyper"), [
+    ("RMSprop", {"rho": 0.8, "momentum": 0.5, "centered": True, "clipnorm": 0.5, "weight_decay": 0.01}),
+    ("SGD", {"momentum": 0.9, "nesterov": True}),
+    ("Adam", {"amsgrad": True, "global_clipnorm": 0.5}),
+    ("AdamW", {}), ("Adagrad", {"clipvalue": 0.2}), ("Adadelta", {}), ("Lion", {"weight_decay": 0.1})])
+def test_a_keras_optimizers_config_makes_the_same_stepper(name, hyper, rng):
+    """fastrms.X(x, preset='keras', **keras_opt.get_config()): the config holds every argument, its
+    name, EMA settings and None for the clips it leaves off included; the steps agree."""
+    keras.config.set_floatx("float64")
+    W, x0 = rng.normal(size=(6, 6)), rng.normal(size=6)
+    var = keras.Variable(x0, dtype="float64")
+    opt = getattr(keras.optimizers, name)(learning_rate=0.05, **hyper)
+    x = x0.copy()
+    mine = getattr(fastrms, CLASSES[name])(x, preset="keras", **opt.get_config())
+    for k in range(12):
+        opt.apply_gradients([(jax.numpy.tanh(W @ var.value), var)])
+        mine.step(np.tanh(W @ x))
+        np.testing.assert_allclose(x, np.asarray(var.value), rtol=1e-12, atol=1e-13, err_msg=f"step {k + 1}")
