@@ -200,7 +200,8 @@ INERT = {
     "optax": {"mu_dtype": None},
     "mxnet": {"lazy_update": ANY, "multi_precision": ANY, "param_idx2name": ANY, "sym": ANY,
               "rescale_grad": 1.0, "clip_weights": None, "lr_scheduler": None, "begin_num_update": 0},
-    "timm": {"foreach": ANY, "caution": False, "corrected_weight_decay": False},
+    "timm": {"foreach": ANY, "caution": False, "corrected_weight_decay": False,
+             "max_lr_snapshot": ANY},  # (in its defaults; used only by corrected_weight_decay)
     "autograd": {},
     "d2l": {},
 }

@@ -72,5 +72,10 @@ def test_defaults():
         topt.step()
         mine.step(dF(x))
     np.testing.assert_allclose(x, theirs.detach().numpy(), rtol=1e-12, atol=1e-12)
+    twin = X0.copy()
+    again = fastrms.RMSProp(twin, preset="timm", **RMSpropTF([torch.nn.Parameter(torch.zeros(1))]).defaults)
+    for _ in range(STEPS):  # (timm's own record of its arguments makes the same stepper)
+        again.step(dF(twin))
+    np.testing.assert_array_equal(twin, x)
     with pytest.raises(ValueError, match="preset 'timm' has no 'adam'; it covers \\['rmsprop'\\]"):
         fastrms.Adam(x, preset="timm")
