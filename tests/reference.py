@@ -36,11 +36,14 @@ def reference_run(method, x0, grads, **o):
             g = -g
         if "clip_norm" in o:
             g = g * (o["clip_norm"] / max(np.linalg.norm(g), o["clip_norm"]))
+        before = o.get("decay_before_clip", False)  # MXNet's RMSProp and Adam: clip g + λx
+        if before:
+            g = g + wd * x
         if "clip_value" in o:
             g = np.clip(g, -o["clip_value"], o["clip_value"])
         if decoupled:
             x = x * (1 - lr * wd)
-        else:
+        elif not before:
             g = g + wd * x
         if method == "gd":
             x = x - lr * g

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.skipif(not fastrms.cuda_available(), reason="no CUDA de
 
 CASES = [("rmsprop", {}), ("rmsprop", {"momentum": 0.9, "centered": True}),
          ("rmsprop", {"eps_in_sqrt": False, "clip_norm": 0.5, "weight_decay": 0.1}),
-         ("adam", {"amsgrad": True}), ("momentum", {"nesterov": True}), ("adadelta", {}),
+         ("adam", {"amsgrad": True, "weight_decay": 0.5, "clip_value": 0.3, "decay_before_clip": True}),
+         ("momentum", {"nesterov": True}), ("adadelta", {}),
          ("yogi", {}), ("lion", {"weight_decay": 0.1})]
 STEPPERS = fastrms.steppers.STEPPERS
 

@@ -32,10 +32,12 @@ CASES = [
     ("rmsprop", {"initial_scale": 0.1, "bias_correction": True, "centered": True}),
     ("rmsprop", {"weight_decay": 0.05, "decoupled_weight_decay": True, "clip_norm": 1.0}),
     ("rmsprop", {"gamma": 0.0}),
+    ("rmsprop", {"weight_decay": 0.5, "clip_value": 0.3, "decay_before_clip": True}),  # MXNet's order
     ("adagrad", {}),
     ("adagrad", {"lr_decay": 0.1, "initial_scale": 0.1, "eps_in_sqrt": False}),
     ("adam", {}),
     ("adam", {"amsgrad": True, "weight_decay": 0.01}),
+    ("adam", {"weight_decay": 0.5, "clip_value": 0.3, "decay_before_clip": True}),
     ("adamw", {}),
     ("adam", {"epsilon_hat": True, "eps": 1e-3, "amsgrad": True}),
     ("adam", {"v_hat": True, "amsgrad": True, "eps_root": 1e-8, "beta2": 0.9}),  # Optax's AMSGrad

@@ -192,6 +192,10 @@ def test_every_method_minimizes_a_quadratic(name):
     ({"lr": 0.1, "learning_rate": 0.1}, ValueError, "lr given twice"),
     ({"centered": "yes"}, TypeError, "centered must be True or False"),
     ({"nesterov": True}, ValueError, "nesterov=True needs momentum > 0"),
+    ({"decay_before_clip": True, "decoupled_weight_decay": True}, ValueError,
+     "cannot combine with decoupled_weight_decay=True"),
+    ({"decay_before_clip": True, "weight_decay": 0.1, "clip_norm": 1.0}, ValueError,
+     "use clip_value, or decay_before_clip=False"),
 ])
 def test_bad_options(options, exc, match):
     with pytest.raises(exc, match=match):

@@ -30,17 +30,19 @@ from ..schedules import N_PARAMS, Schedule, as_schedule, kind_and_params
 # h[0 … 4], common to every rule:
 #   LR      step multiplier η_t (1 when η lives inside the momentum buffer)
 #   GSCALE  g ← GSCALE·g   (−1 to maximize; the clip-by-norm factor)
+#   WD_IN   g ← g + WD_IN·x (coupled weight decay added before the clip, as in MXNet's RMSProp and Adam)
 #   CLIP    g ← clip(g, −CLIP, CLIP)    (inf: off)
 #   WD      g ← g + WD·x   (coupled L2 weight decay, as in PyTorch)
 #   KEEP    x ← KEEP·x     (decoupled weight decay 1 − η_t·λ, as in AdamW)
-COMMON_SLOTS = ("lr", "gscale", "clip", "wd", "keep")
-LR, GSCALE, CLIP, WD, KEEP = range(len(COMMON_SLOTS))
+COMMON_SLOTS = ("lr", "gscale", "wd_in", "clip", "wd", "keep")
+LR, GSCALE, WD_IN, CLIP, WD, KEEP = range(len(COMMON_SLOTS))
 # state rows that hold running sums or means of squares (RMSProp's s, Adam's v and its max, Adadelta's
 # δ): never negative, and their square roots are taken, so a loaded state must not make them negative
 SQUARE_ROWS = frozenset({"s", "v", "vmax", "delta"})
-# p[0 … 3], common to every method: maximize sign, clip value, weight decay, decoupled flag
-COMMON_PARAMS = ("sign", "clip_value", "weight_decay", "decoupled")
-P_SIGN, P_CLIP, P_WD, P_DECOUPLED = range(len(COMMON_PARAMS))
+# p[0 … 4], common to every method: maximize sign, clip value, weight decay, decoupled flag,
+# decay-before-clip flag
+COMMON_PARAMS = ("sign", "clip_value", "weight_decay", "decoupled", "decay_before_clip")
+P_SIGN, P_CLIP, P_WD, P_DECOUPLED, P_DECAY_FIRST = range(len(COMMON_PARAMS))
 
 
 def slots(names: tuple) -> range:
@@ -69,16 +71,17 @@ def rule(fn):
 
 
 # The last compile-time flag of every rule, ``general``: False when the common slots are all
-# off (no maximize, clip or weight decay: GSCALE = 1, CLIP = inf, WD = 0, KEEP = 1), so the
+# off (no maximize, clip or weight decay: GSCALE = 1, WD_IN = 0, CLIP = inf, WD = 0, KEEP = 1), so the
 # common configurations pay nothing for them.  True is the general form, which is also
 # right for those values (a batch mixing both runs it).
 
 @rule
 def gradient(x, g, h, general):
-    """g ← clip(GSCALE·g, ±CLIP) + WD·x  (NaN passes through the clip); g itself unless general."""
+    """g ← clip(GSCALE·g + WD_IN·x, ±CLIP) + WD·x  (NaN passes through the clip); g itself unless
+    general.  One of WD_IN and WD is λ, the other 0."""
     if not general:
         return g
-    g = h[GSCALE] * g
+    g = h[GSCALE] * g + h[WD_IN] * x
     if g > h[CLIP]:
         g = h[CLIP]
     elif g < -h[CLIP]:
@@ -137,15 +140,18 @@ def overflow_check(u, s):
 
 @register_jitable
 def common_coefficients(p, lr, gfactor, out):
-    """GSCALE, CLIP, WD and KEEP (LR is the method's)."""
+    """GSCALE, WD_IN, CLIP, WD and KEEP (LR is the method's)."""
     out[GSCALE] = p[P_SIGN] * gfactor
     out[CLIP] = p[P_CLIP]
+    out[WD_IN] = 0.0
+    out[WD] = 0.0
+    out[KEEP] = 1.0
     if p[P_DECOUPLED] != 0.0:
-        out[WD] = 0.0
         out[KEEP] = 1.0 - lr * p[P_WD]
+    elif p[P_DECAY_FIRST] != 0.0:
+        out[WD_IN] = p[P_WD]
     else:
         out[WD] = p[P_WD]
-        out[KEEP] = 1.0
 
 
 MOMENTUM_SLOTS = ("mu", "a", "c_g", "c_b")  # four consecutive slots; see momentum_terms
@@ -192,6 +198,8 @@ COMMON = {
     "lr": Hyper(0.01, lr_check, "learning rate η: a float, a schedule or a callable of t"),
     "weight_decay": Hyper(0.0, ck.nonneg, "weight decay λ"),
     "decoupled_weight_decay": Hyper(False, ck.boolean, "x ← (1 − ηλ)x (AdamW, Keras) instead of g ← g + λx"),
+    "decay_before_clip": Hyper(False, ck.boolean,
+                               "g ← clip(g + λx) (MXNet 1.x's RMSProp and Adam) instead of clip(g) + λx"),
     "maximize": Hyper(False, ck.boolean, "ascend instead of descend"),
     "clip_value": Hyper(math.inf, clip_check, "clip each g_i to [−c, c]"),
     "clip_norm": Hyper(math.inf, clip_check, "rescale g so that ‖g‖₂ ≤ c"),
@@ -283,6 +291,7 @@ class Method:
             else:
                 values[name] = hp.check(key, v)
         values.update(self.fixed)
+        check_decay_order(values)
         return Config(self, values)
 
 
@@ -366,7 +375,8 @@ class Config:
     def _packed(self) -> np.ndarray:
         v = self._structure
         common = {"sign": -1.0 if v["maximize"] else 1.0, "clip_value": v["clip_value"],
-                  "weight_decay": v["weight_decay"], "decoupled": float(v["decoupled_weight_decay"])}
+                  "weight_decay": v["weight_decay"], "decoupled": float(v["decoupled_weight_decay"]),
+                  "decay_before_clip": float(v["decay_before_clip"])}
         own = self.method.pack_fn(v)
         if set(own) != set(self.method.params):
             raise RuntimeError(f"{self.method.name}: pack_fn gives {sorted(own)}, params are "
@@ -382,6 +392,20 @@ class Config:
                 or bool(self.scheduled)
                 or (v["decoupled_weight_decay"] and v["weight_decay"] > 0 and callable(v["lr"]))
                 or bool(self.method.varies_fn(v)))
+
+
+def check_decay_order(v):
+    """decay_before_clip orders coupled weight decay with the element clip; refused where it would
+    mean something else or nothing the user could want."""
+    if not v["decay_before_clip"]:
+        return
+    if v["decoupled_weight_decay"]:
+        raise ValueError("decay_before_clip=True orders coupled weight decay (g + λx) with the clip; "
+                         "it cannot combine with decoupled_weight_decay=True")
+    if v["clip_norm"] < math.inf and (callable(v["weight_decay"]) or v["weight_decay"] != 0):
+        raise ValueError("decay_before_clip=True clips g + λx element by element (clip_value); with "
+                         "clip_norm the norm would be that of g + λx, which fastrms does not compute: "
+                         "use clip_value, or decay_before_clip=False")
 
 
 def check_nesterov(v):
