@@ -41,8 +41,8 @@ PARAMS = ("eps",)
 @rule
 def adadelta(x, g, S, i, h, flags):
     """One element of Adadelta (see the module docstring)."""
-    eps_zero, general = flags
-    g = gradient(x, g, h, general)
+    eps_zero, general, decay_first = flags
+    g = gradient(x, g, h, general, decay_first)
     s = h[RHO] * S[0, i] + h[W] * (g * g)
     S[0, i] = s
     a, d = math.sqrt(S[1, i] + h[EPS]), math.sqrt(s + h[EPS])

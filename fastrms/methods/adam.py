@@ -48,8 +48,8 @@ P_BETA1, P_BETA2, P_EPS, P_EPSILON_HAT, P_EPS_ROOT, P_NESTEROV, P_BC_MU, P_BC_NU
 @rule
 def adam(x, g, S, i, h, flags):
     """One element of Adam (see the module docstring)."""
-    amsgrad, eps_zero, v_hat, nesterov, general = flags
-    g = gradient(x, g, h, general)
+    amsgrad, eps_zero, v_hat, nesterov, general, decay_first = flags
+    g = gradient(x, g, h, general, decay_first)
     m = h[BETA1] * S[0, i] + h[W1] * g
     v = h[BETA2] * S[1, i] + h[W2] * (g * g)
     S[0, i] = m

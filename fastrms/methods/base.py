@@ -30,19 +30,17 @@ from ..schedules import N_PARAMS, Schedule, as_schedule, kind_and_params
 # h[0 … 4], common to every rule:
 #   LR      step multiplier η_t (1 when η lives inside the momentum buffer)
 #   GSCALE  g ← GSCALE·g   (−1 to maximize; the clip-by-norm factor)
-#   WD_IN   g ← g + WD_IN·x (coupled weight decay added before the clip, as in MXNet's RMSProp and Adam)
 #   CLIP    g ← clip(g, −CLIP, CLIP)    (inf: off)
 #   WD      g ← g + WD·x   (coupled L2 weight decay, as in PyTorch)
 #   KEEP    x ← KEEP·x     (decoupled weight decay 1 − η_t·λ, as in AdamW)
-COMMON_SLOTS = ("lr", "gscale", "wd_in", "clip", "wd", "keep")
-LR, GSCALE, WD_IN, CLIP, WD, KEEP = range(len(COMMON_SLOTS))
+COMMON_SLOTS = ("lr", "gscale", "clip", "wd", "keep")
+LR, GSCALE, CLIP, WD, KEEP = range(len(COMMON_SLOTS))
 # state rows that hold running sums or means of squares (RMSProp's s, Adam's v and its max, Adadelta's
 # δ): never negative, and their square roots are taken, so a loaded state must not make them negative
 SQUARE_ROWS = frozenset({"s", "v", "vmax", "delta"})
-# p[0 … 4], common to every method: maximize sign, clip value, weight decay, decoupled flag,
-# decay-before-clip flag
-COMMON_PARAMS = ("sign", "clip_value", "weight_decay", "decoupled", "decay_before_clip")
-P_SIGN, P_CLIP, P_WD, P_DECOUPLED, P_DECAY_FIRST = range(len(COMMON_PARAMS))
+# p[0 … 3], common to every method: maximize sign, clip value, weight decay, decoupled flag
+COMMON_PARAMS = ("sign", "clip_value", "weight_decay", "decoupled")
+P_SIGN, P_CLIP, P_WD, P_DECOUPLED = range(len(COMMON_PARAMS))
 
 
 def slots(names: tuple) -> range:
@@ -70,23 +68,24 @@ def rule(fn):
     return fn
 
 
-# The last compile-time flag of every rule, ``general``: False when the common slots are all
-# off (no maximize, clip or weight decay: GSCALE = 1, WD_IN = 0, CLIP = inf, WD = 0, KEEP = 1), so the
-# common configurations pay nothing for them.  True is the general form, which is also
-# right for those values (a batch mixing both runs it).
+# The last two compile-time flags of every rule.  ``general``: False when the common slots are
+# all off (no maximize, clip or weight decay: GSCALE = 1, CLIP = inf, WD = 0, KEEP = 1), so the
+# common configurations pay nothing for them; True is the general form, which is also right for
+# those values (a batch mixing both runs it).  ``decay_first``: coupled weight decay goes in
+# before the clip (MXNet's RMSProp and Adam), compiled apart so that the usual order pays nothing.
 
 @rule
-def gradient(x, g, h, general):
-    """g ← clip(GSCALE·g + WD_IN·x, ±CLIP) + WD·x  (NaN passes through the clip); g itself unless
-    general.  One of WD_IN and WD is λ, the other 0."""
+def gradient(x, g, h, general, decay_first):
+    """g ← clip(GSCALE·g, ±CLIP) + WD·x, or clip(GSCALE·g + WD·x, ±CLIP) if decay_first (NaN
+    passes through the clip); g itself unless general."""
     if not general:
         return g
-    g = h[GSCALE] * g + h[WD_IN] * x
+    g = h[GSCALE] * g + h[WD] * x if decay_first else h[GSCALE] * g
     if g > h[CLIP]:
         g = h[CLIP]
     elif g < -h[CLIP]:
         g = -h[CLIP]
-    return g + h[WD] * x
+    return g if decay_first else g + h[WD] * x
 
 
 @rule
@@ -140,18 +139,15 @@ def overflow_check(u, s):
 
 @register_jitable
 def common_coefficients(p, lr, gfactor, out):
-    """GSCALE, WD_IN, CLIP, WD and KEEP (LR is the method's)."""
+    """GSCALE, CLIP, WD and KEEP (LR is the method's)."""
     out[GSCALE] = p[P_SIGN] * gfactor
     out[CLIP] = p[P_CLIP]
-    out[WD_IN] = 0.0
-    out[WD] = 0.0
-    out[KEEP] = 1.0
     if p[P_DECOUPLED] != 0.0:
+        out[WD] = 0.0
         out[KEEP] = 1.0 - lr * p[P_WD]
-    elif p[P_DECAY_FIRST] != 0.0:
-        out[WD_IN] = p[P_WD]
     else:
         out[WD] = p[P_WD]
+        out[KEEP] = 1.0
 
 
 MOMENTUM_SLOTS = ("mu", "a", "c_g", "c_b")  # four consecutive slots; see momentum_terms
@@ -341,10 +337,13 @@ class Config:
 
     @cached_property
     def flags(self) -> tuple:
-        """The rule's compile-time flags: the method's own, then ``general`` (see gradient())."""
+        """The rule's compile-time flags: the method's own, then ``general`` and ``decay_first`` (see
+        gradient())."""
         v = self._structure
         general = (v["maximize"] or v["clip_value"] < math.inf or v["clip_norm"] < math.inf
                    or v["weight_decay"] != 0)
+        # (only where the order shows: a decay to add and a clip to pass through)
+        decay_first = v["decay_before_clip"] and v["weight_decay"] != 0 and v["clip_value"] < math.inf
         own = self.method.flags_fn(v)
         if self.scheduled:
             # a schedule may also pass 0 (a cosine to 0, a callable): the rule serves both ends, as
@@ -352,7 +351,7 @@ class Config:
             # reaching 0 takes ε = 0's guarded division, not 0/0 = NaN
             at_zero = self.method.flags_fn({**v, **{n: 0.0 for _, n, _, _ in self.scheduled}})
             own = tuple(a or b for a, b in zip(own, at_zero, strict=True))
-        return tuple(bool(f) for f in own) + (bool(general),)
+        return tuple(bool(f) for f in own) + (bool(general), bool(decay_first))
 
     @cached_property
     def rows(self) -> tuple:
@@ -375,8 +374,7 @@ class Config:
     def _packed(self) -> np.ndarray:
         v = self._structure
         common = {"sign": -1.0 if v["maximize"] else 1.0, "clip_value": v["clip_value"],
-                  "weight_decay": v["weight_decay"], "decoupled": float(v["decoupled_weight_decay"]),
-                  "decay_before_clip": float(v["decay_before_clip"])}
+                  "weight_decay": v["weight_decay"], "decoupled": float(v["decoupled_weight_decay"])}
         own = self.method.pack_fn(v)
         if set(own) != set(self.method.params):
             raise RuntimeError(f"{self.method.name}: pack_fn gives {sorted(own)}, params are "

@@ -10,8 +10,8 @@ from .base import COMMON, LR, Method, common_coefficients, gradient, keep, rule
 @rule
 def gd(x, g, S, i, h, flags):
     """x ← x − η g."""
-    (general,) = flags
-    g = gradient(x, g, h, general)
+    general, decay_first = flags
+    g = gradient(x, g, h, general, decay_first)
     return keep(x, h, general) - h[LR] * g
 
 

@@ -37,8 +37,8 @@ P_BETA1, P_BETA2 = params(PARAMS)
 @rule
 def lion(x, g, S, i, h, flags):
     """One element of Lion (see the module docstring)."""
-    (general,) = flags
-    g = gradient(x, g, h, general)
+    general, decay_first = flags
+    g = gradient(x, g, h, general, decay_first)
     m = S[0, i]
     c = h[W1] * g + h[BETA1] * m
     S[0, i] = h[W2] * g + h[BETA2] * m

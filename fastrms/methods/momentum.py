@@ -40,8 +40,8 @@ def momentum(x, g, S, i, h, flags):
     """b ← μ b + a g;  x ← x − η (c_g g + c_b b):  (c_g, c_b) = (0, 1) heavy ball, (a, μ) Nesterov;
     a = η when η lives inside the buffer (TensorFlow), else 1 (PyTorch), times 1 − τ after the
     first step when dampened (from the first step with dampen_first_step)."""
-    nesterov, lr_inside, dampened, general = flags
-    g = gradient(x, g, h, general)
+    nesterov, lr_inside, dampened, general, decay_first = flags
+    g = gradient(x, g, h, general, decay_first)
     b = momentum_direction(g, S, 0, i, h, MU, nesterov, lr_inside or dampened)
     return descend(x, b, h, general, lr_inside)
 

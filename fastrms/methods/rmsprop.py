@@ -52,8 +52,9 @@ P_ADAGRAD, P_EPS, P_EPS_IN_SQRT, P_BIAS, P_MU, P_NESTEROV, P_LR_INSIDE, P_LR_DEC
 @rule
 def rmsprop(x, g, S, i, h, flags):
     """One element of RMSProp (see the module docstring)."""
-    centered, with_momentum, eps_zero, bias_correction, eps_outside, nesterov, lr_inside, general = flags
-    g = gradient(x, g, h, general)
+    (centered, with_momentum, eps_zero, bias_correction, eps_outside, nesterov, lr_inside,
+     general, decay_first) = flags
+    g = gradient(x, g, h, general, decay_first)
     s = h[GAMMA] * S[0, i] + h[W] * (g * g)
     S[0, i] = s
     v = s / h[BC] if bias_correction else s

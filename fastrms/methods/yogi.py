@@ -41,8 +41,8 @@ P_BETA1, P_BETA2, P_EPS, P_EPS_ROOT = params(PARAMS)
 @rule
 def yogi(x, g, S, i, h, flags):
     """One element of Yogi (see the module docstring)."""
-    eps_zero, general = flags
-    g = gradient(x, g, h, general)
+    eps_zero, general, decay_first = flags
+    g = gradient(x, g, h, general, decay_first)
     m = h[BETA1] * S[0, i] + h[W1] * g
     g2 = g * g
     v = S[1, i]
