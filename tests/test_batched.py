@@ -96,6 +96,9 @@ def test_a_learning_rate_by_decay_sweep_is_one_call(rng):
     ("adadelta", {"lr": 1.0, "eps": np.geomspace(1e-8, 1e-3, B)}),
     # autograd's sgd: the preset derives each problem's dampening from its own mass
     ("momentum", {"preset": "autograd", "mass": np.linspace(0.2, 0.9, B), "step_size": 0.05}),
+    # MXNet's RMSProp clips g + λx: problem 0 has no decay (the general form without the decay's
+    # order), the others have it, in one compiled rule
+    ("rmsprop", {"preset": "mxnet", "wd": np.linspace(0.0, 0.5, B), "clip_gradient": 0.3, "lr": 0.01}),
 ])
 def test_per_problem_hyperparameters_of_other_methods(method, options, rng):
     A, y = _least_squares(rng)
