@@ -23,6 +23,8 @@ from ._arrays import fingerprint
 from .drivers import batched_loop, python_loop
 from .drivers.batches import Batches
 from .drivers.callback import wrap_callback
+from .drivers.finite_diff import SCHEMES as FINITE_DIFFERENCES
+from .drivers.finite_diff import FiniteDifferences
 from .drivers.outcome import NAN
 from .drivers.problem import Problem
 from .method_state import BatchedState, MethodState
@@ -49,6 +51,8 @@ DRIVER_OPTIONS = {
     "history_every": 1,     # record the (full-data) loss every that many steps
     # B independent problems in one call: x0 has shape (B, ...), F returns B losses, dF (B, ...)
     "batched": False,
+    # jac='2-point', '3-point' or 'cs': the relative step (None: scipy's default, see finite_diff.py)
+    "finite_diff_rel_step": None,
 }
 
 
@@ -119,6 +123,9 @@ def _split(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
     for flag in ("disp", "history", "trajectory", "batched", "in_place"):
         driver[flag] = ck.boolean(flag, driver[flag])
     driver["seed"] = ck.seed("seed", driver["seed"])
+    if driver["finite_diff_rel_step"] is not None:
+        driver["finite_diff_rel_step"] = ck.in_range("finite_diff_rel_step", driver["finite_diff_rel_step"],
+                                                     lo=0, lo_open=True)
     if driver["in_place"]:
         for name, bad, why in (
                 ("check_every", driver["check_every"] != 1, "in_place already steps in place between tests"),
@@ -157,7 +164,9 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (),
     """Minimize ``fun`` with RMSProp or a relative, scipy.optimize.minimize style.
 
     Called as ``minimize(F, dF, x0, ...)`` or ``minimize(F, x0, jac=dF, ...)``;
-    ``jac=True`` means F returns (f, g).  F and dF receive x in x0's shape and
+    ``jac=True`` means F returns (f, g); ``jac='2-point'``, ``'3-point'`` or ``'cs'`` takes the
+    gradient by finite differences of F, as scipy does (n + 1, 2n or n evaluations of F a step;
+    option ``finite_diff_rel_step``).  F and dF receive x in x0's shape and
     dtype, plus ``*args``.  ``method``: a name (any case), a fastrms method
     function (``fastrms.adam``), or None for the default, RMSProp (scipy's None
     is its default too).  ``options`` holds the driver options (``maxiter``
@@ -180,7 +189,8 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (),
     jac, x0 = _parse_positional(fun, x0_or_jac, rest, jac)
     if not isinstance(args, tuple):
         args = (args,)
-    _check_jac(jac, "pass dF (minimize(F, dF, x0)), jac=dF, or jac=True when F returns (f, g)")
+    _check_jac(jac, "pass dF (minimize(F, dF, x0)), jac=dF, jac=True when F returns (f, g), or "
+                    "jac='2-point' for finite differences (n + 1 evaluations of F a step)")
     return _minimize(fun, jac, x0, args, method, tol, callback, options)
 
 
@@ -204,11 +214,33 @@ def _first_order_only(method, hess, hessp, bounds, constraints, *, front: bool, 
 
 
 def _check_jac(jac, how: str) -> None:
-    """A clear error unless jac is a gradient function or True (``how``: how to pass one)."""
+    """A clear error unless jac is a gradient function, True or a finite-difference scheme (``how``:
+    how to pass one)."""
     if jac is None or jac is False:
         raise ValueError(f"fastrms methods need the gradient: {how}")
-    if jac is not True and not callable(jac):
-        raise TypeError(f"jac must be callable or True, got {jac!r}")
+    if isinstance(jac, str):
+        ck.choice("jac", jac, FINITE_DIFFERENCES)
+    elif jac is not True and not callable(jac):
+        raise TypeError(f"jac must be callable, True, or one of {FINITE_DIFFERENCES}, got {jac!r}")
+
+
+
+def _finite_differences(fun, jac, opts: dict, batched: bool = False):
+    """(F, dF, the FiniteDifferences or None): for jac='2-point', '3-point' or 'cs', F's value and
+    gradient by finite differences (drivers/finite_diff.py), which count every evaluation of F."""
+    if not isinstance(jac, str):
+        if opts["finite_diff_rel_step"] is not None:
+            raise ValueError("finite_diff_rel_step is the step of jac='2-point', '3-point' or 'cs'; "
+                             "with a gradient function it would do nothing")
+        return fun, jac, None
+    fd = FiniteDifferences(fun, jac, opts["finite_diff_rel_step"], batched)
+    return fd.value, fd.gradient, fd
+
+
+def _host_only(fd, backend) -> None:
+    if fd is not None and not backend.host_memory:
+        raise ValueError(f"finite differences (jac={fd.method!r}) run on the CPU backend: pass x0 as a "
+                         "host array, or a gradient function dF")
 
 
 def _method_name(method):
@@ -234,6 +266,9 @@ def _minimize(fun, jac, x0, args, method, tol, callback, options) -> OptimizeRes
                                  "for memory, pass the data as dask arrays in args and x0 as a NumPy array")
             _check_batch(method, options, tol, x0.shape[0])
             return cluster.minimize_batched(minimize, fun, jac, x0, args, method, options)
+        if isinstance(jac, str):
+            raise ValueError(f"jac={jac!r} evaluates F at n + 1 or more points a step, each a pass over the "
+                             "dask data: pass the gradient dF (or jac=True)")
         return cluster.minimize_on_blocks(minimize, fun, jac, x0, args, method, options, callback)
     m = methods.get(method)
     opts, hyper, config = _split_options(m, options, tol)
@@ -265,10 +300,12 @@ class Minimizer:
                  callback: Callable | None = None, options: dict | None = None):
         if not callable(fun):
             raise TypeError(f"fun must be callable, got {fun!r}")
-        _check_jac(jac, "Minimizer(F, dF), or Minimizer(F, True) when F returns (f, g)")
+        _check_jac(jac, "Minimizer(F, dF), Minimizer(F, True) when F returns (f, g), or "
+                        "Minimizer(F, '2-point') for finite differences")
         method = _method_name(method)
         options = dict(options) if isinstance(options, dict) else options
         self._opts, _, self._config = _split_options(methods.get(method), options, tol)  # errors now
+        _finite_differences(fun, jac, self._opts)  # (its options' errors too)
         self.fun, self.jac, self.method, self.tol, self._options = fun, jac, method, tol, options
         self.args = args if isinstance(args, tuple) else (args,)
         self.callback = callback
@@ -386,6 +423,7 @@ def _solve(fun, jac, x0, args, config, opts, callback, plan: _Plan | None = None
     """One problem. ``plan``: what an earlier run decided for x0 and args of these types (they
     passed every check then: only x0's values are checked again); ``keep``: takes this run's plan
     where one can serve later runs (not with mini-batches, whose data decide the compiled loop)."""
+    fun, jac, fd = _finite_differences(fun, jac, opts)
     if plan is None:
         if opts["in_place"]:
             if callback is not None:
@@ -396,6 +434,7 @@ def _solve(fun, jac, x0, args, config, opts, callback, plan: _Plan | None = None
         x, shape, backend, kind = _start(x0, opts)
         if opts["in_place"] and not backend.host_memory:
             raise ValueError("in_place=True runs on the CPU backend (on a GPU the two buffers stay)")
+        _host_only(fd, backend)
     else:
         backend, shape, kind = plan.backend, plan.shape, plan.kind
         x = backend.x0(x0, opts["dtype"])[0]
@@ -430,7 +469,7 @@ def _solve(fun, jac, x0, args, config, opts, callback, plan: _Plan | None = None
     x_end, g_end = backend.result(out.x, shape, kind), backend.result(out.g, shape, kind)
     res = OptimizeResult(
         x=x_end, fun=f, jac=g_end, nit=out.nit,
-        nfev=problem.nfev, njev=problem.njev, status=out.status,
+        nfev=problem.nfev if fd is None else fd.calls, njev=problem.njev, status=out.status,
         success=out.status == 0, message=f"{out.message} {RERUN_NOTE}" if rerun else out.message)
     if out.losses is not None:
         res.history = _history(out, batches)
@@ -449,7 +488,9 @@ def _solve_batched(fun, jac, x0, args, method, hyper, opts, callback) -> Optimiz
     res.history's loss and gnorm are (steps, B), and with trajectory res.trajectory is
     (steps, B, ...), NaN after a problem stopped.  A callback sees all B problems after each step
     (batched_loop.run); StopIteration ends those still running."""
+    fun, jac, fd = _finite_differences(fun, jac, opts, batched=True)
     x, shape, backend, kind = _start(x0, opts)
+    _host_only(fd, backend)
     if len(shape) < 1:
         raise ValueError("batched problems need x0 of shape (B, ...): one row per problem")
     B = shape[0]
@@ -466,7 +507,8 @@ def _solve_batched(fun, jac, x0, args, method, hyper, opts, callback) -> Optimiz
     out.reasons[~np.isfinite(f) & (out.status() != NAN)] = "loss_at_end"
     status = out.status()
     res = OptimizeResult(x=backend.result(out.x, shape, kind), fun=f, jac=backend.result(out.g, shape, kind),
-                         nit=out.nit, nfev=problem.nfev, njev=problem.njev, status=status,
+                         nit=out.nit, nfev=problem.nfev if fd is None else fd.calls, njev=problem.njev,
+                         status=status,
                          success=status == 0, message=out.messages())
     if out.losses is not None:  # loss and gnorm (steps, B): NaN where a problem had stopped
         res.history = _history(out, problem.batches)
@@ -513,6 +555,8 @@ def _choose_driver(problem: Problem, x, mstate: MethodState, opts: dict, callbac
         return batched_loop if batched else python_loop
     compiled, compiled_batched = _compiled_drivers()
     why = compiled.not_applicable(problem.fun, problem.jac, mstate.config, callback, mstate.backend)
+    if isinstance(getattr(problem.jac, "__self__", None), FiniteDifferences):
+        why = "finite-difference gradients (jac='2-point', '3-point', 'cs') call F from Python"
     loop = compiled_batched if batched else compiled
     if why is None:
         try:
@@ -533,6 +577,10 @@ def _method_function(name: str):
     def solver(fun, x0, args=(), jac=None, hess=None, hessp=None, bounds=None, constraints=(),
                callback=None, **options):
         _first_order_only(name, hess, hessp, bounds, constraints, front=False, stacklevel=4)
+        if jac is None:  # (scipy.optimize.minimize hands a custom method None for jac='2-point' too)
+            raise ValueError(f"fastrms.{name} needs the gradient: pass jac=dF, or jac=True when F returns "
+                             "(f, g); for finite differences call fastrms.minimize(F, x0, jac='2-point', "
+                             f"method={name!r}), as scipy passes a custom method no finite-difference scheme")
         tol = options.pop("tol", None)
         return minimize(fun, x0, args=args, method=name, jac=jac, tol=tol, callback=callback,
                         options=options)
