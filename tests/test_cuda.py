@@ -136,6 +136,10 @@ def test_device_errors():
         fastrms.RMSProp(cuda.to_device(np.zeros(3, np.int64)))
     with pytest.raises(ValueError, match="in_place=True runs on the CPU backend"):
         fastrms.minimize(_F, _dF, cuda.to_device(np.zeros(2)), options={"in_place": True})
+    for batched in (False, True):
+        with pytest.raises(ValueError, match=r"finite differences \(jac='2-point'\) run on the CPU backend"):
+            fastrms.minimize(_F, cuda.to_device(np.zeros((2, 2))), jac="2-point",
+                             options={"batched": batched})
 
 
 def test_a_gradient_seen_before_is_checked_against_each_stepper():
