@@ -22,6 +22,8 @@ _TORCH = {
     "adagrad": dict(lr=0.01, eps=1e-10, eps_in_sqrt=False),
     "adam": dict(lr=0.001, eps=1e-8),
     "adamw": dict(lr=0.001, eps=1e-8, weight_decay=0.01),
+    "radam": dict(lr=0.001, eps=1e-8),
+    "adamax": dict(lr=0.002, eps=1e-8),
     "adadelta": dict(lr=1.0, gamma=0.9, eps=1e-6),
     "momentum": dict(lr=0.001, momentum=0.0),
     "gd": dict(lr=0.001),
@@ -32,6 +34,7 @@ _KERAS = {
     "adagrad": dict(lr=0.001, eps=1e-7, eps_in_sqrt=True, initial_scale=0.1, decoupled_weight_decay=True),
     "adam": dict(lr=0.001, eps=1e-7, epsilon_hat=True, decoupled_weight_decay=True),
     "adamw": dict(lr=0.001, eps=1e-7, epsilon_hat=True, weight_decay=0.004),
+    "adamax": dict(lr=0.001, eps=1e-7, eps_in_max=False, decoupled_weight_decay=True),
     "adadelta": dict(lr=0.001, gamma=0.95, eps=1e-7, decoupled_weight_decay=True),
     "momentum": dict(lr=0.01, momentum=0.0, lr_in_momentum=True, decoupled_weight_decay=True),
     "gd": dict(lr=0.01, decoupled_weight_decay=True),
@@ -55,6 +58,8 @@ PRESETS: dict[str, dict] = {
     "optax": {"rmsprop": dict(gamma=0.9, eps=1e-8, eps_in_sqrt=True, lr_in_momentum=True),
               "adam": dict(eps=1e-8, v_hat=True),
               "adamw": dict(eps=1e-8, weight_decay=1e-4, v_hat=True),
+              "radam": dict(eps=1e-8, v_hat=True, epsilon_hat=False),  # (ρ_t ≥ threshold: see adam.py)
+              "adamax": dict(eps=1e-8),
               "adagrad": dict(initial_scale=0.1, eps=1e-7, eps_in_sqrt=True),  # rsqrt(Σg² + ε)
               "adadelta": dict(gamma=0.9, eps=1e-6),
               "momentum": dict(momentum=0.0),
@@ -85,6 +90,8 @@ TORCH_STATE = {
     "rmsprop": {"square_avg": "s", "grad_avg": "m", "momentum_buffer": "b"},
     "adam": {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "vmax"},
     "adamw": {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "vmax"},
+    "radam": {"exp_avg": "m", "exp_avg_sq": "v"},
+    "adamax": {"exp_avg": "m", "exp_inf": "u"},
     "adagrad": {"sum": "s"},
     "adadelta": {"square_avg": "s", "acc_delta": "delta"},
     "momentum": {"momentum_buffer": "b"},
@@ -107,10 +114,13 @@ TORCH_NAMES = {
     "momentum": {"lr": "lr", "momentum": "momentum", "dampening": "dampening", "weight_decay": "weight_decay",
                  "nesterov": "nesterov", "maximize": "maximize"},
     "gd": {"lr": "lr", "weight_decay": "weight_decay", "maximize": "maximize"},
+    "adamax": {"lr": "lr", "beta1": "betas", "beta2": "betas", "eps": "eps", "weight_decay": "weight_decay",
+               "maximize": "maximize"},
 }
 TORCH_NAMES["adamw"] = TORCH_NAMES["adam"]
-TORCH_CLASSES = {"rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW", "adagrad": "Adagrad",
-                 "adadelta": "Adadelta", "momentum": "SGD", "gd": "SGD"}
+TORCH_NAMES["radam"] = {k: v for k, v in TORCH_NAMES["adam"].items() if k != "amsgrad"}
+TORCH_CLASSES = {"rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW", "radam": "RAdam", "adamax": "Adamax",
+                 "adagrad": "Adagrad", "adadelta": "Adadelta", "momentum": "SGD", "gd": "SGD"}
 
 
 def to_torch_state(method: str, values: dict, t: int, rows: dict, n: int, describe: str) -> dict:

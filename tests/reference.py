@@ -7,7 +7,8 @@ import numpy as np
 SEED_AX_FINAL = {"gd": (0.54692, 5e-6), "rmsprop": (0.32395, 5e-6), "rmsprop+momentum": (0.000623, 5e-7)}
 
 # every method fastrms registers must have a reference here (tests/test_kernels.py checks the keys)
-REFERENCE_METHODS = ("gd", "momentum", "rmsprop", "adagrad", "adam", "adamw", "adadelta", "yogi", "lion")
+REFERENCE_METHODS = ("gd", "momentum", "rmsprop", "adagrad", "adam", "adamw", "radam", "adamax", "adadelta",
+                     "yogi", "lion")
 
 
 def reference_run(method, x0, grads, **o):
@@ -15,11 +16,13 @@ def reference_run(method, x0, grads, **o):
     x = np.array(x0, dtype=np.float64)
     if method not in REFERENCE_METHODS:
         raise KeyError(method)
-    lr = o.get("lr", {"adam": 1e-3, "adamw": 1e-3, "adadelta": 1.0, "lion": 1e-4}.get(method, 0.01))
+    lr = o.get("lr", {"adam": 1e-3, "adamw": 1e-3, "radam": 1e-3, "adamax": 2e-3, "adadelta": 1.0,
+                      "lion": 1e-4}.get(method, 0.01))
     wd = o.get("weight_decay", 0.01 if method == "adamw" else 0.0)
     decoupled = o.get("decoupled_weight_decay", method in ("adamw", "lion"))
     gamma = o.get("gamma", 0.9)
-    eps = o.get("eps", {"adam": 1e-8, "adamw": 1e-8, "yogi": 1e-3}.get(method, 1e-6))
+    eps = o.get("eps", {"adam": 1e-8, "adamw": 1e-8, "radam": 1e-8, "adamax": 1e-8,
+                        "yogi": 1e-3}.get(method, 1e-6))
     mu = o.get("momentum", 0.9 if method == "momentum" else 0.0)
     s = np.full_like(x, o.get("initial_scale", 0.0))
     m = np.zeros_like(x)
@@ -97,6 +100,27 @@ def reference_run(method, x0, grads, **o):
                 x = x - lr * np.sqrt(bc2) * mhat / (np.sqrt(vv) + eps)
             else:
                 x = x - lr * mhat / (np.sqrt(vv / bc2) + eps)
+        elif method == "radam":  # Liu et al. 2019, ε added to √v as in their code (epsilon_hat)
+            b1, b2 = o.get("beta1", 0.9), o.get("beta2", 0.999)
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            rho_inf = 2 / (1 - b2) - 1
+            rho = rho_inf - 2 * t * b2 ** t / (1 - b2 ** t)
+            mhat = m / (1 - b1 ** t)
+            if rho > o.get("threshold", 5.0):
+                r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+                if o.get("epsilon_hat", True):
+                    x = x - lr * r * np.sqrt(1 - b2 ** t) * mhat / (np.sqrt(v) + eps)
+                else:
+                    x = x - lr * r * mhat / (np.sqrt(v / (1 - b2 ** t) + o.get("eps_root", 0.0)) + eps)
+            else:
+                x = x - lr * mhat
+        elif method == "adamax":  # Kingma & Ba 2015, §7.1; ε in the maximum (torch) or added to u (Keras)
+            b1, b2 = o.get("beta1", 0.9), o.get("beta2", 0.999)
+            m = b1 * m + (1 - b1) * g
+            inside = o.get("eps_in_max", True)
+            v = np.maximum(b2 * v, np.abs(g) + (eps if inside else 0.0))
+            x = x - lr / (1 - b1 ** t) * m / (v + (0.0 if inside else eps))
         elif method == "yogi":
             b1, b2 = o.get("beta1", 0.9), o.get("beta2", 0.999)
             m = b1 * m + (1 - b1) * g

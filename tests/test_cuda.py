@@ -28,7 +28,7 @@ CASES = [("rmsprop", {}), ("rmsprop", {"momentum": 0.9, "centered": True}),
          ("rmsprop", {"eps_in_sqrt": False, "clip_norm": 0.5, "weight_decay": 0.1}),
          ("adam", {"amsgrad": True, "weight_decay": 0.5, "clip_value": 0.3, "decay_before_clip": True}),
          ("momentum", {"nesterov": True}), ("adadelta", {}),
-         ("yogi", {}), ("lion", {"weight_decay": 0.1})]
+         ("yogi", {}), ("lion", {"weight_decay": 0.1}), ("adamax", {"eps_in_max": False})]
 STEPPERS = fastrms.steppers.STEPPERS
 
 

@@ -29,7 +29,7 @@ def _keras():
         pytest.skip(f"keras was imported with the {keras.backend.backend()} backend")
 
 CLASSES = {"SGD": "Momentum", "RMSprop": "RMSProp", "Adam": "Adam", "AdamW": "AdamW", "Adagrad": "Adagrad",
-           "Adadelta": "Adadelta", "Lion": "Lion"}
+           "Adadelta": "Adadelta", "Lion": "Lion", "Adamax": "Adamax"}
 _OMIT = object()
 
 
@@ -55,6 +55,9 @@ CASES = (
                                      weight_decay=(_OMIT, 0.1))]
     + [("Adadelta", h) for h in _grid(rho=(_OMIT, 0.5), epsilon=(_OMIT, 1e-3), weight_decay=(_OMIT, 0.1))]
     + [("Lion", h) for h in _grid(beta_1=(_OMIT, 0.5), beta_2=(_OMIT, 0.9), weight_decay=(_OMIT, 0.1))]
+    + [("Adamax", h) for h in _grid(beta_1=(_OMIT, 0.5), beta_2=(_OMIT, 0.9), epsilon=(_OMIT, 1e-3),
+                                    weight_decay=(_OMIT, 0.1))]
+    + [("Adamax", c) for c in CLIPS[1:]]
 )
 
 

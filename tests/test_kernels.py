@@ -43,6 +43,11 @@ CASES = [
     ("adam", {"v_hat": True, "amsgrad": True, "eps_root": 1e-8, "beta2": 0.9}),  # Optax's AMSGrad
     ("adamw", {"nesterov": True, "v_hat": True, "amsgrad": True, "bias_correction_nu": False}),
     ("adam", {"nesterov": True, "beta1": 0.8, "bias_correction_mu": False}),
+    ("radam", {}),  # (six steps: ρ_t passes 5 at the sixth)
+    ("radam", {"epsilon_hat": False, "v_hat": True, "eps_root": 1e-8, "beta2": 0.9, "threshold": 4.5}),
+    ("adamax", {}),
+    ("adamax", {"eps_in_max": False, "eps": 1e-3, "beta1": 0.5}),
+    ("adamax", {"eps": 0.0, "weight_decay": 0.1}),
     ("adadelta", {"lr": 1.0}),
     ("yogi", {}),
     ("yogi", {"eps": 1e-6, "eps_root": 1e-8, "beta2": 0.9, "initial_scale": 0.0}),
@@ -201,7 +206,7 @@ _OLD_LLVM = pytest.mark.xfail(tuple(int(v) for v in numba.__version__.split(".")
 @pytest.mark.parametrize("method,opts", [
     ("rmsprop", {}), pytest.param("rmsprop", {"momentum": 0.9, "centered": True}, marks=_OLD_LLVM),
     pytest.param("adam", {"amsgrad": True}, marks=_OLD_LLVM), ("adadelta", {}), ("momentum", {}),
-    ("rmsprop", {"eps": 0.0}), ("adam", {"eps": 0.0})])
+    ("rmsprop", {"eps": 0.0}), ("adam", {"eps": 0.0}), ("adamax", {}), ("adamax", {"eps": 0.0})])
 def test_serial_kernels_are_simd_vectorized(method, opts):
     """Packed square roots / multiplies in the serial kernel: dead flag branches must be pruned."""
     config = fastrms.presets.configure(method, opts)
@@ -211,7 +216,7 @@ def test_serial_kernels_are_simd_vectorized(method, opts):
     kern(x, x.copy(), np.zeros((len(config.rows), 64)), np.ones(m.nh))
     asm = kern.inspect_asm(kern.signatures[0])
     machine = platform.machine().lower()
-    op = "sqrt" if method != "momentum" else "mul"
+    op = {"momentum": "mul", "adamax": "div"}.get(method, "sqrt")
     if machine in ("x86_64", "amd64"):
         packed = rf"\b(v)?{op}pd\b"  # SSE2 / AVX packed doubles
     elif machine in ("aarch64", "arm64"):

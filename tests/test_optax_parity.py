@@ -62,6 +62,11 @@ CASES = (
                                                   weight_decay=(_OMIT, 0.1))]
     + [("yogi", "Yogi", h) for h in _grid(b1=(_OMIT, 0.5), b2=(_OMIT, 0.9), eps=(_OMIT, 1e-6))]
     + [("lion", "Lion", h) for h in _grid(b1=(_OMIT, 0.5), b2=(_OMIT, 0.9), weight_decay=(_OMIT, 0.0, 0.1))]
+    # ρ_t passes the threshold within the run: at t = 6 (5 with threshold 4.5)
+    + [("radam", "RAdam", h) for h in _grid(b1=(_OMIT, 0.5), b2=(_OMIT, 0.9), eps=(_OMIT, 1e-3),
+                                            eps_root=(_OMIT, 1e-6), threshold=(_OMIT, 4.5),
+                                            nesterov=(_OMIT, True))]
+    + [("adamax", "Adamax", h) for h in _grid(b1=(_OMIT, 0.5), b2=(_OMIT, 0.9), eps=(_OMIT, 1e-3))]
 )
 
 
@@ -98,7 +103,8 @@ SCHEDULED = [("sgd", "Momentum", {"momentum": 0.9}), ("sgd", "Momentum", {"momen
              ("rmsprop", "RMSProp", {"momentum": 0.9, "centered": True}),
              ("adam", "Adam", {"nesterov": True}),
              ("adamw", "AdamW", {}), ("amsgrad", "Adam", {}), ("adagrad", "Adagrad", {}),
-             ("adadelta", "Adadelta", {}), ("yogi", "Yogi", {}), ("lion", "Lion", {})]
+             ("adadelta", "Adadelta", {}), ("yogi", "Yogi", {}), ("lion", "Lion", {}),
+             ("radam", "RAdam", {}), ("adamax", "Adamax", {})]
 
 
 @pytest.mark.parametrize("case", SCHEDULED, ids=_id)

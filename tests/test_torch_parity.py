@@ -39,6 +39,10 @@ TORCH_CASES = [
     ("SGD", "momentum", {"momentum": 0.5, "dampening": 0.0, "nesterov": True, "maximize": True}),
     ("SGD", "momentum", {"momentum": 0.0, "dampening": 0.3}),  # (no momentum: torch ignores τ)
     ("SGD", "gd", {}),
+    ("RAdam", "radam", {}),
+    ("RAdam", "radam", {"weight_decay": 0.1, "decoupled_weight_decay": True, "betas": (0.5, 0.9)}),
+    ("Adamax", "adamax", {}),
+    ("Adamax", "adamax", {"weight_decay": 0.1, "eps": 1e-3, "maximize": True}),
 ]
 
 
@@ -52,9 +56,7 @@ def test_matches_torch_step_by_step(torch_name, method, hyper, dtype, rng):
     p = torch.nn.Parameter(torch.from_numpy(x0.copy()))
     topt = getattr(torch.optim, torch_name)([p], lr=lr, **hyper)
     x = x0.copy()
-    cls = {"rmsprop": fastrms.RMSProp, "adam": fastrms.Adam, "adamw": fastrms.AdamW,
-           "adagrad": fastrms.Adagrad, "adadelta": fastrms.Adadelta, "momentum": fastrms.Momentum,
-           "gd": fastrms.GradientDescent}[method]
+    cls = fastrms.steppers.STEPPERS[method]
     opt = cls(x, preset="torch", lr=lr, **hyper)
     for _ in range(25):
         g = np.tanh(W @ x).astype(dtype)  # the gradient depends on x: trajectories must agree
@@ -105,6 +107,22 @@ ADAGRAD_GRID = [dict(lr_decay=d, initial_accumulator_value=a, weight_decay=w, ma
 @pytest.mark.parametrize("hyper", ADAGRAD_GRID, ids=lambda h: "-".join(f"{k}{v}" for k, v in h.items()))
 def test_every_torch_adagrad_option_combination(hyper, rng):
     _parity("Adagrad", fastrms.Adagrad, hyper, rng)
+
+
+# ρ_t passes 5 at step 6 with β2 = 0.999 and 0.9, so 12 steps see both of RAdam's phases
+RADAM_ADAMAX_GRID = (
+    [("RAdam", dict(weight_decay=w, decoupled_weight_decay=d, maximize=mx, betas=b, eps=e))
+     for w in (0.0, 0.05) for d in (False, True) for mx in (False, True)
+     for b in ((0.9, 0.999), (0.5, 0.9)) for e in (1e-8, 1e-3) if w or not d]
+    + [("Adamax", dict(weight_decay=w, maximize=mx, betas=b, eps=e))
+       for w in (0.0, 0.05) for mx in (False, True) for b in ((0.9, 0.999), (0.5, 0.9))
+       for e in (1e-8, 1e-3)])
+
+
+@pytest.mark.parametrize("torch_name,hyper", RADAM_ADAMAX_GRID, ids=lambda v: v if isinstance(v, str) else
+                         "-".join(f"{k}{x}" for k, x in v.items()))
+def test_every_torch_radam_and_adamax_option_combination(torch_name, hyper, rng):
+    _parity(torch_name, getattr(fastrms, torch_name), hyper, rng)
 
 
 def test_schedules_match_torch_lr_schedulers(rng):
@@ -277,7 +295,9 @@ RESUMED = [("RMSprop", "RMSProp", {"momentum": 0.5, "centered": True, "weight_de
            ("SGD", "GradientDescent", {}),
            ("SGD", "Momentum", {"momentum": 0.0, "dampening": 0.3}),  # (torch keeps no buffer there)
            ("Adagrad", "Adagrad", {"initial_accumulator_value": 0.1}),
-           ("Adadelta", "Adadelta", {"rho": 0.8})]
+           ("Adadelta", "Adadelta", {"rho": 0.8}),
+           ("RAdam", "RAdam", {"weight_decay": 0.01, "decoupled_weight_decay": True}),
+           ("Adamax", "Adamax", {"betas": (0.8, 0.95)})]
 
 
 @pytest.mark.parametrize(("theirs", "mine", "kwargs"), RESUMED, ids=[f"{t}-{kw}" for t, _, kw in RESUMED])

@@ -10,7 +10,11 @@ v_hat (Optax): the rule works with v̂ = v/(1 − β2ᵗ) itself: d = √(v̂ + 
 nesterov (Optax's NAdam, Dozat 2016): m is replaced by β1 m/(1 − β1ᵗ⁺¹) + (1 − β1) g/(1 − β1ᵗ),
     with η no longer divided by 1 − β1ᵗ.
 bias_correction_mu / bias_correction_nu = False: 1 − β1ᵗ / 1 − β2ᵗ replaced by 1 (the AMSGrad paper).
-AdamW (adamw.py) is this rule with decoupled weight decay.
+rectify (RAdam, Liu et al. 2019): with ρ∞ = 2/(1 − β2) − 1 and ρ_t = ρ∞ − 2t β2ᵗ/(1 − β2ᵗ), the
+    step is η m̂ (no denominator: d = 1) while ρ_t ≤ threshold, and is multiplied by
+    r_t = √((ρ_t − 4)(ρ_t − 2) ρ∞ / ((ρ∞ − 4)(ρ∞ − 2) ρ_t)) after.  Only the coefficients change:
+    d = √v / C2 + ε becomes 1 with C2 = ∞ and ε = 1 (and √(v/BC2 + ε_root) + ε with BC2 = ∞).
+AdamW (adamw.py) is this rule with decoupled weight decay, RAdam (radam.py) with rectify.
 """
 
 from __future__ import annotations
@@ -40,8 +44,9 @@ from .base import (
 SLOTS = ("beta1", "w1", "beta2", "w2", "eps", "c2", "bc2", "eps_root", "n1", "n2")
 BETA1, W1, BETA2, W2, EPS, C2, BC2, EPS_ROOT, N1, N2 = slots(SLOTS)
 PARAMS = ("beta1", "beta2", "eps", "epsilon_hat", "eps_root", "nesterov", "bias_correction_mu",
-          "bias_correction_nu")
-P_BETA1, P_BETA2, P_EPS, P_EPSILON_HAT, P_EPS_ROOT, P_NESTEROV, P_BC_MU, P_BC_NU = params(PARAMS)
+          "bias_correction_nu", "rectify", "threshold")
+(P_BETA1, P_BETA2, P_EPS, P_EPSILON_HAT, P_EPS_ROOT, P_NESTEROV, P_BC_MU, P_BC_NU, P_RECTIFY,
+ P_THRESHOLD) = params(PARAMS)
 
 
 # flags: (amsgrad, eps_zero, v_hat, nesterov); state rows: m, v, then vmax if amsgrad
@@ -77,11 +82,12 @@ def adam_coefficients(p, t, lr, gamma, gfactor, out):
     bc2 = 1.0 - math.pow(p[P_BETA2], float(t)) if p[P_BC_NU] != 0.0 else 1.0
     c2 = math.sqrt(bc2)
     nesterov = p[P_NESTEROV] != 0.0
+    step = lr if nesterov else lr / bc1
     if p[P_EPSILON_HAT] != 0.0:
-        out[LR] = lr * c2 if nesterov else lr * c2 / bc1
+        out[LR] = step * c2
         c2 = 1.0
     else:
-        out[LR] = lr if nesterov else lr / bc1
+        out[LR] = step
     out[BETA1] = b1
     out[W1] = 1.0 - b1
     out[BETA2] = p[P_BETA2]
@@ -90,6 +96,19 @@ def adam_coefficients(p, t, lr, gamma, gfactor, out):
     out[C2] = c2
     out[BC2] = bc2
     out[EPS_ROOT] = p[P_EPS_ROOT]
+    if p[P_RECTIFY] != 0.0:
+        rho_inf = 2.0 / (1.0 - p[P_BETA2]) - 1.0
+        b2t = math.pow(p[P_BETA2], float(t))
+        rho = rho_inf - 2.0 * t * b2t / (1.0 - b2t)
+        if rho > p[P_THRESHOLD]:
+            r2 = (rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)
+            out[LR] *= math.sqrt(r2)
+        else:  # the variance is not tractable yet: x ← x − η m̂, d = 1
+            out[LR] = step
+            out[C2] = math.inf
+            out[BC2] = math.inf
+            out[EPS_ROOT] = 0.0
+            out[EPS] = 1.0
     out[N1] = b1 / (1.0 - math.pow(b1, float(t + 1)) if p[P_BC_MU] != 0.0 else 1.0)
     out[N2] = (1.0 - b1) / bc1
 
@@ -107,6 +126,10 @@ HYPERS = {
     "nesterov": Hyper(False, ck.boolean, "Nesterov momentum in Adam: NAdam as in Optax (Dozat 2016)"),
     "bias_correction_mu": Hyper(True, ck.boolean, "divide m by 1 − β1^t"),
     "bias_correction_nu": Hyper(True, ck.boolean, "divide v by 1 − β2^t"),
+    "rectify": Hyper(False, ck.boolean, "RAdam: η m̂ while ρ_t ≤ threshold, then the step times r_t "
+                                        "(Liu et al. 2019)"),
+    "threshold": Hyper(5.0, ck.Range(4.0), "RAdam's threshold on ρ_t (torch: ρ_t > 5; Optax: ρ_t ≥ 5), at "
+                                           "least 4, where r_t is defined"),
 }
 
 
@@ -117,6 +140,12 @@ def pack(v):
     if v["epsilon_hat"] and v["v_hat"]:
         raise ValueError("epsilon_hat (Keras, TF1: ε not bias-corrected) and v_hat (Optax: ε added to "
                          "v̂'s root) are two forms of the denominator; choose one")
+    if v["rectify"]:
+        for name, off in (("amsgrad", v["amsgrad"]), ("bias_correction_mu", not v["bias_correction_mu"]),
+                          ("bias_correction_nu", not v["bias_correction_nu"])):
+            if off:
+                raise ValueError(f"rectify=True (RAdam) is defined with both bias corrections and without "
+                                 f"AMSGrad; {name}={v[name]!r} does not go with it")
     return {k: v[k] for k in PARAMS}
 
 
