@@ -302,4 +302,4 @@ def _joined(per_chunk: list) -> np.ndarray:
 
 def _solve_chunk(minimize, fun, jac, x0, args, method, options):
     args = tuple(np.asarray(a) if is_dask(a) else a for a in args)
-    return dict(minimize(fun, jac, np.asarray(x0), args=args, method=method, options=options))
+    return dict(minimize(fun, np.asarray(x0), jac=jac, args=args, method=method, options=options))

@@ -188,6 +188,14 @@ def test_batched_problems_chunked_across_the_cluster(client):
     np.testing.assert_array_equal(dist.trajectory, mem.trajectory)
     assert mem.nit[5] == 14 and mem.history["step"][-1] == 80
     assert np.isnan(mem.history["loss"][:, 5]).sum() == len(mem.history["step"]) - 3  # steps 0, 5, 10
+    # F returning (f, g) (jac=True) and finite differences reach the chunks' runs too (both were taken
+    # for x0 there, as minimize's second positional argument)
+    pair = {**opts, "maxiter": 20}
+    mem = fastrms.minimize(F, dF, np.zeros((B, 4)), args=(A, y), options=pair)
+    for fun, jac, tol in (((lambda X, A, y: (F(X, A, y), dF(X, A, y))), True, 0.0), (F, "3-point", 1e-6)):
+        dist = fastrms.minimize(fun, da.zeros((B, 4), chunks=(3, 4)), jac=jac,
+                                args=(da.from_array(A, chunks=(3, 32, 4)), y), options=pair)
+        np.testing.assert_allclose(dist.x, mem.x, rtol=tol, atol=tol)
 
 
 def test_bad_input_is_named(data):
