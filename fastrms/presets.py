@@ -67,11 +67,12 @@ PRESETS: dict[str, dict] = {
               "yogi": {},
               "lion": dict(weight_decay=1e-3)},
     # mxnet.optimizer 1.9: Adam's ε is not bias-corrected (η·√(1 − β2ᵗ)/(1 − β1ᵗ) · m/(√v + ε));
-    # RMSProp and Adam clip g + λx (SGD clips g, then adds λx); AdaGrad's dense update is
+    # RMSProp, Adam and Adamax clip g + λx (SGD clips g, then adds λx); AdaGrad's dense update is
     # x ← x − η (g/√(h + ε) + λ x), weight decay outside the history
     "mxnet": {"rmsprop": dict(lr=0.001, gamma=0.9, eps=1e-8, eps_in_sqrt=True, lr_in_momentum=True,
                               decay_before_clip=True),
               "adam": dict(lr=0.001, eps=1e-8, epsilon_hat=True, decay_before_clip=True),
+              "adamax": dict(lr=0.002, eps=0.0, decay_before_clip=True),  # (no ε: x ← x − η m̂/u)
               "adagrad": dict(lr=0.01, eps=1e-7, eps_in_sqrt=True, decoupled_weight_decay=True),
               "momentum": dict(lr=0.01, momentum=0.0, lr_in_momentum=True)},
     # timm's RMSpropTF, TensorFlow's RMSProp in PyTorch: s₀ = 1, ε inside the root, η inside the

@@ -47,6 +47,9 @@ CASES = [
     ("AdaGrad", dict(learning_rate=0.1, eps=1e-3)),
     ("AdaGrad", dict(learning_rate=0.1, wd=0.1)),
     ("AdaGrad", dict(learning_rate=0.1, wd=0.1, clip_gradient=0.3)),
+    ("Adamax", dict()),
+    ("Adamax", dict(learning_rate=0.01, beta1=0.5, beta2=0.9)),
+    ("Adamax", dict(learning_rate=0.01, wd=0.1, clip_gradient=0.3)),
 ]
 
 
