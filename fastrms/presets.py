@@ -22,6 +22,7 @@ _TORCH = {
     "adagrad": dict(lr=0.01, eps=1e-10, eps_in_sqrt=False),
     "adam": dict(lr=0.001, eps=1e-8),
     "adamw": dict(lr=0.001, eps=1e-8, weight_decay=0.01),
+    "nadam": dict(lr=0.002, eps=1e-8, momentum_decay=0.004),
     "radam": dict(lr=0.001, eps=1e-8),
     "adamax": dict(lr=0.002, eps=1e-8),
     "adadelta": dict(lr=1.0, gamma=0.9, eps=1e-6),
@@ -35,6 +36,7 @@ _KERAS = {
     "adam": dict(lr=0.001, eps=1e-7, epsilon_hat=True, decoupled_weight_decay=True),
     "adamw": dict(lr=0.001, eps=1e-7, epsilon_hat=True, weight_decay=0.004),
     "adamax": dict(lr=0.001, eps=1e-7, eps_in_max=False, decoupled_weight_decay=True),
+    "nadam": dict(lr=0.001, eps=1e-7, momentum_decay=1.0, decoupled_weight_decay=True),  # μ_t: 0.96^t
     "adadelta": dict(lr=0.001, gamma=0.95, eps=1e-7, decoupled_weight_decay=True),
     "momentum": dict(lr=0.01, momentum=0.0, lr_in_momentum=True, decoupled_weight_decay=True),
     "gd": dict(lr=0.01, decoupled_weight_decay=True),
@@ -58,6 +60,7 @@ PRESETS: dict[str, dict] = {
     "optax": {"rmsprop": dict(gamma=0.9, eps=1e-8, eps_in_sqrt=True, lr_in_momentum=True),
               "adam": dict(eps=1e-8, v_hat=True),
               "adamw": dict(eps=1e-8, weight_decay=1e-4, v_hat=True),
+              "nadam": dict(eps=1e-8, v_hat=True, momentum_decay=None),  # (adam with nesterov)
               "radam": dict(eps=1e-8, v_hat=True, epsilon_hat=False),  # (ρ_t ≥ threshold: see adam.py)
               "adamax": dict(eps=1e-8),
               "adagrad": dict(initial_scale=0.1, eps=1e-7, eps_in_sqrt=True),  # rsqrt(Σg² + ε)
@@ -92,6 +95,7 @@ TORCH_STATE = {
     "adam": {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "vmax"},
     "adamw": {"exp_avg": "m", "exp_avg_sq": "v", "max_exp_avg_sq": "vmax"},
     "radam": {"exp_avg": "m", "exp_avg_sq": "v"},
+    "nadam": {"exp_avg": "m", "exp_avg_sq": "v"},  # (and mu_product, Π_t: see from_torch_state)
     "adamax": {"exp_avg": "m", "exp_inf": "u"},
     "adagrad": {"sum": "s"},
     "adadelta": {"square_avg": "s", "acc_delta": "delta"},
@@ -120,8 +124,10 @@ TORCH_NAMES = {
 }
 TORCH_NAMES["adamw"] = TORCH_NAMES["adam"]
 TORCH_NAMES["radam"] = {k: v for k, v in TORCH_NAMES["adam"].items() if k != "amsgrad"}
-TORCH_CLASSES = {"rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW", "radam": "RAdam", "adamax": "Adamax",
-                 "adagrad": "Adagrad", "adadelta": "Adadelta", "momentum": "SGD", "gd": "SGD"}
+TORCH_NAMES["nadam"] = {**TORCH_NAMES["radam"], "momentum_decay": "momentum_decay"}
+TORCH_CLASSES = {"rmsprop": "RMSprop", "adam": "Adam", "adamw": "AdamW", "nadam": "NAdam", "radam": "RAdam",
+                 "adamax": "Adamax", "adagrad": "Adagrad", "adadelta": "Adadelta", "momentum": "SGD",
+                 "gd": "SGD"}
 
 
 def to_torch_state(method: str, values: dict, t: int, rows: dict, n: int, describe: str) -> dict:
@@ -148,6 +154,9 @@ def to_torch_state(method: str, values: dict, t: int, rows: dict, n: int, descri
     state = {}
     for j in range(n):
         entries = {} if torch_class == "SGD" else {"step": torch.tensor(float(t))}
+        if method == "nadam":
+            entries["mu_product"] = torch.tensor(_nadam_product(values["beta1"], values["momentum_decay"], t),
+                                                 dtype=torch.float64)
         for r, arrays in rows.items():
             if r == "b" and torch_class == "SGD" and (t == 0 or values["momentum"] == 0):
                 continue  # (torch's SGD makes its buffer at the first step, and none without momentum)
@@ -183,7 +192,9 @@ def from_torch_state(saved: dict, method: str, rows: tuple, shapes: list,
     unkept = {"b"} if method == "momentum" and groups[0].get("momentum") == 0 else set()
     values = {r: [np.zeros(shape) for shape in shapes] for r in unkept}
     for j, st in enumerate(per_param):
-        entries = {k: v for k, v in st.items() if k != "step" and v is not None}
+        if method == "nadam" and steps:
+            _check_nadam_product(st, groups[0], steps, j)
+        entries = {k: v for k, v in st.items() if k not in ("step", "mu_product") and v is not None}
         found = sorted(str(to_row.get(k)) for k in entries)
         if found != sorted(set(rows) - unkept):
             want = sorted(k for k, r in to_row.items() if r in rows)
@@ -198,6 +209,28 @@ def from_torch_state(saved: dict, method: str, rows: tuple, shapes: list,
             values.setdefault(to_row[k], []).append(v.detach().cpu().numpy())
     t = steps.pop() if steps else int(any(per_param))  # (torch's SGD counts no steps: a buffer means t ≥ 1)
     return t, values, groups[0]
+
+
+def _nadam_product(beta1: float, psi: float, t: int) -> float:
+    """NAdam's Π_t = μ_1 ⋯ μ_t (methods/adam.py), which torch's state keeps as mu_product."""
+    from .methods.adam import nadam_mu_product
+
+    return nadam_mu_product(float(beta1), float(psi), int(t)) if t > 0 else 1.0
+
+
+def _check_nadam_product(st: dict, group: dict, steps: set, j: int) -> None:
+    """fastrms computes Π_t from t, β1 and ψ: a torch run whose β1 or ψ changed on the way carries
+    another one, and would continue differently.  (torch keeps Π in float32 unless its default
+    dtype is float64, hence the tolerance.)"""
+    if "mu_product" not in st:
+        return
+    (t,) = steps
+    expected = _nadam_product(group["betas"][0], group["momentum_decay"], t)
+    if abs(float(st["mu_product"]) - expected) > 1e-6:
+        raise ValueError(f"parameter {j}'s mu_product in the torch state is {float(st['mu_product']):.6g}, "
+                         f"where β1 = {group['betas'][0]} and momentum_decay = {group['momentum_decay']} "
+                         f"give {expected:.6g} after {t} steps: the run changed them on the way, and "
+                         "fastrms, which computes it from t, would continue differently")
 
 
 # Keyword arguments of a library's optimizers that change nothing in fastrms's update: accepted and

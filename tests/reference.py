@@ -7,8 +7,8 @@ import numpy as np
 SEED_AX_FINAL = {"gd": (0.54692, 5e-6), "rmsprop": (0.32395, 5e-6), "rmsprop+momentum": (0.000623, 5e-7)}
 
 # every method fastrms registers must have a reference here (tests/test_kernels.py checks the keys)
-REFERENCE_METHODS = ("gd", "momentum", "rmsprop", "adagrad", "adam", "adamw", "radam", "adamax", "adadelta",
-                     "yogi", "lion")
+REFERENCE_METHODS = ("gd", "momentum", "rmsprop", "adagrad", "adam", "adamw", "nadam", "radam", "adamax",
+                     "adadelta", "yogi", "lion")
 
 
 def reference_run(method, x0, grads, **o):
@@ -16,12 +16,12 @@ def reference_run(method, x0, grads, **o):
     x = np.array(x0, dtype=np.float64)
     if method not in REFERENCE_METHODS:
         raise KeyError(method)
-    lr = o.get("lr", {"adam": 1e-3, "adamw": 1e-3, "radam": 1e-3, "adamax": 2e-3, "adadelta": 1.0,
-                      "lion": 1e-4}.get(method, 0.01))
+    lr = o.get("lr", {"adam": 1e-3, "adamw": 1e-3, "nadam": 2e-3, "radam": 1e-3, "adamax": 2e-3,
+                      "adadelta": 1.0, "lion": 1e-4}.get(method, 0.01))
     wd = o.get("weight_decay", 0.01 if method == "adamw" else 0.0)
     decoupled = o.get("decoupled_weight_decay", method in ("adamw", "lion"))
     gamma = o.get("gamma", 0.9)
-    eps = o.get("eps", {"adam": 1e-8, "adamw": 1e-8, "radam": 1e-8, "adamax": 1e-8,
+    eps = o.get("eps", {"adam": 1e-8, "adamw": 1e-8, "nadam": 1e-8, "radam": 1e-8, "adamax": 1e-8,
                         "yogi": 1e-3}.get(method, 1e-6))
     mu = o.get("momentum", 0.9 if method == "momentum" else 0.0)
     s = np.full_like(x, o.get("initial_scale", 0.0))
@@ -30,6 +30,7 @@ def reference_run(method, x0, grads, **o):
     v = np.zeros_like(x)
     vmax = np.zeros_like(x)
     delta = np.zeros_like(x)
+    mu_product = 1.0
     if method == "yogi":  # Optax starts both moments at initial_accumulator_value
         m = np.full_like(x, o.get("initial_scale", 1e-6))
         v = m.copy()
@@ -100,6 +101,14 @@ def reference_run(method, x0, grads, **o):
                 x = x - lr * np.sqrt(bc2) * mhat / (np.sqrt(vv) + eps)
             else:
                 x = x - lr * mhat / (np.sqrt(vv / bc2) + eps)
+        elif method == "nadam":  # Dozat 2016 as torch.optim.NAdam: μ_t = β1(1 − ½·0.96^(tψ)), Π_t a product
+            b1, b2, psi = o.get("beta1", 0.9), o.get("beta2", 0.999), o.get("momentum_decay", 0.004)
+            mu, mu_next = (b1 * (1 - 0.5 * 0.96 ** (k * psi)) for k in (t, t + 1))
+            mu_product = (mu_product if t > 1 else 1.0) * mu
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            d = np.sqrt(v / (1 - b2 ** t)) + eps
+            x = x - lr * ((1 - mu) / (1 - mu_product) * g + mu_next / (1 - mu_product * mu_next) * m) / d
         elif method == "radam":  # Liu et al. 2019, ε added to √v as in their code (epsilon_hat)
             b1, b2 = o.get("beta1", 0.9), o.get("beta2", 0.999)
             m = b1 * m + (1 - b1) * g

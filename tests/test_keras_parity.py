@@ -29,7 +29,7 @@ def _keras():
         pytest.skip(f"keras was imported with the {keras.backend.backend()} backend")
 
 CLASSES = {"SGD": "Momentum", "RMSprop": "RMSProp", "Adam": "Adam", "AdamW": "AdamW", "Adagrad": "Adagrad",
-           "Adadelta": "Adadelta", "Lion": "Lion", "Adamax": "Adamax"}
+           "Adadelta": "Adadelta", "Lion": "Lion", "Adamax": "Adamax", "Nadam": "NAdam"}
 _OMIT = object()
 
 
@@ -58,6 +58,9 @@ CASES = (
     + [("Adamax", h) for h in _grid(beta_1=(_OMIT, 0.5), beta_2=(_OMIT, 0.9), epsilon=(_OMIT, 1e-3),
                                     weight_decay=(_OMIT, 0.1))]
     + [("Adamax", c) for c in CLIPS[1:]]
+    + [("Nadam", h) for h in _grid(beta_1=(_OMIT, 0.5), beta_2=(_OMIT, 0.9), epsilon=(_OMIT, 1e-3),
+                                   weight_decay=(_OMIT, 0.1))]
+    + [("Nadam", c) for c in CLIPS[1:]]
 )
 
 

@@ -43,6 +43,8 @@ CASES = [
     ("adam", {"v_hat": True, "amsgrad": True, "eps_root": 1e-8, "beta2": 0.9}),  # Optax's AMSGrad
     ("adamw", {"nesterov": True, "v_hat": True, "amsgrad": True, "bias_correction_nu": False}),
     ("adam", {"nesterov": True, "beta1": 0.8, "bias_correction_mu": False}),
+    ("nadam", {}),
+    ("nadam", {"momentum_decay": 1.0, "beta1": 0.8, "weight_decay": 0.1}),
     ("radam", {}),  # (six steps: ρ_t passes 5 at the sixth)
     ("radam", {"epsilon_hat": False, "v_hat": True, "eps_root": 1e-8, "beta2": 0.9, "threshold": 4.5}),
     ("adamax", {}),
@@ -310,3 +312,20 @@ def test_rmsprop_matches_reference_for_any_hyperparameters(gamma, eps, lr, momen
     # s − m² cancels partly: an ulp of difference in association order grows to ~1e-10 relative
     tol = 1e-8 if centered else 1e-12
     np.testing.assert_allclose(_run("rmsprop", opts, x0, grads, np.float64), ref, rtol=tol, atol=tol)
+
+
+def test_nadams_momentum_product_from_t_alone_equals_the_running_product():
+    """Π_t = μ_1 ⋯ μ_t, which torch and Keras carry from step to step, computed from t (multiplied out
+    up to t = 64, a series after, 0 once 1 − Π rounds to 1), over β1 and ψ of both libraries' ranges."""
+    from fastrms.methods.adam import nadam_mu, nadam_mu_product
+
+    for b1 in (0.5, 0.9, 0.999):
+        for psi in (0.0, 0.004, 1.0):
+            running = 1.0
+            for t in range(1, 2500):
+                running *= nadam_mu(b1, psi, t)
+                mine = nadam_mu_product(b1, psi, t)
+                if running > 1e-19:
+                    assert abs(mine - running) <= 1e-13 * running, (b1, psi, t)
+                else:
+                    assert 1.0 - mine == 1.0 and mine <= 1e-19, (b1, psi, t)

@@ -67,6 +67,8 @@ CASES = (
                                             eps_root=(_OMIT, 1e-6), threshold=(_OMIT, 4.5),
                                             nesterov=(_OMIT, True))]
     + [("adamax", "Adamax", h) for h in _grid(b1=(_OMIT, 0.5), b2=(_OMIT, 0.9), eps=(_OMIT, 1e-3))]
+    + [("nadam", "NAdam", h) for h in _grid(b1=(_OMIT, 0.5), b2=(_OMIT, 0.9), eps=(_OMIT, 1e-3),
+                                            eps_root=(_OMIT, 1e-6))]
 )
 
 
@@ -104,7 +106,7 @@ SCHEDULED = [("sgd", "Momentum", {"momentum": 0.9}), ("sgd", "Momentum", {"momen
              ("adam", "Adam", {"nesterov": True}),
              ("adamw", "AdamW", {}), ("amsgrad", "Adam", {}), ("adagrad", "Adagrad", {}),
              ("adadelta", "Adadelta", {}), ("yogi", "Yogi", {}), ("lion", "Lion", {}),
-             ("radam", "RAdam", {}), ("adamax", "Adamax", {})]
+             ("radam", "RAdam", {}), ("adamax", "Adamax", {}), ("nadam", "NAdam", {})]
 
 
 @pytest.mark.parametrize("case", SCHEDULED, ids=_id)

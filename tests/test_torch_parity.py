@@ -17,6 +17,23 @@ def _torch():
     global torch
     torch = pytest.importorskip("torch", reason="torch parity tests need torch (pip install torch==2.13.0)")
 
+
+@pytest.fixture(autouse=True)
+def _nadam_scalars_in_float64(request):
+    """torch keeps NAdam's running product of momenta in float32 unless its default dtype is float64
+    (an artifact of its own, not copied: README, and test_torch_nadam_rounds_its_product_in_float32);
+    NAdam's parity runs use float64."""
+    params = getattr(getattr(request.node, "callspec", None), "params", {})
+    if "NAdam" not in (params.get("theirs"), params.get("torch_name")):
+        yield
+        return
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
 TORCH_CASES = [
     ("RMSprop", "rmsprop", {}),
     ("RMSprop", "rmsprop", {"alpha": 0.9, "eps": 1e-6}),
@@ -39,6 +56,8 @@ TORCH_CASES = [
     ("SGD", "momentum", {"momentum": 0.5, "dampening": 0.0, "nesterov": True, "maximize": True}),
     ("SGD", "momentum", {"momentum": 0.0, "dampening": 0.3}),  # (no momentum: torch ignores τ)
     ("SGD", "gd", {}),
+    ("NAdam", "nadam", {}),
+    ("NAdam", "nadam", {"momentum_decay": 1.0, "weight_decay": 0.1, "decoupled_weight_decay": True}),
     ("RAdam", "radam", {}),
     ("RAdam", "radam", {"weight_decay": 0.1, "decoupled_weight_decay": True, "betas": (0.5, 0.9)}),
     ("Adamax", "adamax", {}),
@@ -111,6 +130,10 @@ def test_every_torch_adagrad_option_combination(hyper, rng):
 
 # ρ_t passes 5 at step 6 with β2 = 0.999 and 0.9, so 12 steps see both of RAdam's phases
 RADAM_ADAMAX_GRID = (
+    [("NAdam", dict(weight_decay=w, decoupled_weight_decay=d, maximize=mx, betas=b, momentum_decay=psi))
+     for w in (0.0, 0.05) for d in (False, True) for mx in (False, True)
+     for b in ((0.9, 0.999), (0.5, 0.9)) for psi in (0.004, 0.0, 1.0) if w or not d]
+    +
     [("RAdam", dict(weight_decay=w, decoupled_weight_decay=d, maximize=mx, betas=b, eps=e))
      for w in (0.0, 0.05) for d in (False, True) for mx in (False, True)
      for b in ((0.9, 0.999), (0.5, 0.9)) for e in (1e-8, 1e-3) if w or not d]
@@ -121,8 +144,58 @@ RADAM_ADAMAX_GRID = (
 
 @pytest.mark.parametrize("torch_name,hyper", RADAM_ADAMAX_GRID, ids=lambda v: v if isinstance(v, str) else
                          "-".join(f"{k}{x}" for k, x in v.items()))
-def test_every_torch_radam_and_adamax_option_combination(torch_name, hyper, rng):
+def test_every_torch_nadam_radam_and_adamax_option_combination(torch_name, hyper, rng):
     _parity(torch_name, getattr(fastrms, torch_name), hyper, rng)
+
+
+def test_nadam_past_its_first_64_steps(rng):
+    """Π_t from t: multiplied out to t = 64, then a series, then 0 (where 1 − Π rounds to 1)."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        for hyper in ({"betas": (0.99, 0.999), "momentum_decay": 1.0}, {}):
+            _parity("NAdam", fastrms.NAdam, hyper, rng, steps=300)
+    finally:
+        torch.set_default_dtype(before)
+
+
+def test_a_nadam_state_whose_momenta_changed_on_the_way_is_refused():
+    """fastrms computes NAdam's Π_t from t, β1 and ψ; a torch run that changed β1 midway carries
+    another Π, and would continue differently: refused, not continued with the wrong one."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        p = torch.nn.Parameter(torch.ones(3))
+        topt = torch.optim.NAdam([p], lr=0.01)
+        for k in range(4):
+            if k == 2:
+                topt.param_groups[0]["betas"] = (0.5, 0.999)
+            p.grad = torch.ones(3)
+            topt.step()
+        x = np.ones(3)
+        opt = fastrms.NAdam(x, preset="torch")
+        with pytest.raises(ValueError, match="mu_product in the torch state is .* the run changed them"):
+            opt.load_state_dict(topt.state_dict())
+        assert opt.t == 0
+    finally:
+        torch.set_default_dtype(before)
+
+
+def test_torch_nadam_rounds_its_product_in_float32(rng):
+    """Under torch's default dtype (float32) NAdam keeps its running product of momenta in float32:
+    an artifact of torch, not copied (README).  It moves the float64 run by ~1e-9, not more."""
+    W, x0 = rng.normal(size=(5, 5)), rng.normal(size=5)
+    p = torch.nn.Parameter(torch.from_numpy(x0.copy()))
+    topt = torch.optim.NAdam([p], lr=0.01)
+    x = x0.copy()
+    opt = fastrms.NAdam(x, preset="torch", lr=0.01)
+    for _ in range(12):
+        p.grad = torch.from_numpy(np.tanh(W @ p.detach().numpy()))
+        topt.step()
+        opt.step(np.tanh(W @ x))
+    assert topt.state[p]["mu_product"].dtype == torch.float32
+    gap = np.max(np.abs(x - p.detach().numpy()))
+    assert 1e-13 < gap < 1e-6
 
 
 def test_schedules_match_torch_lr_schedulers(rng):
@@ -297,6 +370,7 @@ RESUMED = [("RMSprop", "RMSProp", {"momentum": 0.5, "centered": True, "weight_de
            ("Adagrad", "Adagrad", {"initial_accumulator_value": 0.1}),
            ("Adadelta", "Adadelta", {"rho": 0.8}),
            ("RAdam", "RAdam", {"weight_decay": 0.01, "decoupled_weight_decay": True}),
+           ("NAdam", "NAdam", {"momentum_decay": 0.5, "betas": (0.8, 0.95)}),
            ("Adamax", "Adamax", {"betas": (0.8, 0.95)})]
 
 

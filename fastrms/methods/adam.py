@@ -9,6 +9,9 @@ v_hat (Optax): the rule works with v̂ = v/(1 − β2ᵗ) itself: d = √(v̂ + 
     maximum is taken over v̂ (v̂_max ← max(v̂_max, v̂)) rather than over v.
 nesterov (Optax's NAdam, Dozat 2016): m is replaced by β1 m/(1 − β1ᵗ⁺¹) + (1 − β1) g/(1 − β1ᵗ),
     with η no longer divided by 1 − β1ᵗ.
+momentum_decay ψ (NAdam as torch and Keras, nadam.py): the momentum follows μ_t = β1 (1 − ½·0.96^(tψ)),
+    and m is replaced by μ_{t+1} m/(1 − Π_{t+1}) + (1 − μ_t) g/(1 − Π_t), Π_t = μ_1 ⋯ μ_t (with μ_t = β1
+    this is the line above).
 bias_correction_mu / bias_correction_nu = False: 1 − β1ᵗ / 1 − β2ᵗ replaced by 1 (the AMSGrad paper).
 rectify (RAdam, Liu et al. 2019): with ρ∞ = 2/(1 − β2) − 1 and ρ_t = ρ∞ − 2t β2ᵗ/(1 − β2ᵗ), the
     step is η m̂ (no denominator: d = 1) while ρ_t ≤ threshold, and is multiplied by
@@ -44,9 +47,9 @@ from .base import (
 SLOTS = ("beta1", "w1", "beta2", "w2", "eps", "c2", "bc2", "eps_root", "n1", "n2")
 BETA1, W1, BETA2, W2, EPS, C2, BC2, EPS_ROOT, N1, N2 = slots(SLOTS)
 PARAMS = ("beta1", "beta2", "eps", "epsilon_hat", "eps_root", "nesterov", "bias_correction_mu",
-          "bias_correction_nu", "rectify", "threshold")
+          "bias_correction_nu", "rectify", "threshold", "momentum_decay")
 (P_BETA1, P_BETA2, P_EPS, P_EPSILON_HAT, P_EPS_ROOT, P_NESTEROV, P_BC_MU, P_BC_NU, P_RECTIFY,
- P_THRESHOLD) = params(PARAMS)
+ P_THRESHOLD, P_MOMENTUM_DECAY) = params(PARAMS)
 
 
 # flags: (amsgrad, eps_zero, v_hat, nesterov); state rows: m, v, then vmax if amsgrad
@@ -109,8 +112,45 @@ def adam_coefficients(p, t, lr, gamma, gfactor, out):
             out[BC2] = math.inf
             out[EPS_ROOT] = 0.0
             out[EPS] = 1.0
-    out[N1] = b1 / (1.0 - math.pow(b1, float(t + 1)) if p[P_BC_MU] != 0.0 else 1.0)
-    out[N2] = (1.0 - b1) / bc1
+    psi = p[P_MOMENTUM_DECAY]
+    if psi >= 0.0:  # NAdam's momentum schedule (torch, Keras)
+        mu, mu_next = nadam_mu(b1, psi, t), nadam_mu(b1, psi, t + 1)
+        product = nadam_mu_product(b1, psi, t)
+        out[N1] = mu_next / (1.0 - product * mu_next)
+        out[N2] = (1.0 - mu) / (1.0 - product)
+    else:
+        out[N1] = b1 / (1.0 - math.pow(b1, float(t + 1)) if p[P_BC_MU] != 0.0 else 1.0)
+        out[N2] = (1.0 - b1) / bc1
+
+
+@register_jitable
+def nadam_mu(b1, psi, t):
+    """NAdam's momentum at step t, μ_t = β1 (1 − ½·0.96^(tψ)) (Dozat 2016; torch, Keras)."""
+    return b1 * (1.0 - 0.5 * math.pow(0.96, float(t) * psi))
+
+
+@register_jitable
+def nadam_mu_product(b1, psi, t):
+    """Π_t = μ_1 ⋯ μ_t, from t alone (torch and Keras carry it from step to step; fastrms's
+    coefficients are functions of t, so that a run can resume, change its hyperparameters or run
+    on any backend without more state).  Multiplied out, in torch's order, for t ≤ 64; after, as
+    exp(t ln β1 − Σ_k (½)ᵏ/k · qᵏ (1 − q^{kt})/(1 − qᵏ)) with q = 0.96^ψ, the series of
+    Σ_i ln(1 − ½qⁱ).  0 once below 1e-20, where 1 − Π rounds to 1: every μ_i ≤ μ_t bounds it."""
+    if t * math.log(nadam_mu(b1, psi, t)) < -46.0:
+        return 0.0
+    if t <= 64 or psi == 0.0:
+        product = 1.0
+        for i in range(1, t + 1):
+            product *= nadam_mu(b1, psi, i)
+        return product
+    lq = psi * math.log(0.96)
+    total = 0.0
+    for k in range(1, 100):
+        term = math.pow(0.5, k) / k * math.exp(k * lq) * math.expm1(k * t * lq) / math.expm1(k * lq)
+        total += term
+        if term < 1e-17 * total:
+            break
+    return math.exp(t * math.log(b1) - total)
 
 
 HYPERS = {
@@ -130,10 +170,19 @@ HYPERS = {
                                         "(Liu et al. 2019)"),
     "threshold": Hyper(5.0, ck.Range(4.0), "RAdam's threshold on ρ_t (torch: ρ_t > 5; Optax: ρ_t ≥ 5), at "
                                            "least 4, where r_t is defined"),
+    "momentum_decay": Hyper(None, lambda name, v: None if v is None else ck.nonneg(name, v),
+                            "NAdam's ψ: μ_t = β1(1 − ½·0.96^(tψ)) (torch 0.004, Keras 1); None: μ_t = β1 "
+                            "(Optax); needs nesterov"),
 }
 
 
 def pack(v):
+    if v["momentum_decay"] is not None:
+        for name, bad in (("nesterov", not v["nesterov"]), ("rectify", v["rectify"]),
+                          ("bias_correction_mu", not v["bias_correction_mu"])):
+            if bad:
+                raise ValueError(f"momentum_decay schedules NAdam's momentum (nesterov=True, with its own "
+                                 f"corrections); {name}={v[name]!r} does not go with it")
     if v["eps_root"] > 0 and not v["v_hat"]:
         raise ValueError("eps_root is added to v̂ = v/(1 − β2^t) under the root, Optax's form: it needs "
                          "v_hat=True (preset='optax' sets it)")
@@ -146,7 +195,8 @@ def pack(v):
             if off:
                 raise ValueError(f"rectify=True (RAdam) is defined with both bias corrections and without "
                                  f"AMSGrad; {name}={v[name]!r} does not go with it")
-    return {k: v[k] for k in PARAMS}
+    return {**{k: v[k] for k in PARAMS},
+            "momentum_decay": -1.0 if v["momentum_decay"] is None else v["momentum_decay"]}
 
 
 def flags(v):
