@@ -70,12 +70,13 @@ PRESETS: dict[str, dict] = {
               "yogi": {},
               "lion": dict(weight_decay=1e-3)},
     # mxnet.optimizer 1.9: Adam's ε is not bias-corrected (η·√(1 − β2ᵗ)/(1 − β1ᵗ) · m/(√v + ε));
-    # RMSProp, Adam and Adamax clip g + λx (SGD clips g, then adds λx); AdaGrad's dense update is
+    # RMSProp, Adam, Adamax and Nadam clip g + λx (SGD clips g, then adds λx); AdaGrad's dense update is
     # x ← x − η (g/√(h + ε) + λ x), weight decay outside the history
     "mxnet": {"rmsprop": dict(lr=0.001, gamma=0.9, eps=1e-8, eps_in_sqrt=True, lr_in_momentum=True,
                               decay_before_clip=True),
               "adam": dict(lr=0.001, eps=1e-8, epsilon_hat=True, decay_before_clip=True),
               "adamax": dict(lr=0.002, eps=0.0, decay_before_clip=True),  # (no ε: x ← x − η m̂/u)
+              "nadam": dict(lr=0.001, eps=1e-8, momentum_decay=0.004, decay_before_clip=True),
               "adagrad": dict(lr=0.01, eps=1e-7, eps_in_sqrt=True, decoupled_weight_decay=True),
               "momentum": dict(lr=0.01, momentum=0.0, lr_in_momentum=True)},
     # timm's RMSpropTF, TensorFlow's RMSProp in PyTorch: s₀ = 1, ε inside the root, η inside the
@@ -282,7 +283,7 @@ PRESET_ALIASES = {
     "tf1": {"decay": "gamma", "initial_accumulator_value": "initial_scale", "use_nesterov": "nesterov"},
     "optax": {"decay": "gamma", "b1": "beta1", "b2": "beta2"},
     "mxnet": {"gamma1": "gamma", "gamma2": "momentum", "wd": "weight_decay",
-              "clip_gradient": "clip_value"},
+              "clip_gradient": "clip_value", "schedule_decay": "momentum_decay"},
     "timm": {"alpha": "gamma", "decoupled_decay": "decoupled_weight_decay"},
     "autograd": {"step_size": "lr", "b1": "beta1", "b2": "beta2", "mass": "momentum"},
     "d2l": {},

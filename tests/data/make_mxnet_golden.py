@@ -50,6 +50,9 @@ CASES = [
     ("Adamax", dict()),
     ("Adamax", dict(learning_rate=0.01, beta1=0.5, beta2=0.9)),
     ("Adamax", dict(learning_rate=0.01, wd=0.1, clip_gradient=0.3)),
+    ("Nadam", dict()),
+    ("Nadam", dict(learning_rate=0.01, beta1=0.5, beta2=0.9, epsilon=1e-3, schedule_decay=0.5)),
+    ("Nadam", dict(learning_rate=0.01, wd=0.1, clip_gradient=0.3)),
 ]
 
 
