@@ -202,6 +202,20 @@ def test_bad_options(options, exc, match):
         fastrms.minimize(F, dF, np.zeros((5, 5)), options=options)
 
 
+@pytest.mark.parametrize("method,options,match", [
+    ("adam", {"momentum_decay": 0.004}, "momentum_decay schedules NAdam's momentum .* nesterov=False"),
+    ("nadam", {"beta1": fastrms.schedules.exponential(0.9, 0.5, 10)},
+     "a scheduled beta1 with momentum_decay"),
+    ("nadam", {"momentum_decay": -1.0}, "momentum_decay must be in"),
+    ("radam", {"threshold": 3.0}, r"threshold must be in \[4, inf\]"),
+    ("radam", {"amsgrad": True}, "RAdam is defined with amsgrad=False"),
+    ("adam", {"rectify": True, "amsgrad": True}, "rectify=True .* amsgrad=True does not go with it"),
+])
+def test_adam_relatives_refuse_what_they_are_not_defined_with(method, options, match):
+    with pytest.raises(ValueError, match=match):
+        fastrms.minimize(quad, dquad, np.zeros(3), method=method, options=options)
+
+
 def test_a_method_function_names_its_method():
     """minimize(..., method=fastrms.adam), as scipy.optimize.minimize takes it: the same run as 'adam'."""
     opts = {"beta1": 0.5, "maxiter": 20}

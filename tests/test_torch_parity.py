@@ -58,6 +58,7 @@ TORCH_CASES = [
     ("SGD", "gd", {}),
     ("NAdam", "nadam", {}),
     ("NAdam", "nadam", {"momentum_decay": 1.0, "weight_decay": 0.1, "decoupled_weight_decay": True}),
+    ("NAdam", "nadam", {"betas": (0.0, 0.999)}),  # (μ_t = 0: no product to take)
     ("RAdam", "radam", {}),
     ("RAdam", "radam", {"weight_decay": 0.1, "decoupled_weight_decay": True, "betas": (0.5, 0.9)}),
     ("Adamax", "adamax", {}),

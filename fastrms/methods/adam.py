@@ -135,8 +135,10 @@ def nadam_mu_product(b1, psi, t):
     coefficients are functions of t, so that a run can resume, change its hyperparameters or run
     on any backend without more state).  Multiplied out, in torch's order, for t ≤ 64; after, as
     exp(t ln β1 − Σ_k (½)ᵏ/k · qᵏ (1 − q^{kt})/(1 − qᵏ)) with q = 0.96^ψ, the series of
-    Σ_i ln(1 − ½qⁱ).  0 once below 1e-20, where 1 − Π rounds to 1: every μ_i ≤ μ_t bounds it."""
-    if t * math.log(nadam_mu(b1, psi, t)) < -46.0:
+    Σ_i ln(1 − ½qⁱ).  0 once below 1e-20, where 1 − Π rounds to 1: every μ_i ≤ μ_t bounds it.
+    (A β1 changed mid-run therefore acts as if it had held from the start.)"""
+    mu = nadam_mu(b1, psi, t)
+    if mu <= 0.0 or t * math.log(mu) < -46.0:
         return 0.0
     if t <= 64 or psi == 0.0:
         product = 1.0
@@ -178,6 +180,9 @@ HYPERS = {
 
 def pack(v):
     if v["momentum_decay"] is not None:
+        if v["beta1"] == math.inf:  # (a scheduled value: Config._structure)
+            raise ValueError("a scheduled beta1 with momentum_decay: NAdam's product of momenta is computed "
+                             "from t, as for a constant β1; give beta1 a number")
         for name, bad in (("nesterov", not v["nesterov"]), ("rectify", v["rectify"]),
                           ("bias_correction_mu", not v["bias_correction_mu"])):
             if bad:
