@@ -200,7 +200,8 @@ def test_replays_keras_golden_values(cls):
     ("RMSprop", {"rho": 0.8, "momentum": 0.5, "centered": True, "clipnorm": 0.5, "weight_decay": 0.01}),
     ("SGD", {"momentum": 0.9, "nesterov": True}),
     ("Adam", {"amsgrad": True, "global_clipnorm": 0.5}),
-    ("AdamW", {}), ("Adagrad", {"clipvalue": 0.2}), ("Adadelta", {}), ("Lion", {"weight_decay": 0.1})])
+    ("AdamW", {}), ("Adagrad", {"clipvalue": 0.2}), ("Adadelta", {}), ("Lion", {"weight_decay": 0.1}),
+    ("Adamax", {"weight_decay": 0.1}), ("Nadam", {"clipnorm": 0.5})])
 def test_a_keras_optimizers_config_makes_the_same_stepper(name, hyper, rng):
     """fastrms.X(x, preset='keras', **keras_opt.get_config()): the config holds every argument, its
     name, EMA settings and None for the clips it leaves off included; the steps agree."""
