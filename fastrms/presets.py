@@ -61,6 +61,7 @@ PRESETS: dict[str, dict] = {
               "adam": dict(eps=1e-8, v_hat=True),
               "adamw": dict(eps=1e-8, weight_decay=1e-4, v_hat=True),
               "nadam": dict(eps=1e-8, v_hat=True, momentum_decay=None),  # (adam with nesterov)
+              "adabelief": dict(eps=1e-16, eps_root=1e-16, v_hat=True),
               "radam": dict(eps=1e-8, v_hat=True, epsilon_hat=False),  # (ρ_t ≥ threshold: see adam.py)
               "adamax": dict(eps=1e-8),
               "adagrad": dict(initial_scale=0.1, eps=1e-7, eps_in_sqrt=True),  # rsqrt(Σg² + ε)
@@ -82,7 +83,10 @@ PRESETS: dict[str, dict] = {
     # timm's RMSpropTF, TensorFlow's RMSProp in PyTorch: s₀ = 1, ε inside the root, η inside the
     # momentum buffer unless lr_in_momentum=False; decoupled_decay is x ← (1 − ηλ) x
     "timm": {"rmsprop": dict(lr=0.01, gamma=0.9, eps=1e-10, eps_in_sqrt=True, initial_scale=1.0,
-                             lr_in_momentum=True)},
+                             lr_in_momentum=True),
+             # the paper's AdaBelief: rectified as RAdam, one ε both in s and after its root (see _configure)
+             "adabelief": dict(lr=0.001, eps=1e-16, eps_root=1e-16, decoupled_weight_decay=True, rectify=True,
+                               epsilon_hat=True)},
     # autograd.misc.optimizers: sgd's velocity ← mass·velocity − (1 − mass)·g is b ← μ b + (1 − τ) g
     # from b₀ = 0 with μ = τ = mass (see _configure)
     "autograd": {"rmsprop": dict(lr=0.1, gamma=0.9, eps=1e-8, eps_in_sqrt=False, initial_scale=1.0),
@@ -247,7 +251,8 @@ INERT = {
     "optax": {"mu_dtype": None},
     "mxnet": {"lazy_update": ANY, "multi_precision": ANY, "param_idx2name": ANY, "sym": ANY,
               "rescale_grad": 1.0, "clip_weights": None, "lr_scheduler": None, "begin_num_update": 0},
-    "timm": {"foreach": ANY, "caution": False, "corrected_weight_decay": False,
+    "timm": {"foreach": ANY, "caution": False, "corrected_weight_decay": False, "degenerated_to_sgd": True,
+             "fixed_decay": False,
              "max_lr_snapshot": ANY},  # (in its defaults; used only by corrected_weight_decay)
     "autograd": {},
     "d2l": {},
@@ -332,6 +337,15 @@ def _configure(method: str, options: dict, preset: str | None) -> methods.Config
         given = {names.get(k, k): v for k, v in options.items()}
         if "momentum" in given and "dampening" not in given:
             defaults["dampening"] = given["momentum"]
+    if preset == "timm" and m.name == "adabelief":
+        # timm's (the paper's) eps is added to s and after its root alike; its rectified steps divide by
+        # √s + ε (ε̂), its plain ones by √s/√(1 − β2ᵗ) + ε
+        names = {**methods.ALIASES, **PRESET_ALIASES[preset]}
+        given = {names.get(k, k): v for k, v in options.items()}
+        if "eps" in given and "eps_root" not in given:
+            defaults["eps_root"] = given["eps"]
+        if "epsilon_hat" not in given:
+            defaults["epsilon_hat"] = bool(given.get("rectify", True))
     if preset in ("keras", "optax") and "momentum" in m.hypers:
         options = _momentum_as_in(preset, options, defaults, PRESET_ALIASES[preset])
     return m.configure(options, defaults=defaults, aliases=PRESET_ALIASES[preset])

@@ -7,8 +7,8 @@ import numpy as np
 SEED_AX_FINAL = {"gd": (0.54692, 5e-6), "rmsprop": (0.32395, 5e-6), "rmsprop+momentum": (0.000623, 5e-7)}
 
 # every method fastrms registers must have a reference here (tests/test_kernels.py checks the keys)
-REFERENCE_METHODS = ("gd", "momentum", "rmsprop", "adagrad", "adam", "adamw", "nadam", "radam", "adamax",
-                     "adadelta", "yogi", "lion")
+REFERENCE_METHODS = ("gd", "momentum", "rmsprop", "adagrad", "adam", "adamw", "nadam", "radam", "adabelief",
+                     "adamax", "adadelta", "yogi", "lion")
 
 
 def reference_run(method, x0, grads, **o):
@@ -16,13 +16,13 @@ def reference_run(method, x0, grads, **o):
     x = np.array(x0, dtype=np.float64)
     if method not in REFERENCE_METHODS:
         raise KeyError(method)
-    lr = o.get("lr", {"adam": 1e-3, "adamw": 1e-3, "nadam": 2e-3, "radam": 1e-3, "adamax": 2e-3,
-                      "adadelta": 1.0, "lion": 1e-4}.get(method, 0.01))
+    lr = o.get("lr", {"adam": 1e-3, "adamw": 1e-3, "nadam": 2e-3, "radam": 1e-3, "adabelief": 1e-3,
+                      "adamax": 2e-3, "adadelta": 1.0, "lion": 1e-4}.get(method, 0.01))
     wd = o.get("weight_decay", 0.01 if method == "adamw" else 0.0)
     decoupled = o.get("decoupled_weight_decay", method in ("adamw", "lion"))
     gamma = o.get("gamma", 0.9)
-    eps = o.get("eps", {"adam": 1e-8, "adamw": 1e-8, "nadam": 1e-8, "radam": 1e-8, "adamax": 1e-8,
-                        "yogi": 1e-3}.get(method, 1e-6))
+    eps = o.get("eps", {"adam": 1e-8, "adamw": 1e-8, "nadam": 1e-8, "radam": 1e-8, "adabelief": 1e-16,
+                        "adamax": 1e-8, "yogi": 1e-3}.get(method, 1e-6))
     mu = o.get("momentum", 0.9 if method == "momentum" else 0.0)
     s = np.full_like(x, o.get("initial_scale", 0.0))
     m = np.zeros_like(x)
@@ -109,6 +109,16 @@ def reference_run(method, x0, grads, **o):
             v = b2 * v + (1 - b2) * g * g
             d = np.sqrt(v / (1 - b2 ** t)) + eps
             x = x - lr * ((1 - mu) / (1 - mu_product) * g + mu_next / (1 - mu_product * mu_next) * m) / d
+        elif method == "adabelief":  # Zhuang et al. 2020 as the paper's code: ε_root kept in s
+            b1, b2 = o.get("beta1", 0.9), o.get("beta2", 0.999)
+            bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * (g - m) ** 2 + o.get("eps_root", 1e-16)
+            vv = v / bc2 if o.get("v_hat") else v  # (Optax's form: AMSGrad's maximum over v̂)
+            vmax = np.maximum(vmax, vv)
+            vv = vmax if o.get("amsgrad") else vv
+            d = np.sqrt(vv) + eps if o.get("v_hat") else np.sqrt(vv) / np.sqrt(bc2) + eps
+            x = x - lr / bc1 * m / d
         elif method == "radam":  # Liu et al. 2019, ε added to √v as in their code (epsilon_hat)
             b1, b2 = o.get("beta1", 0.9), o.get("beta2", 0.999)
             m = b1 * m + (1 - b1) * g

@@ -123,10 +123,11 @@ def test_a_run_ending_between_recorded_losses_reports_its_final_loss(every):
     ("adadelta", {"weight_decay": 0.01}),
     ("adagrad", {"lr_decay": 0.01, "lr": 0.5}),
     # the Adam relatives' coefficient functions in Numba and in Python: NAdam's product of momenta past
-    # t = 64 (its series), RAdam's two phases, Adamax
+    # t = 64 (its series), RAdam's two phases, Adamax, AdaBelief rectified
     ("nadam", {"beta1": 0.99, "momentum_decay": 1.0, "lr": 0.05}),
     ("radam", {"lr": 0.05, "decoupled_weight_decay": True, "weight_decay": 0.01}),
     ("adamax", {"eps_in_max": False, "lr": 0.05}),
+    ("adabelief", {"rectify": True, "epsilon_hat": True, "lr": 0.05}),
 ])
 def test_compiled_equals_python_with_schedules_and_scalar_args(method, opts):
     c = np.linspace(-1, 1, 7)

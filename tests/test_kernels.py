@@ -45,6 +45,8 @@ CASES = [
     ("adam", {"nesterov": True, "beta1": 0.8, "bias_correction_mu": False}),
     ("nadam", {}),
     ("nadam", {"momentum_decay": 1.0, "beta1": 0.8, "weight_decay": 0.1}),
+    ("adabelief", {}),
+    ("adabelief", {"amsgrad": True, "v_hat": True, "eps_root": 1e-8, "beta1": 0.5}),
     ("radam", {}),  # (six steps: ρ_t passes 5 at the sixth)
     ("radam", {"epsilon_hat": False, "v_hat": True, "eps_root": 1e-8, "beta2": 0.9, "threshold": 4.5}),
     ("adamax", {}),

@@ -69,6 +69,8 @@ CASES = (
     + [("adamax", "Adamax", h) for h in _grid(b1=(_OMIT, 0.5), b2=(_OMIT, 0.9), eps=(_OMIT, 1e-3))]
     + [("nadam", "NAdam", h) for h in _grid(b1=(_OMIT, 0.5), b2=(_OMIT, 0.9), eps=(_OMIT, 1e-3),
                                             eps_root=(_OMIT, 1e-6))]
+    + [("adabelief", "AdaBelief", h) for h in _grid(b1=(_OMIT, 0.5), b2=(_OMIT, 0.9), eps=(_OMIT, 1e-3),
+                                                    eps_root=(_OMIT, 0.0, 1e-6), nesterov=(_OMIT, True))]
 )
 
 
@@ -106,7 +108,8 @@ SCHEDULED = [("sgd", "Momentum", {"momentum": 0.9}), ("sgd", "Momentum", {"momen
              ("adam", "Adam", {"nesterov": True}),
              ("adamw", "AdamW", {}), ("amsgrad", "Adam", {}), ("adagrad", "Adagrad", {}),
              ("adadelta", "Adadelta", {}), ("yogi", "Yogi", {}), ("lion", "Lion", {}),
-             ("radam", "RAdam", {}), ("adamax", "Adamax", {}), ("nadam", "NAdam", {})]
+             ("radam", "RAdam", {}), ("adamax", "Adamax", {}), ("nadam", "NAdam", {}),
+             ("adabelief", "AdaBelief", {})]
 
 
 @pytest.mark.parametrize("case", SCHEDULED, ids=_id)

@@ -208,7 +208,8 @@ INERT_VALUES = {  # a value each preset's inert arguments take in the library (A
     "optax": {"mu_dtype": None},
     "mxnet": {"lazy_update": True, "multi_precision": False, "param_idx2name": {0: "w"}, "sym": None,
               "rescale_grad": 1.0, "clip_weights": None, "lr_scheduler": None, "begin_num_update": 0},
-    "timm": {"foreach": False, "caution": False, "corrected_weight_decay": False, "max_lr_snapshot": 0.01},
+    "timm": {"foreach": False, "caution": False, "corrected_weight_decay": False, "max_lr_snapshot": 0.01,
+             "degenerated_to_sgd": True, "fixed_decay": False},
 }
 
 

@@ -18,8 +18,8 @@ import importlib
 from .. import _checks as ck
 from .base import ALIASES, COMMON, MOMENTUM, Config, Hyper, Method  # noqa: F401 - the public names
 
-REGISTRY = ("gd", "momentum", "rmsprop", "adagrad", "adam", "adamw", "nadam", "radam", "adamax", "adadelta",
-            "yogi", "lion")
+REGISTRY = ("gd", "momentum", "rmsprop", "adagrad", "adam", "adamw", "nadam", "radam", "adabelief", "adamax",
+            "adadelta", "yogi", "lion")
 
 METHODS: dict[str, Method] = {}
 for _name in REGISTRY:

@@ -17,12 +17,16 @@ rectify (RAdam, Liu et al. 2019): with ρ∞ = 2/(1 − β2) − 1 and ρ_t = ρ
     step is η m̂ (no denominator: d = 1) while ρ_t ≤ threshold, and is multiplied by
     r_t = √((ρ_t − 4)(ρ_t − 2) ρ∞ / ((ρ∞ − 4)(ρ∞ − 2) ρ_t)) after.  Only the coefficients change:
     d = √v / C2 + ε becomes 1 with C2 = ∞ and ε = 1 (and √(v/BC2 + ε_root) + ε with BC2 = ∞).
-AdamW (adamw.py) is this rule with decoupled weight decay, RAdam (radam.py) with rectify.
+belief (AdaBelief, Zhuang et al. 2020): v is the running variance of g around m,
+    v ← β2 v + (1 − β2)(g − m)² + ε_s, with ε_s (``eps_root``) added to the state every step.
+AdamW (adamw.py) is this rule with decoupled weight decay, RAdam (radam.py) with rectify, NAdam
+(nadam.py) with momentum_decay, AdaBelief (adabelief.py) with belief.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from numba.extending import register_jitable
 
@@ -43,23 +47,28 @@ from .base import (
     slots,
 )
 
-# LR holds η/(1 − β1ᵗ), PyTorch's step size; c2 = √(1 − β2ᵗ), bc2 = 1 − β2ᵗ; n1, n2 Nesterov's weights
-SLOTS = ("beta1", "w1", "beta2", "w2", "eps", "c2", "bc2", "eps_root", "n1", "n2")
-BETA1, W1, BETA2, W2, EPS, C2, BC2, EPS_ROOT, N1, N2 = slots(SLOTS)
+# LR holds η/(1 − β1ᵗ), PyTorch's step size; c2 = √(1 − β2ᵗ), bc2 = 1 − β2ᵗ; n1, n2 Nesterov's weights;
+# eps_s AdaBelief's ε added to its state
+SLOTS = ("beta1", "w1", "beta2", "w2", "eps", "c2", "bc2", "eps_root", "n1", "n2", "eps_s")
+BETA1, W1, BETA2, W2, EPS, C2, BC2, EPS_ROOT, N1, N2, EPS_S = slots(SLOTS)
 PARAMS = ("beta1", "beta2", "eps", "epsilon_hat", "eps_root", "nesterov", "bias_correction_mu",
-          "bias_correction_nu", "rectify", "threshold", "momentum_decay")
+          "bias_correction_nu", "rectify", "threshold", "momentum_decay", "belief")
 (P_BETA1, P_BETA2, P_EPS, P_EPSILON_HAT, P_EPS_ROOT, P_NESTEROV, P_BC_MU, P_BC_NU, P_RECTIFY,
- P_THRESHOLD, P_MOMENTUM_DECAY) = params(PARAMS)
+ P_THRESHOLD, P_MOMENTUM_DECAY, P_BELIEF) = params(PARAMS)
 
 
-# flags: (amsgrad, eps_zero, v_hat, nesterov); state rows: m, v, then vmax if amsgrad
+# flags: (amsgrad, eps_zero, v_hat, nesterov, belief); state rows: m, v, then vmax if amsgrad
 @rule
 def adam(x, g, S, i, h, flags):
     """One element of Adam (see the module docstring)."""
-    amsgrad, eps_zero, v_hat, nesterov, general, decay_first = flags
+    amsgrad, eps_zero, v_hat, nesterov, belief, general, decay_first = flags
     g = gradient(x, g, h, general, decay_first)
     m = h[BETA1] * S[0, i] + h[W1] * g
-    v = h[BETA2] * S[1, i] + h[W2] * (g * g)
+    if belief:
+        r = g - m
+        v = h[BETA2] * S[1, i] + h[W2] * (r * r) + h[EPS_S]
+    else:
+        v = h[BETA2] * S[1, i] + h[W2] * (g * g)
     S[0, i] = m
     S[1, i] = v
     if v_hat:
@@ -99,6 +108,10 @@ def adam_coefficients(p, t, lr, gamma, gfactor, out):
     out[C2] = c2
     out[BC2] = bc2
     out[EPS_ROOT] = p[P_EPS_ROOT]
+    out[EPS_S] = 0.0
+    if p[P_BELIEF] != 0.0:  # AdaBelief's ε_root goes into its state, not under the root
+        out[EPS_S] = p[P_EPS_ROOT]
+        out[EPS_ROOT] = 0.0
     if p[P_RECTIFY] != 0.0:
         rho_inf = 2.0 / (1.0 - p[P_BETA2]) - 1.0
         b2t = math.pow(p[P_BETA2], float(t))
@@ -175,6 +188,8 @@ HYPERS = {
     "momentum_decay": Hyper(None, lambda name, v: None if v is None else ck.nonneg(name, v),
                             "NAdam's ψ: μ_t = β1(1 − ½·0.96^(tψ)) (torch 0.004, Keras 1); None: μ_t = β1 "
                             "(Optax); needs nesterov"),
+    "belief": Hyper(False, ck.boolean,
+                    "AdaBelief: v ← β2 v + (1 − β2)(g − m)² + ε_root (Zhuang et al. 2020)"),
 }
 
 
@@ -188,7 +203,7 @@ def pack(v):
             if bad:
                 raise ValueError(f"momentum_decay schedules NAdam's momentum (nesterov=True, with its own "
                                  f"corrections); {name}={v[name]!r} does not go with it")
-    if v["eps_root"] > 0 and not v["v_hat"]:
+    if v["eps_root"] > 0 and not v["v_hat"] and not v["belief"]:
         raise ValueError("eps_root is added to v̂ = v/(1 − β2^t) under the root, Optax's form: it needs "
                          "v_hat=True (preset='optax' sets it)")
     if v["epsilon_hat"] and v["v_hat"]:
@@ -205,7 +220,7 @@ def pack(v):
 
 
 def flags(v):
-    return (v["amsgrad"], v["eps"] == 0 and v["eps_root"] == 0, v["v_hat"], v["nesterov"])
+    return (v["amsgrad"], v["eps"] == 0 and v["eps_root"] == 0, v["v_hat"], v["nesterov"], v["belief"])
 
 
 def rows(v):
@@ -215,3 +230,14 @@ METHOD = Method(
     "adam", "Adam", adam, adam_coefficients, HYPERS, pack, SLOTS, PARAMS, flags_fn=flags, rows_fn=rows,
     varies_fn=lambda v: True,
     doc="m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²;  x ← x − η m̂ / (√v̂ + ε)")
+
+
+def variant(name: str, class_name: str, doc: str, fixed: dict, docs: dict | None = None,
+            **defaults) -> Method:
+    """A method that is this rule with some options fixed and other defaults (AdamW, NAdam, RAdam,
+    AdaBelief): the fixed options are taken only at their value, and are not the method's own."""
+    hypers = {k: h for k, h in HYPERS.items() if k not in fixed}
+    hypers.update({k: replace(hypers[k], default=v) for k, v in defaults.items()})
+    hypers.update({k: replace(hypers[k], doc=v) for k, v in (docs or {}).items()})
+    return Method(name, class_name, adam, adam_coefficients, hypers, pack, SLOTS, PARAMS, flags_fn=flags,
+                  rows_fn=rows, fixed=fixed, varies_fn=lambda v: True, doc=doc)

@@ -11,16 +11,9 @@ schedule, μ_t = β1: ``momentum_decay=None`` (preset='optax'), which is ``adam(
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from . import adam
-from .base import Hyper, Method, lr_check
 
-METHOD = Method(
-    "nadam", "NAdam", adam.adam, adam.adam_coefficients,
-    {**{k: h for k, h in adam.HYPERS.items() if k not in ("nesterov", "amsgrad", "rectify", "threshold")},
-     "lr": Hyper(0.002, lr_check, adam.HYPERS["lr"].doc),
-     "momentum_decay": replace(adam.HYPERS["momentum_decay"], default=0.004)},
-    adam.pack, adam.SLOTS, adam.PARAMS, flags_fn=adam.flags, rows_fn=adam.rows,
-    fixed={"nesterov": True, "amsgrad": False, "rectify": False, "threshold": 5.0}, varies_fn=lambda v: True,
-    doc="Adam with Nesterov momentum μ_t = β1(1 − ½·0.96^(tψ))")
+METHOD = adam.variant("nadam", "NAdam", "Adam with Nesterov momentum μ_t = β1(1 − ½·0.96^(tψ))",
+                      fixed={"nesterov": True, "amsgrad": False, "rectify": False, "threshold": 5.0,
+                             "belief": False},
+                      lr=0.002, momentum_decay=0.004)

@@ -11,15 +11,8 @@ adds it to √v̂ (``v_hat=True``, preset='optax').
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from . import adam
-from .base import Method
 
-METHOD = Method(
-    "radam", "RAdam", adam.adam, adam.adam_coefficients,
-    {**{k: h for k, h in adam.HYPERS.items() if k not in ("rectify", "amsgrad", "momentum_decay")},
-     "epsilon_hat": replace(adam.HYPERS["epsilon_hat"], default=True)},
-    adam.pack, adam.SLOTS, adam.PARAMS, flags_fn=adam.flags, rows_fn=adam.rows,
-    fixed={"rectify": True, "amsgrad": False, "momentum_decay": None}, varies_fn=lambda v: True,
-    doc="Adam whose step is η m̂ while ρ_t ≤ 5, then rectified by r_t")
+METHOD = adam.variant("radam", "RAdam", "Adam whose step is η m̂ while ρ_t ≤ 5, then rectified by r_t",
+                      fixed={"rectify": True, "amsgrad": False, "momentum_decay": None, "belief": False},
+                      epsilon_hat=True)
