@@ -53,16 +53,22 @@ CASES = ([kw for kw in _grid(alpha=[0.9, 0.5], momentum=[0.0, 0.9], centered=[Fa
 
 @pytest.mark.parametrize("kwargs", CASES, ids=[str(kw) for kw in CASES])
 def test_stepper_matches_timm(kwargs):
+    _step_by_step(RMSpropTF, fastrms.RMSProp, kwargs)
+
+
+def _step_by_step(theirs_cls, mine_cls, kwargs) -> tuple:
+    """timm's optimizer and the stepper under preset='timm', the same kwargs, STEPS steps compared."""
     theirs = torch.nn.Parameter(torch.tensor(X0.copy()))
-    topt = RMSpropTF([theirs], lr=0.01, **kwargs)
+    topt = theirs_cls([theirs], lr=0.01, **kwargs)
     x = X0.copy()
-    mine = fastrms.RMSProp(x, preset="timm", lr=0.01, **{k: v for k, v in kwargs.items() if k != "foreach"})
+    mine = mine_cls(x, preset="timm", lr=0.01, **kwargs)
     for k in range(STEPS):
         theirs.grad = torch.tensor(dF(theirs.detach().numpy()))
         topt.step()
         mine.step(dF(x))
         np.testing.assert_allclose(x, theirs.detach().numpy(), rtol=1e-12, atol=1e-12,
                                    err_msg=f"step {k + 1}")
+    return topt, x
 
 
 def test_defaults():
@@ -92,16 +98,7 @@ BELIEF_CASES = (_grid(rectify=[True, False], decoupled_decay=[True, False], weig
 
 @pytest.mark.parametrize("kwargs", BELIEF_CASES, ids=[str(kw) for kw in BELIEF_CASES])
 def test_adabelief_matches_timm(kwargs):
-    theirs = torch.nn.Parameter(torch.tensor(X0.copy()))
-    topt = AdaBelief([theirs], lr=0.01, **kwargs)
-    x = X0.copy()
-    mine = fastrms.AdaBelief(x, preset="timm", lr=0.01, **kwargs)
-    for k in range(STEPS):
-        theirs.grad = torch.tensor(dF(theirs.detach().numpy()))
-        topt.step()
-        mine.step(dF(x))
-        np.testing.assert_allclose(x, theirs.detach().numpy(), rtol=1e-12, atol=1e-12,
-                                   err_msg=f"step {k + 1}")
+    topt, x = _step_by_step(AdaBelief, fastrms.AdaBelief, kwargs)
     twin = X0.copy()  # and timm's own record of its arguments makes the same stepper
     again = fastrms.AdaBelief(twin, preset="timm", **topt.defaults)
     for _ in range(STEPS):
