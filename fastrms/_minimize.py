@@ -224,7 +224,6 @@ def _check_jac(jac, how: str) -> None:
         raise TypeError(f"jac must be callable, True, or one of {FINITE_DIFFERENCES}, got {jac!r}")
 
 
-
 def _finite_differences(fun, jac, opts: dict, batched: bool = False):
     """(F, dF, the FiniteDifferences or None): for jac='2-point', '3-point' or 'cs', F's value and
     gradient by finite differences (drivers/finite_diff.py), which count every evaluation of F."""
@@ -554,9 +553,10 @@ def _choose_driver(problem: Problem, x, mstate: MethodState, opts: dict, callbac
     if choice == "python":
         return batched_loop if batched else python_loop
     compiled, compiled_batched = _compiled_drivers()
-    why = compiled.not_applicable(problem.fun, problem.jac, mstate.config, callback, mstate.backend)
     if isinstance(getattr(problem.jac, "__self__", None), FiniteDifferences):
         why = "finite-difference gradients (jac='2-point', '3-point', 'cs') call F from Python"
+    else:
+        why = compiled.not_applicable(problem.fun, problem.jac, mstate.config, callback, mstate.backend)
     loop = compiled_batched if batched else compiled
     if why is None:
         try:

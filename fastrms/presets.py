@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _checks as ck
 from . import methods
+from .methods.adam import nadam_mu_product
 
 _TORCH = {
     "rmsprop": dict(lr=0.01, gamma=0.99, eps=1e-8, eps_in_sqrt=False),
@@ -218,8 +219,6 @@ def from_torch_state(saved: dict, method: str, rows: tuple, shapes: list,
 
 def _nadam_product(beta1: float, psi: float, t: int) -> float:
     """NAdam's Π_t = μ_1 ⋯ μ_t (methods/adam.py), which torch's state keeps as mu_product."""
-    from .methods.adam import nadam_mu_product
-
     return nadam_mu_product(float(beta1), float(psi), int(t)) if t > 0 else 1.0
 
 
@@ -252,8 +251,7 @@ INERT = {
     "mxnet": {"lazy_update": ANY, "multi_precision": ANY, "param_idx2name": ANY, "sym": ANY,
               "rescale_grad": 1.0, "clip_weights": None, "lr_scheduler": None, "begin_num_update": 0},
     "timm": {"foreach": ANY, "caution": False, "corrected_weight_decay": False, "degenerated_to_sgd": True,
-             "fixed_decay": False,
-             "max_lr_snapshot": ANY},  # (in its defaults; used only by corrected_weight_decay)
+             "fixed_decay": False, "max_lr_snapshot": ANY},  # (the last: used only by corrected_weight_decay)
     "autograd": {},
     "d2l": {},
 }
@@ -331,17 +329,15 @@ def _configure(method: str, options: dict, preset: str | None) -> methods.Config
             defaults["momentum"] = 0.9
         else:
             options.pop("gamma2", None)
+    names = {**methods.ALIASES, **PRESET_ALIASES[preset]}
+    given = {names.get(k, k): v for k, v in options.items()}  # (under fastrms's names)
     if preset == "autograd" and m.name == "momentum":
         # one number, mass, is both μ and τ there; an explicit dampening still wins
-        names = {**methods.ALIASES, **PRESET_ALIASES[preset]}
-        given = {names.get(k, k): v for k, v in options.items()}
         if "momentum" in given and "dampening" not in given:
             defaults["dampening"] = given["momentum"]
     if preset == "timm" and m.name == "adabelief":
         # timm's (the paper's) eps is added to s and after its root alike; its rectified steps divide by
         # √s + ε (ε̂), its plain ones by √s/√(1 − β2ᵗ) + ε
-        names = {**methods.ALIASES, **PRESET_ALIASES[preset]}
-        given = {names.get(k, k): v for k, v in options.items()}
         if "eps" in given and "eps_root" not in given:
             defaults["eps_root"] = given["eps"]
         if "epsilon_hat" not in given:

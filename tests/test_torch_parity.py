@@ -1,5 +1,6 @@
 """Step-by-step parity with PyTorch's optimizers under preset='torch' (skipped without torch)."""
 
+import contextlib
 import copy
 
 import numpy as np
@@ -27,6 +28,12 @@ def _nadam_scalars_in_float64(request):
     if "NAdam" not in (params.get("theirs"), params.get("torch_name")):
         yield
         return
+    with _torch_default_float64():
+        yield
+
+
+@contextlib.contextmanager
+def _torch_default_float64():
     before = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     try:
@@ -151,21 +158,15 @@ def test_every_torch_nadam_radam_and_adamax_option_combination(torch_name, hyper
 
 def test_nadam_past_its_first_64_steps(rng):
     """Π_t from t: multiplied out to t = 64, then a series, then 0 (where 1 − Π rounds to 1)."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with _torch_default_float64():
         for hyper in ({"betas": (0.99, 0.999), "momentum_decay": 1.0}, {}):
             _parity("NAdam", fastrms.NAdam, hyper, rng, steps=300)
-    finally:
-        torch.set_default_dtype(before)
 
 
 def test_a_nadam_state_whose_momenta_changed_on_the_way_is_refused():
     """fastrms computes NAdam's Π_t from t, β1 and ψ; a torch run that changed β1 midway carries
     another Π, and would continue differently: refused, not continued with the wrong one."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    try:
+    with _torch_default_float64():
         p = torch.nn.Parameter(torch.ones(3))
         topt = torch.optim.NAdam([p], lr=0.01)
         for k in range(4):
@@ -173,13 +174,11 @@ def test_a_nadam_state_whose_momenta_changed_on_the_way_is_refused():
                 topt.param_groups[0]["betas"] = (0.5, 0.999)
             p.grad = torch.ones(3)
             topt.step()
-        x = np.ones(3)
-        opt = fastrms.NAdam(x, preset="torch")
-        with pytest.raises(ValueError, match="mu_product in the torch state is .* the run changed them"):
-            opt.load_state_dict(topt.state_dict())
-        assert opt.t == 0
-    finally:
-        torch.set_default_dtype(before)
+    x = np.ones(3)
+    opt = fastrms.NAdam(x, preset="torch")
+    with pytest.raises(ValueError, match="mu_product in the torch state is .* the run changed them"):
+        opt.load_state_dict(topt.state_dict())
+    assert opt.t == 0
 
 
 def test_torch_nadam_rounds_its_product_in_float32(rng):

@@ -72,7 +72,8 @@ def rule(fn):
 # all off (no maximize, clip or weight decay: GSCALE = 1, CLIP = inf, WD = 0, KEEP = 1), so the
 # common configurations pay nothing for them; True is the general form, which is also right for
 # those values (a batch mixing both runs it).  ``decay_first``: coupled weight decay goes in
-# before the clip (MXNet's RMSProp and Adam), compiled apart so that the usual order pays nothing.
+# before the clip (MXNet's RMSProp, Adam, Adamax, Nadam), compiled apart so that the usual order
+# pays nothing.
 
 @rule
 def gradient(x, g, h, general, decay_first):
@@ -195,7 +196,8 @@ COMMON = {
     "weight_decay": Hyper(0.0, ck.nonneg, "weight decay λ"),
     "decoupled_weight_decay": Hyper(False, ck.boolean, "x ← (1 − ηλ)x (AdamW, Keras) instead of g ← g + λx"),
     "decay_before_clip": Hyper(False, ck.boolean,
-                               "g ← clip(g + λx) (MXNet 1.x's RMSProp and Adam) instead of clip(g) + λx"),
+                               "g ← clip(g + λx) (MXNet 1.x's RMSProp, Adam, Adamax, Nadam) instead of "
+                               "clip(g) + λx"),
     "maximize": Hyper(False, ck.boolean, "ascend instead of descend"),
     "clip_value": Hyper(math.inf, clip_check, "clip each g_i to [−c, c]"),
     "clip_norm": Hyper(math.inf, clip_check, "rescale g so that ‖g‖₂ ≤ c"),
