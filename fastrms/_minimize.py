@@ -125,7 +125,7 @@ def _split(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
     driver["seed"] = ck.seed("seed", driver["seed"])
     if driver["finite_diff_rel_step"] is not None:
         driver["finite_diff_rel_step"] = ck.in_range("finite_diff_rel_step", driver["finite_diff_rel_step"],
-                                                     lo=0, lo_open=True)
+                                                     lo=0, lo_open=True, hi=math.inf, hi_open=True)
     if driver["in_place"]:
         for name, bad, why in (
                 ("check_every", driver["check_every"] != 1, "in_place already steps in place between tests"),

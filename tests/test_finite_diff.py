@@ -119,6 +119,9 @@ def test_a_minimizer_takes_a_scheme():
     (lambda: fastrms.minimize(F, np.ones(3), jac="2point"), ValueError, "did you mean '2-point'"),
     (lambda: fastrms.minimize(F, np.ones(3), jac="2-point", options={"finite_diff_rel_step": -1e-3}),
      ValueError, "finite_diff_rel_step must be in"),
+    # (an infinite step made every gradient NaN, reported as a diverged run: "lower lr?")
+    (lambda: fastrms.minimize(F, np.ones(3), jac="2-point", options={"finite_diff_rel_step": np.inf}),
+     ValueError, r"finite_diff_rel_step must be in \(0, inf\), got inf"),
     (lambda: fastrms.minimize(F, dF, np.ones(3), options={"finite_diff_rel_step": 1e-3}),
      ValueError, "with a gradient function it would do nothing"),
     (lambda: fastrms.Minimizer(F, dF, options={"finite_diff_rel_step": 1e-3}),
