@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _checks as ck
 from .kernels._jit import bind, jit
-from .kernels.cpu import CPU
+from .kernels.cpu import CPU, entry_point
 from .methods import Config
 from .methods.base import SQUARE_ROWS
 
@@ -43,6 +43,13 @@ class MethodState:
         # h, once computed, where it cannot change from step to step: a stepper's step reads it
         # without a call (None until then, and while h varies)
         self.constant_h = None
+        self._coefficients = None  # the function that computes h (see coefficients)
+        # h varies with t alone (Adam's bias corrections): η and γ are read once, here
+        v = config.values
+        self._lr_gamma = None
+        if (self._varies and not config.scheduled and self._clip_norm == math.inf
+                and not callable(v["lr"]) and not callable(v.get("gamma"))):
+            self._lr_gamma = (v["lr"], v.get("gamma", 0.0))
 
     @cached_property
     def kernels(self):
@@ -63,17 +70,32 @@ class MethodState:
         for it (several arrays: their global norm, computed only when clipping needs it)."""
         if self.constant_h is not None:
             return self.constant_h
+        if self._lr_gamma is not None and self._coefficients is not None:  # (a small Adam step's path)
+            self._coefficients(self.p, self.t + 1, *self._lr_gamma, 1.0, self.h)
+            return self.h
         gfactor = 1.0
         if self._clip_norm < math.inf and (g is not None or norm is not None):
             value = norm() if norm is not None else self.backend.norms(g)[1]
             gfactor = self._clip_norm / max(value, self._clip_norm)
         for i, name, schedule, interval in self.config.scheduled:
             self.p[i] = ck.scheduled(name, schedule(self.t), self.t, interval)
-        self.config.method.coefficients(self.p, self.t + 1, self.value("lr"), self.value("gamma"),
-                                        gfactor, self.h)
+        coefficients = self._coefficients
+        if coefficients is None:
+            coefficients = self._coefficients = self._coefficient_function()
+        coefficients(self.p, self.t + 1, self.value("lr"), self.value("gamma"), gfactor, self.h)
         if not self._varies:
             self.constant_h = self.h
         return self.h
+
+    def _coefficient_function(self):
+        """The method's coefficient function as Python runs it where h is computed once; compiled,
+        and called at its entry point, where h is computed every step (Adam's bias corrections, a
+        schedule): ~0.3 µs a step rather than ~3 µs of Python over NumPy scalars, the bulk of a
+        small Adam step.  The same function either way (one source of the math, bit for bit)."""
+        python = self.config.method.coefficients
+        if not self._varies:
+            return python
+        return entry_point(_compiled_coefficients(python), self.p, 1, 0.0, 0.0, 0.0, self.h)
 
     # -- state ---------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -121,6 +143,16 @@ def _fill_rows(P, t, LR, GAMMA, GF, H, active):  # pragma: no cover - compiled
     for b in range(P.shape[0]):
         if active[b]:
             COEF(P[b], t, LR[b], GAMMA[b], GF[b], H[b])  # noqa: F821 - bound per method
+
+
+def _coefficients(p, t, lr, gamma, gfactor, h):  # pragma: no cover - compiled
+    """h ← the coefficients of step t (MethodState.coefficients)."""
+    COEF(p, t, lr, gamma, gfactor, h)  # noqa: F821 - bound per method
+
+
+@cache
+def _compiled_coefficients(coefficients):
+    return jit(bind(_coefficients, f"coefficients_{coefficients.__name__}", COEF=coefficients), nogil=True)
 
 
 @cache

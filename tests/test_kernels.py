@@ -75,6 +75,29 @@ def _run(method, opts, x0, grads, dtype):
     return x
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_varying_h_is_computed_compiled_and_equals_the_python_function_bit_for_bit(dtype):
+    """Where h changes every step (bias corrections, schedules, clip by norm), MethodState computes it
+    with the method's coefficient function compiled: the same h as that function run by Python, bit
+    for bit, past NAdam's t = 64 (its series) and RAdam's switch, and at a large t."""
+    cases = CASES + [("rmsprop", {"lr": fastrms.schedules.cosine(0.1, 50), "clip_norm": 1.0}),
+                     ("momentum", {"momentum": lambda t: 0.5 + 0.0004 * min(t, 1000), "nesterov": True}),
+                     ("nadam", {"momentum_decay": 1.0, "beta1": 0.999}),
+                     ("momentum", {"dampening": 0.9, "lr_in_momentum": True, "lr": 0.1, "weight_decay": 0.1})]
+    g = np.array([0.5, -2.0, 3.0], dtype)
+    compiled = 0
+    for method, opts in cases:
+        config = fastrms.presets.configure(method, opts)
+        fast, python = MethodState(config, 3, dtype), MethodState(config, 3, dtype)
+        python._coefficients = config.method.coefficients
+        for t in [*range(80), 1000, 10**6]:
+            fast.t = python.t = t
+            assert fast.coefficients(g).tobytes() == python.coefficients(g).tobytes(), (method, opts, t)
+        compiled += fast._coefficients is not config.method.coefficients
+        assert (fast._coefficients is not config.method.coefficients) == config.varies, (method, opts)
+    assert compiled >= 25  # (every Adam relative, Yogi, Adagrad's decay, the schedules ...)
+
+
 # Every case on the serial kernels.  The prange kernels are the same templates compiled with prange, and
 # each parallel compile costs the suite seconds: test_serial_and_parallel_are_bitwise_identical runs each
 # method's case with the most options on them, which with this test covers them against the reference.

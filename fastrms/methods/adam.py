@@ -95,11 +95,10 @@ def adam_coefficients(p, t, lr, gamma, gfactor, out):
     c2 = math.sqrt(bc2)
     nesterov = p[P_NESTEROV] != 0.0
     step = lr if nesterov else lr / bc1
+    lr_t = step
     if p[P_EPSILON_HAT] != 0.0:
-        out[LR] = step * c2
+        lr_t = step * c2
         c2 = 1.0
-    else:
-        out[LR] = step
     out[BETA1] = b1
     out[W1] = 1.0 - b1
     out[BETA2] = p[P_BETA2]
@@ -118,13 +117,14 @@ def adam_coefficients(p, t, lr, gamma, gfactor, out):
         rho = rho_inf - 2.0 * t * b2t / (1.0 - b2t)
         if rho > p[P_THRESHOLD]:
             r2 = (rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)
-            out[LR] *= math.sqrt(r2)
+            lr_t *= math.sqrt(r2)
         else:  # the variance is not tractable yet: x ← x − η m̂, d = 1
-            out[LR] = step
+            lr_t = step
             out[C2] = math.inf
             out[BC2] = math.inf
             out[EPS_ROOT] = 0.0
             out[EPS] = 1.0
+    out[LR] = lr_t  # (written once, from float64: out may be float32)
     psi = p[P_MOMENTUM_DECAY]
     if psi >= 0.0:  # NAdam's momentum schedule (torch, Keras)
         mu, mu_next = nadam_mu(b1, psi, t), nadam_mu(b1, psi, t + 1)
