@@ -3,9 +3,9 @@
 Everything is measured side by side in one run and reported as ratios, since
 absolute times on a shared machine mean little:
 
-1. update kernels (rmsprop, rmsprop+momentum, centered; float32/float64) against a kernel
+1. update kernels (rmsprop, rmsprop+momentum, centered, adam; float32/float64) against a kernel
    that reads and writes exactly what the fused step does (the memory limit), NumPy written
-   with out= and torch.optim.RMSprop(foreach=True) when torch is installed, in turns;
+   with out= and torch.optim.RMSprop or Adam (foreach=True) when torch is installed, in turns;
 2. whole solves: AX=I n = 5 ... 1000 against the seed's NumPy loop and a hand-written @njit
    loop, each candidate in its own fresh process (bench/solves.py; ``--solves`` runs only these);
 3. overheads: import time, first-call compilation, second-process load;
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -125,8 +126,44 @@ def hand_constants(dtype):
 HAND = {(name, par): k for name, fn in (("rmsprop", _hand_rmsprop), ("rmsprop+momentum", _hand_momentum),
                                         ("centered", _hand_centered))
         for par, k in serial_and_parallel(fn, error_model="numpy").items()}
-VARIANTS = {"rmsprop": {}, "rmsprop+momentum": {"momentum": 0.9}, "centered": {"centered": True}}
-STREAMS = {"rmsprop": 5, "rmsprop+momentum": 7, "centered": 7}
+# (stepper, its options): the update of each row of the table
+VARIANTS = {"rmsprop": (fastrms.RMSProp, {}), "rmsprop+momentum": (fastrms.RMSProp, {"momentum": 0.9}),
+            "centered": (fastrms.RMSProp, {"centered": True}), "adam": (fastrms.Adam, {})}
+STREAMS = {"rmsprop": 5, "rmsprop+momentum": 7, "centered": 7, "adam": 7}
+ADAM = {"lr": 1e-6, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+
+
+def _hand_adam(x, g, m, v, lr_t, b1, omb1, b2, omb2, c2, eps):  # pragma: no cover - compiled
+    """Adam as a user writes it by hand, with the step's bias corrections in lr_t = η/(1 − β1ᵗ)
+    and c2 = √(1 − β2ᵗ), computed in Python each step (HandAdam)."""
+    for i in prange(x.size):
+        mi = b1 * m[i] + omb1 * g[i]
+        vi = b2 * v[i] + omb2 * g[i] * g[i]
+        m[i] = mi
+        v[i] = vi
+        x[i] -= lr_t * mi / (np.sqrt(vi) / c2 + eps)
+
+
+HAND_ADAM = serial_and_parallel(_hand_adam, error_model="numpy")
+
+
+class HandAdam:
+    """A hand-written Adam loop's step: t counted, the bias corrections computed in Python and cast to
+    x's dtype (a float64 scalar would run a float32 loop in float64), then the @njit kernel."""
+
+    def __init__(self, n, dtype, parallel):
+        self.m, self.v, self.t, self.dtype = np.zeros(n, dtype), np.zeros(n, dtype), 0, dtype
+        self.kernel = HAND_ADAM[parallel]
+        d, a = dtype, ADAM
+        self.constants = (d(a["beta1"]), d(1 - a["beta1"]), d(a["beta2"]), d(1 - a["beta2"]))
+        self.eps = d(a["eps"])
+
+    def __call__(self, x, g):
+        self.t += 1
+        a, d = ADAM, self.dtype
+        lr_t = d(a["lr"] / (1 - a["beta1"] ** self.t))
+        c2 = d(math.sqrt(1 - a["beta2"] ** self.t))
+        self.kernel(x, g, self.m, self.v, lr_t, *self.constants, c2, self.eps)
 
 
 class NumpyUpdate:
@@ -134,12 +171,14 @@ class NumpyUpdate:
     temporaries allocated once."""
 
     def __init__(self, n, dtype, variant):
-        self.variant = variant
+        self.variant, self.dtype, self.t = variant, dtype, 0
         self.s, self.m, self.b = (np.zeros(n, dtype) for _ in range(3))
         self.t1, self.t2 = np.empty(n, dtype), np.empty(n, dtype)
         self.lr, self.gamma, self.eps = dtype(1e-6), dtype(0.9), dtype(1e-6)
 
     def __call__(self, x, g):
+        if self.variant == "adam":
+            return self._adam(x, g)
         s, m, b, t1, t2, gamma = self.s, self.m, self.b, self.t1, self.t2, self.gamma
         np.multiply(g, g, out=t1)
         t1 *= 1 - gamma
@@ -163,6 +202,23 @@ class NumpyUpdate:
         np.multiply(t2, self.lr, out=t1)
         x -= t1
 
+    def _adam(self, x, g):
+        m, v, t1, t2, d, a = self.m, self.s, self.t1, self.t2, self.dtype, ADAM
+        self.t += 1
+        m *= d(a["beta1"])
+        np.multiply(g, d(1 - a["beta1"]), out=t1)
+        m += t1
+        v *= d(a["beta2"])
+        np.multiply(g, g, out=t1)
+        t1 *= d(1 - a["beta2"])
+        v += t1
+        np.sqrt(v, out=t2)
+        t2 *= d(1 / math.sqrt(1 - a["beta2"] ** self.t))
+        t2 += d(a["eps"])
+        np.divide(m, t2, out=t2)
+        t2 *= d(a["lr"] / (1 - a["beta1"] ** self.t))
+        x -= t2
+
 
 def bench_kernels(sizes, reps):
     """Per (dtype, n, variant): fastrms's fused step, a kernel with the same memory traffic (the
@@ -174,16 +230,23 @@ def bench_kernels(sizes, reps):
             x = rng.standard_normal(n).astype(dtype)
             g = rng.standard_normal(n).astype(dtype)
             item = x.itemsize
-            for name, opts in VARIANTS.items():
-                opt = fastrms.RMSProp(x, lr=1e-6, **opts)
+            for name, (stepper, opts) in VARIANTS.items():
+                adam = stepper is fastrms.Adam
+                opt = stepper(x, **(ADAM if adam else {"lr": 1e-6}), **opts)
                 k = STREAMS[name]
-                limit = LIMIT[(k, cpu.use_parallel(n, item))]
+                parallel = cpu.use_parallel(n, item)
+                limit = LIMIT[(k, parallel)]
                 ls, lb, c = np.zeros_like(x), np.zeros_like(x), dtype(1e-9)
-                hand = HAND[(name, cpu.use_parallel(n, item))]
-                hs, hb, hp = np.zeros_like(x), np.zeros_like(x), hand_constants(dtype)
+                if adam:
+                    hand_adam = HandAdam(n, dtype, parallel)
+                    hand = lambda: hand_adam(x, g)  # noqa: E731
+                else:
+                    kernel, hs, hb, hp = HAND[(name, parallel)], np.zeros_like(x), np.zeros_like(x), \
+                        hand_constants(dtype)
+                    hand = lambda: kernel(x, g, hs, hb, *hp)  # noqa: E731
                 cands = {"fused": lambda: opt.step(g),
                          "limit": (lambda: limit(x, g, ls, c)) if k == 5 else (lambda: limit(x, g, ls, lb, c)),
-                         "hand": lambda: hand(x, g, hs, hb, *hp)}
+                         "hand": hand}
                 if n <= 50_000_000:
                     npu = NumpyUpdate(n, dtype, name)
                     cands["numpy"] = lambda: npu(x, g)
@@ -191,9 +254,13 @@ def bench_kernels(sizes, reps):
                 if torch is not None:
                     p = torch.nn.Parameter(torch.from_numpy(x.copy()))
                     p.grad = torch.from_numpy(g)
-                    kw = {"momentum": 0.9} if name == "rmsprop+momentum" else {}
-                    cands["torch"] = torch.optim.RMSprop([p], lr=1e-6, alpha=0.9, eps=1e-6, foreach=True,
-                                                         centered=name == "centered", **kw).step
+                    if adam:
+                        cands["torch"] = torch.optim.Adam([p], lr=ADAM["lr"], betas=(ADAM["beta1"], ADAM["beta2"]),
+                                                          eps=ADAM["eps"], foreach=True).step
+                    else:
+                        kw = {"momentum": 0.9} if name == "rmsprop+momentum" else {}
+                        cands["torch"] = torch.optim.RMSprop([p], lr=1e-6, alpha=0.9, eps=1e-6, foreach=True,
+                                                             centered=name == "centered", **kw).step
                 # small sizes repeat inside one timing; each starts with its own arrays in cache
                 times = in_turns(cands, reps, inner=max(1, min(50, 2_000_000 // n)), settle=1, settle_s=0.01)
                 med = {c_: statistics.median(v) for c_, v in times.items()}

@@ -20,7 +20,7 @@ def test_the_numpy_and_hand_written_baselines_are_the_same_update(variant, rng):
 
     x, g = rng.normal(size=1000), rng.normal(size=1000)
     mine, theirs = x.copy(), x.copy()
-    opt = fastrms.RMSProp(mine, lr=1e-6, gamma=0.9, eps=1e-6, **VARIANTS[variant])
+    opt = fastrms.RMSProp(mine, lr=1e-6, gamma=0.9, eps=1e-6, **VARIANTS[variant][1])
     npu = NumpyUpdate(x.size, np.float64, variant)
     hand, by_hand, s, b = HAND[(variant, False)], x.copy(), np.zeros_like(x), np.zeros_like(x)
     for _ in range(3):
@@ -29,6 +29,30 @@ def test_the_numpy_and_hand_written_baselines_are_the_same_update(variant, rng):
         hand(by_hand, g, s, b, *hand_constants(np.float64))
     np.testing.assert_allclose(theirs, mine, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(by_hand, mine, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_adam_baselines_are_fastrms_adam(dtype, rng):
+    """NumPy's and the hand-written Adam (bias corrections computed each step) step as fastrms.Adam,
+    in x's dtype (a float64 constant would run the float32 loop in float64)."""
+    from bench.run import ADAM, VARIANTS, HandAdam, NumpyUpdate
+
+    stepper, opts = VARIANTS["adam"]
+    x, g = rng.normal(size=1000).astype(dtype), rng.normal(size=1000).astype(dtype)
+    mine, theirs, by_hand, by_hand_par = x.copy(), x.copy(), x.copy(), x.copy()
+    opt = stepper(mine, **ADAM, **opts)
+    npu = NumpyUpdate(x.size, dtype, "adam")
+    hand, hand_par = HandAdam(x.size, dtype, False), HandAdam(x.size, dtype, True)
+    for _ in range(5):
+        opt.step(g)
+        npu(theirs, g)
+        hand(by_hand, g)
+        hand_par(by_hand_par, g)
+    assert theirs.dtype == by_hand.dtype == dtype and not np.array_equal(mine, x)
+    tol = 1e-13 if dtype == np.float64 else 1e-6
+    for other in (theirs, by_hand, by_hand_par):
+        np.testing.assert_allclose(other, mine, rtol=tol, atol=tol * 1e-5)
+    assert by_hand.tobytes() == by_hand_par.tobytes()
 
 
 def test_the_hand_written_loop_stays_in_float32(rng):
