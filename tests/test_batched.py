@@ -184,23 +184,27 @@ def dF_jit(X, A, y):
 
 
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid value:RuntimeWarning")
-@pytest.mark.parametrize("lr", ["per problem", "shared"])  # the rows kernel; the flat one while all run
-def test_compiled_loop_equals_python_loop_and_separate_calls(lr, rng):
+# the rows kernel; the flat one while all run (its h computed once for all: a shared schedule, Adam's
+# bias corrections), then the rows kernel once some have stopped
+@pytest.mark.parametrize("lr,method", [("per problem", "rmsprop"), ("shared", "rmsprop"), ("shared", "adam")])
+def test_compiled_loop_equals_python_loop_and_separate_calls(lr, method, rng):
     A, y = _least_squares(rng)
     A *= np.linspace(0.2, 3.0, B)[:, None, None]  # problems of different scales stop at different steps
     X0 = rng.normal(size=(B, N))
     A[5] *= 1e155  # diverges
     options = {"lr": np.geomspace(1e-3, 0.3, B) if lr == "per problem" else 0.05, "momentum": 0.9,
                "maxiter": 200, "gtol": 3e-3, "gamma": fastrms.schedules.exponential(0.9, 0.99, 10)}
-    py = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y),
+    if method == "adam":
+        options = {"lr": 0.05, "beta1": 0.8, "maxiter": 120, "gtol": 3e-3}
+    py = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method=method,
                           options={**options, "batched": True, "driver": "python"})
-    co = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y),
+    co = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method=method,
                           options={**options, "batched": True, "driver": "compiled"})
     assert set(py.status) >= {0, 1, 3} and len(set(py.nit[py.status == 0])) > 1
     for key in ("x", "jac", "nit", "status", "fun"):
         np.testing.assert_array_equal(py[key], co[key], err_msg=key)
     assert list(py.message) == list(co.message) and py.njev == co.njev
-    _assert_same_as_separate(py, "rmsprop", X0, (A, y), options, (F_jit, dF_jit))
+    _assert_same_as_separate(py, method, X0, (A, y), options, (F_jit, dF_jit))
 
 
 @pytest.mark.parametrize("method,options", [("rmsprop", {"momentum": 0.9}), ("gd", {"clip_norm": 0.5})])
@@ -257,6 +261,16 @@ def test_stepper_over_rows_equals_separate_steppers(rng):
         for g in grads:
             one.step(g[b])
         np.testing.assert_array_equal(w, W[b])
+    V = X.copy()  # shared and varying (Adam's corrections): one h a step for all rows
+    shared = fastrms.Adam(V, batched=True, lr=0.1, weight_decay=0.01)
+    for g in grads:
+        shared.step(g)
+    for b in range(5):
+        v = X[b].copy()
+        one = fastrms.Adam(v, lr=0.1, weight_decay=0.01)
+        for g in grads:
+            one.step(g[b])
+        np.testing.assert_array_equal(v, V[b])
 
 
 def test_bad_input_names_the_shapes(rng):

@@ -191,7 +191,10 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kin
             code, bad_value = BAD_SCHEDULE + bad_row, v
             break
         if VARIES:  # noqa: F821 - else the host filled H once
-            FILL(P, t + 1, LR, GAMMA, GF, H, active)  # noqa: F821
+            if UNIFORM and all_running:  # noqa: F821 - the flat launch below reads H[0] alone
+                FILL(P[:1], t + 1, LR, GAMMA, GF, H[:1], active)  # noqa: F821
+            else:
+                FILL(P, t + 1, LR, GAMMA, GF, H, active)  # noqa: F821
         if UNIFORM and all_running:  # noqa: F821 - see BatchedState.uniform
             if par:
                 n_big, n_bad = FLAT_PAR(x, gf, S, H[0], gtol, spare)  # noqa: F821

@@ -34,6 +34,9 @@ class Backend(Protocol):
 
     name: str
     host_memory: bool  # whether F and dF see host NumPy arrays (copy-on-retain applies)
+    # whether a uniform batch (BatchedState.uniform) with every problem running is stepped as one
+    # flat problem, reading H[0] alone (the rows kernels read every active row of H)
+    uniform_flat: bool
 
     # intake and output
     def x0(self, x0: Any, dtype) -> tuple[Any, tuple]: ...          # a validated flat copy, shape

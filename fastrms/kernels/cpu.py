@@ -547,6 +547,7 @@ class CpuBackend:
 
     name = "cpu"
     host_memory = True
+    uniform_flat = True  # (rows_step, rows_checked_stepper)
 
     def x0(self, x0, dtype):
         x = _arrays.as_x0(x0, dtype, all_finite)

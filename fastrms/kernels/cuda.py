@@ -568,6 +568,7 @@ class CudaBackend:
 
     name = "cuda"
     host_memory = False
+    uniform_flat = False  # (its rows kernels read H's every row, uniform or not)
 
     def __init__(self):
         cuda = _cuda()
