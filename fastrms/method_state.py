@@ -193,10 +193,13 @@ class BatchedState(MethodState):
         """H for step t + 1 of the active problems (g: their flat gradients, for clip_norm)."""
         if self._ready and not self._varies:
             return self.H
-        if self._varies and self.uniform and active.all() and self.backend.uniform_flat:
-            # every problem's h is the same and one flat launch reads H[0] alone: one row, not B
-            # (Adam at B = 10,000 computed 10,000 equal rows a step, most of its step's time)
+        if self._varies and self.uniform:
+            # every problem's h is the same: one computed, not B (Adam at B = 10,000 computed 10,000
+            # equal rows a step, most of its step's time), and copied to the other rows only where a
+            # rows kernel reads them (a flat launch, while all run on the CPU, reads H[0] alone)
             self.H[0] = self.coefficients()
+            if not (self.backend.uniform_flat and active.all()):
+                self.H[1:] = self.H[0]
             return self.H
         if self._clip_norm < math.inf:
             norms = self.backend.row_norms(g, self.B)[:, 1]

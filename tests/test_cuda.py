@@ -392,6 +392,25 @@ def test_batched_stepper_on_the_device_matches_the_cpu(rng):
         cpu_opt.step(g)
         dev_opt.step(cuda.to_device(g))
     np.testing.assert_allclose(dev.copy_to_host(), host, rtol=2e-6)
+    # shared hyperparameters, coefficients varying (one h a step, copied to every row for the device)
+    host, dev = X.copy(), cuda.to_device(X)
+    cpu_opt, dev_opt = fastrms.Adam(host, batched=True, lr=0.1), fastrms.Adam(dev, batched=True, lr=0.1)
+    for g in grads:
+        cpu_opt.step(g)
+        dev_opt.step(cuda.to_device(g))
+    np.testing.assert_allclose(dev.copy_to_host(), host, rtol=2e-6)
+
+
+def test_a_shared_adam_batch_on_the_device_matches_the_cpu_as_problems_stop():
+    opts = {"lr": 0.3, "beta1": 0.0, "maxiter": 80, "gtol": 1e-2, "batched": True}
+    host = fastrms.minimize(lambda X: _rows_F(X), lambda X: _rows_dF(X).copy_to_host(), np.zeros((4, 3)),
+                            method="adam", options=opts)
+    dev = fastrms.minimize(_rows_F, _rows_dF, np.zeros((4, 3)), method="adam",
+                           options={**opts, "backend": "cuda"})
+    assert len(set(host.nit)) > 1  # the problems stop at different steps
+    np.testing.assert_array_equal(dev.status, host.status)
+    np.testing.assert_array_equal(dev.nit, host.nit)
+    np.testing.assert_allclose(dev.x, host.x, rtol=1e-12)
 
 
 def test_rows_launch_config():
