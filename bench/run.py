@@ -241,8 +241,8 @@ def bench_kernels(sizes, reps):
                     hand_adam = HandAdam(n, dtype, parallel)
                     hand = lambda: hand_adam(x, g)  # noqa: E731
                 else:
-                    kernel, hs, hb, hp = HAND[(name, parallel)], np.zeros_like(x), np.zeros_like(x), \
-                        hand_constants(dtype)
+                    kernel, hp = HAND[(name, parallel)], hand_constants(dtype)
+                    hs, hb = np.zeros_like(x), np.zeros_like(x)
                     hand = lambda: kernel(x, g, hs, hb, *hp)  # noqa: E731
                 cands = {"fused": lambda: opt.step(g),
                          "limit": (lambda: limit(x, g, ls, c)) if k == 5 else (lambda: limit(x, g, ls, lb, c)),

@@ -95,7 +95,7 @@ class MethodState:
         python = self.config.method.coefficients
         if not self._varies:
             return python
-        return entry_point(_compiled_coefficients(python), self.p, 1, 0.0, 0.0, 0.0, self.h)
+        return entry_point(_with_coefficients(_coefficients, python), self.p, 1, 0.0, 0.0, 0.0, self.h)
 
     # -- state ---------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -151,13 +151,10 @@ def _coefficients(p, t, lr, gamma, gfactor, h):  # pragma: no cover - compiled
 
 
 @cache
-def _compiled_coefficients(coefficients):
-    return jit(bind(_coefficients, f"coefficients_{coefficients.__name__}", COEF=coefficients), nogil=True)
-
-
-@cache
-def _row_filler(coefficients):
-    return jit(bind(_fill_rows, f"fill_rows_{coefficients.__name__}", COEF=coefficients), nogil=True)
+def _with_coefficients(template, coefficients):
+    """template (_coefficients, _fill_rows) compiled with one method's coefficient function as COEF."""
+    name = f"{template.__name__.lstrip('_')}_{coefficients.__name__}"  # (the cache file's name)
+    return jit(bind(template, name, COEF=coefficients), nogil=True)
 
 
 class BatchedState(MethodState):
@@ -177,7 +174,7 @@ class BatchedState(MethodState):
         self.per_problem = per_problem
         self.LR, self.GAMMA, self.GF = np.zeros(B), np.zeros(B), np.ones(B)
         self.H = np.zeros((B, config.method.nh), dtype=self.dtype)
-        self._fill = _row_filler(config.method.coefficients)
+        self._fill = _with_coefficients(_fill_rows, config.method.coefficients)
         # every problem has the same coefficients at every step (no per-problem values, no
         # clip by each problem's norm): while all run, one flat launch over all B·n elements
         # computes what the rows kernel would, and parallelizes as one problem's kernel does
