@@ -78,6 +78,19 @@ def is_torch(x) -> bool:
     return type(x).__module__.split(".")[0] == "torch"
 
 
+def lazy_tensor_error(t) -> TypeError | None:
+    """Why the tensor t's memory does not hold its values, or None: torch's lazily negated views
+    (memory −t) and ZeroTensors (autograd's zeros, a null pointer) would be stepped as −g or read
+    at address 0 by a kernel that reads memory (a CUDA tensor's interface does not refuse them)."""
+    if t.is_neg():
+        return TypeError("this tensor has its negative bit set (a lazily negated view: its memory "
+                         "holds the values negated); pass t.resolve_neg()")
+    if getattr(t, "_is_zerotensor", bool)():
+        return TypeError("this tensor is a ZeroTensor (autograd's zeros, with no memory); pass "
+                         "torch.zeros_like(t)")
+    return None
+
+
 def cpu_tensor_view(x):
     """A PyTorch CPU tensor as the NumPy array over its memory (an nn.Parameter too: detach()
     shares the memory, so updates reach the parameter), or None for anything else."""
@@ -86,8 +99,12 @@ def cpu_tensor_view(x):
     try:
         return x.detach().numpy() if x.requires_grad else x.numpy()  # (a .grad: no detach, ~1 µs less)
     except (TypeError, RuntimeError) as e:  # bfloat16, a sparse or meta tensor ...
-        raise TypeError(f"this {x.dtype} tensor has no NumPy view ({e}); convert it, e.g. with "
-                        ".to(torch.float32)") from None
+        lazy = lazy_tensor_error(x)
+        if lazy is not None:
+            raise lazy from None
+        hint = ("pass a dense, strided CPU tensor" if str(x.dtype) in ("torch.float32", "torch.float64")
+                else "convert it, e.g. with .to(torch.float32)")
+        raise TypeError(f"this {x.dtype} tensor has no NumPy view ({e}); {hint}") from None
 
 
 def check_param_array(x: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ subprocess that has the simulator off.
 """
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -182,6 +183,65 @@ def test_a_parameter_that_requires_grad_is_a_device_array():
     assert fcuda.owns(Parameter())
 
 
+class _LazyTensor:
+    """What fastrms asks of a CUDA tensor, for one whose memory does not hold its values."""
+    __module__ = "torch"
+    is_cuda = True
+
+    def __init__(self, neg=False, zero=False):
+        self.neg, self.zero = neg, zero
+
+    def is_contiguous(self):
+        return True
+
+    def is_neg(self):
+        return self.neg
+
+    def _is_zerotensor(self):
+        return self.zero
+
+    def detach(self):
+        return self
+
+    @property
+    def __cuda_array_interface__(self):
+        raise AssertionError("its memory was read")
+
+
+@pytest.mark.parametrize("lazy,match", [({"neg": True}, "negative bit"), ({"zero": True}, "ZeroTensor")])
+def test_lazy_cuda_tensors_are_refused_before_their_memory_is_read(lazy, match, monkeypatch):
+    """torch's CUDA Array Interface does not refuse a lazily negated view (its memory holds −g: a
+    silent step the wrong way) or a ZeroTensor (a null pointer); fastrms does, as x or as g."""
+    t = _LazyTensor(**lazy)
+    for read in (fcuda.as_device, fcuda._interface, fastrms.RMSProp):
+        with pytest.raises(TypeError, match=match):
+            read(t)
+    x = cuda.to_device(np.zeros(3))
+    opt = fastrms.RMSProp(x, lr=0.1)
+    with pytest.raises(TypeError, match=match):
+        opt.step(t)
+    assert opt.t == 0 and (x.copy_to_host() == 0).all()
+    monkeypatch.setattr(fcuda, "_simulator", lambda: False)  # (the check is not a blanket refusal)
+    with pytest.raises(AssertionError, match="memory was read"):
+        fcuda._interface(_LazyTensor())
+
+
+@pytest.mark.skipif(SIM, reason="a CUDA tensor needs a real GPU")
+def test_lazy_cuda_tensors_from_torch_are_refused():
+    torch = pytest.importorskip("torch")
+    x = torch.zeros(3, dtype=torch.float64, device="cuda")
+    opt = fastrms.RMSProp(x, lr=0.1)
+    with pytest.raises(TypeError, match="negative bit"):
+        opt.step(torch._neg_view(torch.ones(3, dtype=torch.float64, device="cuda")))
+    with pytest.raises(TypeError, match="ZeroTensor"):
+        opt.step(torch._efficientzerotensor(3, dtype=torch.float64, device="cuda"))
+    with pytest.raises(TypeError, match="negative bit"):
+        fastrms.RMSProp(torch._neg_view(torch.ones(3, device="cuda")))
+    assert opt.t == 0 and (x.cpu().numpy() == 0).all()
+    opt.step(torch._neg_view(torch.ones(3, dtype=torch.float64, device="cuda")).resolve_neg())
+    assert (x.cpu().numpy() > 0).all()  # −1 resolved: the step goes up
+
+
 @pytest.mark.skipif(SIM, reason="the simulator launches through numba-cuda")
 def test_steps_take_the_lean_launch_on_a_gpu():
     """After the first launch, steps go to the driver directly (fcuda.Launch); were its argument
@@ -224,6 +284,13 @@ def test_launch_config():
     assert blocks * threads >= 10**6 // 4 and threads <= 1024
 
 
+def _needs_a_numba_cuda_that_compiles():
+    try:
+        fcuda.check_numpy_support()
+    except fcuda.CudaUnavailable as e:  # (the simulator compiles nothing: only PTX needs it)
+        pytest.skip(str(e))
+
+
 def _no_sim(code):
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
@@ -239,6 +306,7 @@ def test_float32_ptx_has_no_float64_instruction():
     the plain step, and every template (the batched rows kernels too, which the simulator runs but
     never compiles for a device) with the first case: the templates do not depend on the method,
     and each PTX compile costs the suite half a second.  The norms' reduction is float64 inside."""
+    _needs_a_numba_cuda_that_compiles()
     out = _no_sim(rf"""
         import re
         import numpy as np
@@ -429,7 +497,11 @@ def test_a_numpy_numba_cuda_cannot_compile_under_is_a_clear_error(monkeypatch):
     fastrms says so before, with the fix (an environment where it works passes the same check)."""
     import importlib
 
-    fcuda.check_numpy_support()  # numba-cuda and this NumPy work together
+    fix = r"cannot compile kernels under NumPy .*row_stack.*pip install 'numpy<2\.5'.*backend='cpu'"
+    try:
+        fcuda.check_numpy_support()  # numba-cuda and this NumPy work together, or
+    except fcuda.CudaUnavailable as e:  # (numba-cuda installed without the extra's NumPy pin)
+        assert re.search(fix, str(e)), e  # they do not, and the real failure is the clear error
     real = importlib.import_module
 
     def numpy_2_5(name, *args):
@@ -438,7 +510,6 @@ def test_a_numpy_numba_cuda_cannot_compile_under_is_a_clear_error(monkeypatch):
         return real(name, *args)
 
     monkeypatch.setattr(fcuda.importlib, "import_module", numpy_2_5)
-    fix = r"cannot compile kernels under NumPy .*row_stack.*pip install 'numpy<2\.5'.*backend='cpu'"
     with pytest.raises(fcuda.CudaUnavailable, match=fix):
         fcuda.check_numpy_support()
     monkeypatch.setattr(fcuda, "_simulator", lambda: False)  # as on a GPU (the simulator compiles nothing)

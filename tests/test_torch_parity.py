@@ -277,8 +277,14 @@ def test_steppers_update_a_torch_models_cpu_parameters_in_place():
     ref = np.ones(3)
     fastrms.Adam(ref, lr=0.1).step(np.ones(3))
     assert single.x is w and w.detach().numpy().tobytes() == ref.tobytes()
-    with pytest.raises(TypeError, match="no NumPy view"):
+    with pytest.raises(TypeError, match=r"no NumPy view .*; convert it, e\.g\. with \.to\(torch\.float32\)"):
         fastrms.RMSProp(torch.ones(3, dtype=torch.bfloat16))
+    with pytest.raises(TypeError, match=r"float64 tensor has no NumPy .*; pass a dense, strided CPU tensor$"):
+        fastrms.RMSProp(torch.ones(3, dtype=torch.float64).to_sparse())
+    with pytest.raises(TypeError, match=r"negative bit .*; pass t\.resolve_neg\(\)$"):
+        fastrms.RMSProp(torch._neg_view(torch.ones(3, dtype=torch.float64)))
+    with pytest.raises(TypeError, match=r"ZeroTensor .*; pass torch\.zeros_like\(t\)$"):
+        fastrms.Adam(w, lr=0.1).step(torch._efficientzerotensor(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="C-contiguous"):
         fastrms.RMSProp(torch.ones(3, 2).t())
     with pytest.raises(TypeError, match=r"x\['b'\]: x must hold real numbers"):

@@ -25,7 +25,7 @@ from functools import cache, lru_cache, partial
 
 import numpy as np
 
-from .._arrays import is_torch, none_gradient_error, shape_error
+from .._arrays import is_torch, lazy_tensor_error, none_gradient_error, shape_error
 from . import _jit
 
 THREADS_PER_BLOCK = 256  # at most 1024 on every CUDA device
@@ -481,9 +481,7 @@ def as_device(a):
     if kind == "torch":
         if not a.is_contiguous():
             raise ValueError("the CUDA tensor must be contiguous")
-        # a tensor that requires grad (an nn.Parameter) refuses __cuda_array_interface__;
-        # detach() shares its memory, so in-place updates still reach the parameter
-        a = a.detach()
+        a = _readable(a)
     if _simulator():
         return _cuda().as_cuda_array(a)
     _wait_for(a.__cuda_array_interface__)
@@ -500,13 +498,24 @@ def _wait_for(desc: dict) -> None:
 
 def _interface(a) -> dict | None:
     """a's CUDA Array Interface, or None for host arrays and the simulator's."""
-    if isinstance(a, np.ndarray) or _simulator():
+    if isinstance(a, np.ndarray):
         return None
     if is_torch(a):
         if not getattr(a, "is_cuda", False):
             return None
-        a = a.detach()  # a tensor that requires grad refuses the interface; detach() shares memory
+        a = _readable(a)
+    if _simulator():
+        return None
     return getattr(a, "__cuda_array_interface__", None)
+
+
+def _readable(t):
+    """A CUDA tensor whose memory holds its values, detached (a tensor that requires grad, an
+    nn.Parameter, refuses the interface; detach() shares its memory, so updates reach it)."""
+    e = lazy_tensor_error(t)
+    if e is not None:
+        raise e
+    return t.detach()
 
 
 # Streams ordered with the legacy default stream (CUDA Array Interface v3: None = no stream
