@@ -126,7 +126,10 @@ def adam_coefficients(p, t, lr, gamma, gfactor, out):
             out[EPS] = 1.0
     out[LR] = lr_t  # (written once, from float64: out may be float32)
     psi = p[P_MOMENTUM_DECAY]
-    if psi >= 0.0:  # NAdam's momentum schedule (torch, Keras)
+    if not nesterov:  # (the rule reads N1, N2 only with nesterov: no pow a step, or a row, for them)
+        out[N1] = 0.0
+        out[N2] = 0.0
+    elif psi >= 0.0:  # NAdam's momentum schedule (torch, Keras)
         mu, mu_next = nadam_mu(b1, psi, t), nadam_mu(b1, psi, t + 1)
         product = nadam_mu_product(b1, psi, t)
         out[N1] = mu_next / (1.0 - product * mu_next)
