@@ -5,7 +5,8 @@ Side by side in one run, per step, at n = 1e6 ... 2e8, float32 and float64:
 - a device-to-device copy of the same bytes (the roofline: 2 streams),
 - a CuPy ElementwiseKernel doing the same update (one fused kernel, CuPy's codegen),
 - torch.optim.RMSprop(foreach=True) on the same GPU, when torch is installed;
-and an end-to-end AX = I solve with n = 4096 whose F and dF use CuPy matmuls.
+batched Adam steppers (one set of hyperparameters, η per problem, one flat stepper); and an
+end-to-end AX = I solve with n = 4096 whose F and dF use CuPy matmuls.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def run(sizes=(100_000, 1_000_000, 10_000_000, 100_000_000, 200_000_000)):
                       f"{row['fused_GBps']:7.1f} GB/s  (copy {row['copy_GBps']:7.1f} GB/s)", flush=True)
             x = g = s = y = opt = p = topt = None  # free the device memory before the next size
             _release(cupy, torch)
-    return {"kernels": rows, "host": host_overhead(cupy, torch), "solve": solve_ax(cupy)}
+    return {"kernels": rows, "host": host_overhead(cupy, torch), "batched": batched_steps(cupy),
+            "solve": solve_ax(cupy)}
 
 
 def _release(cupy, torch):
@@ -144,6 +146,32 @@ def host_overhead(cupy, torch, sizes=(1_000, 100_000), steps=2000, rounds=5):
     return out
 
 
+def batched_steps(cupy, shapes=((10_000, 8), (100, 1_000)), steps=500, rounds=5):
+    """Wall time per step of batched Adam steppers (B problems of n, float64, CuPy g): one set of
+    hyperparameters (its varying h crosses to the device as one row), η per problem (all B rows
+    computed and sent each step), and one flat Adam stepper over the same B·n elements (the floor:
+    one launch, no rows).  Candidates take turns round by round; medians with min-max."""
+    from numba import cuda
+
+    import fastrms
+
+    out = []
+    for B, n in shapes:
+        g = cupy.ones((B, n))
+        shared = fastrms.Adam(cupy.zeros((B, n)), lr=1e-6, batched=True)
+        swept = fastrms.Adam(cupy.zeros((B, n)), lr=cupy.asnumpy(cupy.linspace(1e-6, 1e-5, B)))
+        flat, gf = fastrms.Adam(cupy.zeros(B * n), lr=1e-6), g.reshape(-1)
+        cands = {"batched, shared hyperparameters": lambda: shared.step(g),
+                 "batched, η per problem": lambda: swept.step(g),
+                 "one flat stepper over B·n": lambda: flat.step(gf)}
+        times = in_turns(cands, rounds, inner=steps, sync=cuda.synchronize)
+        for name, ts in times.items():
+            out.append({"B": B, "n": n, "candidate": name, "us": float(np.median(ts)) * 1e6,
+                        "min_us": min(ts) * 1e6, "max_us": max(ts) * 1e6})
+            print(f"  B={B:>6,} n={n:>5,} {name:34} {out[-1]['us']:8.1f} µs per step", flush=True)
+    return out
+
+
 def solve_ax(cupy, n=4096, steps=100):
     import fastrms
 
@@ -191,6 +219,11 @@ def markdown(res) -> str:
         lines += table("n | candidate | µs per step (median) | min–max | ÷ fastrms (CuPy g)", "rlrrr",
                        ([f"{r['n']:,}", r["candidate"], f"{r['us']:.1f}", f"{r['min_us']:.1f}–{r['max_us']:.1f}",
                          f"{r['us'] / base[r['n']]:.2f}"] for r in res["host"]))
+    if res.get("batched"):
+        lines += ["", "### GPU: batched Adam steppers, wall time per step (float64, CuPy g)", ""]
+        lines += table("B | n | candidate | µs per step (median) | min–max", "rrlrr",
+                       ([f"{r['B']:,}", f"{r['n']:,}", r["candidate"], f"{r['us']:.1f}",
+                         f"{r['min_us']:.1f}–{r['max_us']:.1f}"] for r in res["batched"]))
     s = res["solve"]
     lines += ["", f"AX = I, n = {s['n']}, {s['steps']} steps with CuPy matmuls: fastrms {s['fastrms_s']:.3f} s, "
               f"the gradients alone {s['gradients_only_s']:.3f} s."]

@@ -174,6 +174,7 @@ class BatchedState(MethodState):
         self.per_problem = per_problem
         self.LR, self.GAMMA, self.GF = np.zeros(B), np.zeros(B), np.ones(B)
         self.H = np.zeros((B, config.method.nh), dtype=self.dtype)
+        self.h_count = 0  # how many times H was computed (a device copy of it is current or not)
         self._fill = _with_coefficients(_fill_rows, config.method.coefficients)
         # every problem has the same coefficients at every step (no per-problem values, no
         # clip by each problem's norm): while all run, one flat launch over all B·n elements
@@ -195,8 +196,9 @@ class BatchedState(MethodState):
             # equal rows a step, most of its step's time), and copied to the other rows only where a
             # rows kernel reads them (a flat launch, while all run on the CPU, reads H[0] alone)
             self.H[0] = self.coefficients()
-            if not (self.backend.uniform_flat and active.all()):
+            if not self.backend.first_row_serves(active):
                 self.H[1:] = self.H[0]
+            self.h_count += 1
             return self.H
         if self._clip_norm < math.inf:
             norms = self.backend.row_norms(g, self.B)[:, 1]
@@ -207,4 +209,5 @@ class BatchedState(MethodState):
             self.P[:, i] = ck.scheduled(name, schedule(self.t), self.t, interval)
         self._fill(self.P, self.t + 1, self.LR, self.GAMMA, self.GF, self.H, active)
         self._ready = True
+        self.h_count += 1
         return self.H

@@ -55,6 +55,7 @@ class Optimizer:
             config, per_problem, varies = presets.configure_batch(self.method, hyperparameters, preset, B)
             self._mstate = BatchedState(config, per_problem, B, n // B, dtype, self._backend, varies)
             self._active = np.ones(B, dtype=np.bool_)
+            self._rows_step = self._backend.rows_stepper(self._mstate, n)
         else:
             config = presets.configure(self.method, hyperparameters, preset)
             self._mstate = MethodState(config, n, dtype, self._backend)
@@ -105,7 +106,7 @@ class Optimizer:
                 g = _grads_of(self.x)()
         e = self._mstate
         gf = self._gradient(g)
-        self._backend.rows_step(e, self._flat, gf, e.row_coefficients(gf, self._active), self._active)
+        self._rows_step(self._flat, gf, e.row_coefficients(gf, self._active), self._active)
         e.t += 1
 
     def zero_grad(self, set_to_none: bool = True) -> None:

@@ -469,6 +469,34 @@ def test_batched_stepper_on_the_device_matches_the_cpu(rng):
     np.testing.assert_allclose(dev.copy_to_host(), host, rtol=2e-6)
 
 
+def test_a_batchs_coefficients_cross_to_the_device_once_or_as_one_row(rng):
+    """H travels to the device when the host computed it: once where h is constant (a sweep of η
+    with RMSProp; a new η mid-run travels too), and for a batch that shares its hyperparameters as
+    H[0] alone, copied to the other rows on the device (the host never fills them)."""
+    X = rng.normal(size=(3, 4))
+    grads = [rng.normal(size=(3, 4)) for _ in range(3)]
+    host, dev, lr = X.copy(), cuda.to_device(X), np.array([0.1, 0.2, 0.3])
+    ref, opt = fastrms.RMSProp(host, lr=lr), fastrms.RMSProp(dev, lr=lr)
+    for g in grads:
+        ref.step(g)
+        opt.step(cuda.to_device(g))
+    assert opt._mstate.h_count == 1
+    ref.lr = opt.lr = np.array([0.3, 0.2, 0.01])
+    for g in grads:
+        ref.step(g)
+        opt.step(cuda.to_device(g))
+    np.testing.assert_allclose(dev.copy_to_host(), host, rtol=1e-12)
+    host, dev = X.copy(), cuda.to_device(X)
+    ref, opt = fastrms.Adam(host, batched=True, lr=0.1), fastrms.Adam(dev, batched=True, lr=0.1)
+    for g in grads:
+        ref.step(g)
+        opt.step(cuda.to_device(g))
+    np.testing.assert_allclose(dev.copy_to_host(), host, rtol=1e-12)
+    H = opt._mstate.H
+    assert opt._mstate.h_count == 3 and (H[1:] == 0).all() and (H[0] != 0).any()
+    np.testing.assert_array_equal(fcuda._DEVICE_ROWS[opt._mstate].H.copy_to_host(), np.tile(H[0], (3, 1)))
+
+
 def test_a_shared_adam_batch_on_the_device_matches_the_cpu_as_problems_stop():
     opts = {"lr": 0.3, "beta1": 0.0, "maxiter": 80, "gtol": 1e-2, "batched": True}
     host = fastrms.minimize(lambda X: _rows_F(X), lambda X: _rows_dF(X).copy_to_host(), np.zeros((4, 3)),

@@ -69,6 +69,7 @@ def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, 
     spare = backend.empty_like(x)
     # (a long uniform run races the serial and parallel kernels, as python_loop's does)
     step_checked = backend.rows_checked_stepper(bstate, x.size, steps=maxiter if check_every == 1 else 0)
+    rows_step = backend.rows_stepper(bstate, x.size)  # (the steps between two stopping tests)
     active = np.ones(B, dtype=np.bool_)
     big, bad = np.zeros(B, dtype=np.intp), np.zeros(B, dtype=np.intp)
     out = BatchOutcome(B, history, trajectory)
@@ -107,7 +108,7 @@ def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, 
             break
         H = bstate.row_coefficients(g, active)
         if kept is not None and k % check_every:
-            backend.rows_step(bstate, x, g, H, active)
+            rows_step(x, g, H, active)
             bstate.t += 1
             k += 1
             continue

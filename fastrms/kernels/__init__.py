@@ -34,9 +34,6 @@ class Backend(Protocol):
 
     name: str
     host_memory: bool  # whether F and dF see host NumPy arrays (copy-on-retain applies)
-    # whether a uniform batch (BatchedState.uniform) with every problem running is stepped as one
-    # flat problem, reading H[0] alone (the rows kernels read every active row of H)
-    uniform_flat: bool
 
     # intake and output
     def x0(self, x0: Any, dtype) -> tuple[Any, tuple]: ...          # a validated flat copy, shape
@@ -61,7 +58,10 @@ class Backend(Protocol):
     # (x, g, h, gtol, out) -> (n_big, n_bad); in_place: out is x; steps: the run's length, if known
     def checked_stepper(self, mstate, n: int, in_place: bool = False, steps: int = 0): ...
     # batched problems (mstate a BatchedState; B rows of x, one per problem)
-    def rows_step(self, mstate, x: Any, g: Any, H, active) -> None: ...
+    # whether a uniform batch's (BatchedState.uniform) rows steps read H[0] alone with these
+    # problems active, so that its other rows need not be filled
+    def first_row_serves(self, active) -> bool: ...
+    def rows_stepper(self, mstate, n: int): ...                     # (x, g, H, active) -> None
     # (x, g, H, active, gtol, out, big, bad) -> None; steps as in checked_stepper
     def rows_checked_stepper(self, mstate, n: int, steps: int = 0): ...
     def row_norms(self, g: Any, B: int): ...                        # (B, 2): each row's (max |g_i|, ‖g‖₂)

@@ -547,7 +547,6 @@ class CpuBackend:
 
     name = "cpu"
     host_memory = True
-    uniform_flat = True  # (rows_step, rows_checked_stepper)
 
     def x0(self, x0, dtype):
         x = _arrays.as_x0(x0, dtype, all_finite)
@@ -693,11 +692,21 @@ class CpuBackend:
         """dst's problems ``rows`` ← src's (flat arrays of B problems)."""
         dst.reshape(B, -1)[rows] = src.reshape(B, -1)[rows]
 
-    def rows_step(self, mstate, x, g, H, active):
-        if mstate.uniform and active.all():  # one flat launch, as in rows_checked_stepper
-            mstate.kernels.step(x.size, x.itemsize)(x, g, mstate.S, H[0])
-        else:
-            mstate.kernels.rows(x.size, x.itemsize)(x, g, mstate.S, H, active)
+    def first_row_serves(self, active) -> bool:
+        return bool(active.all())  # (rows_stepper, rows_checked_stepper: one flat launch then)
+
+    def rows_stepper(self, mstate, n):
+        itemsize, S = mstate.dtype.itemsize, mstate.S
+        rows = mstate.kernels.rows(n, itemsize)
+        flat = mstate.kernels.step(n, itemsize) if mstate.uniform else None
+
+        def step(x, g, H, active):
+            if flat is not None and active.all():  # one flat launch, as in rows_checked_stepper
+                flat(x, g, S, H[0])
+            else:
+                rows(x, g, S, H, active)
+
+        return step
 
     def checked_stepper(self, mstate, n, in_place: bool = False, steps: int = 0):
         """step_checked with the kernel for n elements looked up once (the loop calls it every step);

@@ -167,6 +167,14 @@ def _step_rows_checked(x, g, S, H, active, gtol, out, big, bad, stamp):  # pragm
                 bad[b] = stamp
 
 
+def _broadcast_row(h, H):  # pragma: no cover - compiled
+    """H[b] ← h for every row b: a uniform batch's coefficients cross to the device as one row."""
+    start, stride = cuda.grid(1), cuda.gridsize(1)  # noqa: F821
+    nh = h.size
+    for i in range(start, H.size, stride):
+        H[i // nh, i % nh] = h[i % nh]
+
+
 def _reduce(g, out):  # pragma: no cover - compiled
     """out[0] ← max |g_i| and out[1] ← Σ g_i² (float64 atomics, out zeroed first), out[2] = 1 if a
     g_i is NaN.  Each thread starts from its first element, not from a zero made of g[0]
@@ -455,6 +463,47 @@ def _reduce_launch(blocks: int, threads: int, dtype) -> Launch:
     return Launch(_reducer(), blocks, threads)
 
 
+@cache
+def _broadcaster():
+    return _compile(_broadcast_row, None, ())
+
+
+@lru_cache(maxsize=64)
+def _broadcast_launch(blocks: int, threads: int, dtype) -> Launch:
+    return Launch(_broadcaster(), blocks, threads)
+
+
+class _DeviceRows:
+    """A batch's H and active flags on the device for its rows kernels, sent only when they change:
+    H each time the host computed it (once where h is constant; for a uniform batch H[0] alone,
+    copied to the other rows on the device: 10,000 Adam problems would send ~1 MB a step), the
+    flags when a problem stops."""
+
+    def __init__(self, cuda, mstate):
+        self.mstate = mstate
+        self.H = cuda.device_array(mstate.H.shape, dtype=mstate.H.dtype)
+        self.row = cuda.device_array(mstate.H.shape[1], dtype=mstate.H.dtype) if mstate.uniform else None
+        self.active = cuda.device_array(mstate.B, dtype=np.uint8)
+        self._h_count = self._active = None
+
+    def __call__(self, H, active):
+        """(H, active) on the device, for the host's H (just computed) and active."""
+        if self._h_count != self.mstate.h_count:
+            if self.row is not None:
+                self.row.copy_to_device(H[0])
+                _broadcast_launch(*launch_config(H.size), H.dtype)(self.row, self.H)
+            else:
+                self.H.copy_to_device(H)
+            self._h_count = self.mstate.h_count
+        if self._active is None or not np.array_equal(self._active, active):
+            self.active.copy_to_device(active.astype(np.uint8))
+            self._active = active.copy()
+        return self.H, self.active
+
+
+_DEVICE_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # BatchedState -> _DeviceRows
+
+
 # -- arrays ------------------------------------------------------------------------
 
 def array_kind(a) -> str | None:
@@ -577,7 +626,6 @@ class CudaBackend:
 
     name = "cuda"
     host_memory = False
-    uniform_flat = False  # (its rows kernels read H's every row, uniform or not)
 
     def __init__(self):
         cuda = _cuda()
@@ -667,31 +715,34 @@ class CudaBackend:
         B = mstate.B
         kernel = mstate.kernels.launch(_step_rows_checked, *rows_launch_config(n // B, B), mstate.H.dtype)
         flags = self.cuda.to_device(np.zeros((2, B), np.int64))
-        H_dev = self.cuda.device_array(mstate.H.shape, dtype=mstate.H.dtype)
-        act_dev = self.cuda.device_array(B, dtype=np.uint8)
-        sent = {"H": None, "active": None}
+        on_device = self._device_rows(mstate)
         stamp = 0
 
         def step(x, g, H, active, gtol, out, big, bad):
             nonlocal stamp
             stamp += 1
-            if sent["H"] is None or mstate._varies:  # constant coefficients travel once
-                H_dev.copy_to_device(H)
-                sent["H"] = True
-            if sent["active"] is None or not np.array_equal(sent["active"], active):
-                act_dev.copy_to_device(active.astype(np.uint8))
-                sent["active"] = active.copy()
-            kernel(x, g, mstate.S, H_dev, act_dev, gtol, out, flags[0], flags[1], stamp)
+            kernel(x, g, mstate.S, *on_device(H, active), gtol, out, flags[0], flags[1], stamp)
             f = flags.copy_to_host()  # the one host round trip a checked step needs
             big[:] = f[0] == stamp
             bad[:] = f[1] == stamp
 
         return step
 
-    def rows_step(self, mstate, x, g, H, active):
+    def first_row_serves(self, active) -> bool:
+        return True  # (a uniform batch's H[0] is copied to the other rows on the device)
+
+    def rows_stepper(self, mstate, n):
         B = mstate.B
-        kernel = mstate.kernels.launch(_step_rows, *rows_launch_config(x.size // B, B), x.dtype)
-        kernel(x, g, mstate.S, self.cuda.to_device(H), self.cuda.to_device(active.astype(np.uint8)))
+        kernel = mstate.kernels.launch(_step_rows, *rows_launch_config(n // B, B), mstate.H.dtype)
+        on_device = self._device_rows(mstate)
+        return lambda x, g, H, active: kernel(x, g, mstate.S, *on_device(H, active))
+
+    def _device_rows(self, mstate) -> _DeviceRows:
+        """mstate's H and flags on the device, one copy for its steppers (checked or not)."""
+        rows = _DEVICE_ROWS.get(mstate)
+        if rows is None:
+            rows = _DEVICE_ROWS[mstate] = _DeviceRows(self.cuda, mstate)
+        return rows
 
     def row_norms(self, g, B: int) -> np.ndarray:
         from .cpu import CPU
