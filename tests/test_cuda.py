@@ -329,6 +329,8 @@ def test_float32_ptx_has_no_float64_instruction():
                 # float() would hide a float32 square (it overflows from |g_i| ≈ 1.8e19)
                 ptx = cuda.ptx("reduce", None, (), 0, np.float32)
                 assert re.search(r"cvt\.f64\.f32", ptx) and re.search(r"(mul|fma\.rn)\.f64", ptx)
+                ptx = cuda.ptx("broadcast", None, (), 0, np.float32)  # (a batch's h, copied to its rows)
+                assert re.search(r"st\.global\.[bf]32", ptx) and not re.search(r"\.f64\b", ptx), ptx
             print("PTX-OK", method)
     """)
     if "PTX-OK" not in out.stdout and ("NVVM" in out.stderr or "libnvvm" in out.stderr.lower()):

@@ -223,12 +223,15 @@ def ptx(template_name: str, rule, flags: tuple, nh: int, dtype, cc=(9, 0)) -> st
 
     cuda = _cuda()
     template = {"step": _step, "step_checked": _step_checked, "step_rows": _step_rows,
-                "step_rows_checked": _step_rows_checked, "reduce": _reduce}[template_name]
+                "step_rows_checked": _step_rows_checked, "reduce": _reduce,
+                "broadcast": _broadcast_row}[template_name]
     fn = _jit.bind(template, f"ptx_{template_name}", cuda=cuda, RULE=rule, FLAGS=tuple(flags))
     dt = numba.from_dtype(np.dtype(dtype))
     vec, mat, ints = nt.Array(dt, 1, "C"), nt.Array(dt, 2, "C"), nt.Array(nt.int64, 1, "A")
     if template_name == "reduce":  # (g, its float64 max, sum of squares and NaN flag)
         args = [vec, nt.Array(nt.float64, 1, "C")]
+    elif template_name == "broadcast":  # (h, H)
+        args = [vec, mat]
     elif template_name.startswith("step_rows"):  # H (B, nh) and the active mask
         args = [vec, vec, mat, mat, nt.Array(nt.uint8, 1, "C")]
         if template_name == "step_rows_checked":
