@@ -458,17 +458,14 @@ def test_batched_stepper_on_the_device_matches_the_cpu(rng):
     cpu_opt = fastrms.Adam(host, beta1=beta1, lr=0.1)
     dev = cuda.to_device(X)
     dev_opt = fastrms.Adam(dev, beta1=beta1, lr=0.1)
+    _step_both(cpu_opt, dev_opt, grads)
+    np.testing.assert_allclose(dev.copy_to_host(), host, rtol=2e-6)
+
+
+def _step_both(cpu_opt, dev_opt, grads):
     for g in grads:
         cpu_opt.step(g)
         dev_opt.step(cuda.to_device(g))
-    np.testing.assert_allclose(dev.copy_to_host(), host, rtol=2e-6)
-    # shared hyperparameters, coefficients varying (one h a step, copied to every row for the device)
-    host, dev = X.copy(), cuda.to_device(X)
-    cpu_opt, dev_opt = fastrms.Adam(host, batched=True, lr=0.1), fastrms.Adam(dev, batched=True, lr=0.1)
-    for g in grads:
-        cpu_opt.step(g)
-        dev_opt.step(cuda.to_device(g))
-    np.testing.assert_allclose(dev.copy_to_host(), host, rtol=2e-6)
 
 
 def test_a_batchs_coefficients_cross_to_the_device_once_or_as_one_row(rng):
@@ -479,21 +476,16 @@ def test_a_batchs_coefficients_cross_to_the_device_once_or_as_one_row(rng):
     grads = [rng.normal(size=(3, 4)) for _ in range(3)]
     host, dev, lr = X.copy(), cuda.to_device(X), np.array([0.1, 0.2, 0.3])
     ref, opt = fastrms.RMSProp(host, lr=lr), fastrms.RMSProp(dev, lr=lr)
-    for g in grads:
-        ref.step(g)
-        opt.step(cuda.to_device(g))
+    _step_both(ref, opt, grads)
     assert opt._mstate.h_count == 1
     ref.lr = opt.lr = np.array([0.3, 0.2, 0.01])
-    for g in grads:
-        ref.step(g)
-        opt.step(cuda.to_device(g))
+    _step_both(ref, opt, grads)
     np.testing.assert_allclose(dev.copy_to_host(), host, rtol=1e-12)
-    host, dev = X.copy(), cuda.to_device(X)
-    ref, opt = fastrms.Adam(host, batched=True, lr=0.1), fastrms.Adam(dev, batched=True, lr=0.1)
-    for g in grads:
-        ref.step(g)
-        opt.step(cuda.to_device(g))
-    np.testing.assert_allclose(dev.copy_to_host(), host, rtol=1e-12)
+    for dtype, tol in ((np.float32, 2e-6), (np.float64, 1e-12)):
+        host, dev = X.astype(dtype), cuda.to_device(X.astype(dtype))
+        ref, opt = fastrms.Adam(host, batched=True, lr=0.1), fastrms.Adam(dev, batched=True, lr=0.1)
+        _step_both(ref, opt, [g.astype(dtype) for g in grads])
+        np.testing.assert_allclose(dev.copy_to_host(), host, rtol=tol)
     H = opt._mstate.H
     assert opt._mstate.h_count == 3 and (H[1:] == 0).all() and (H[0] != 0).any()
     np.testing.assert_array_equal(fcuda._DEVICE_ROWS[opt._mstate].H.copy_to_host(), np.tile(H[0], (3, 1)))
