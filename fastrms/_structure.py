@@ -207,7 +207,7 @@ def _overlap(arrays: list) -> bool:
     return any(end > start for (_, end), (start, _) in pairwise(spans))
 
 
-def pack(arrays: Structure, dtype=None) -> tuple[np.ndarray, Structure]:
+def pack(arrays: Structure, dtype=None) -> tuple[Any, Structure]:
     """Copy arrays (a list, tuple or dict of arrays) into one flat buffer.
 
     Returns ``(flat, views)``: ``views`` has the structure of ``arrays``, each view shaped like
@@ -218,34 +218,129 @@ def pack(arrays: Structure, dtype=None) -> tuple[np.ndarray, Structure]:
         gflat, (dW, db) = fastrms.pack([W0, b0])     # a gradient buffer of the same layout
         opt = fastrms.RMSProp(flat, lr=1e-3)
         ...; dW[...] = ...; db[...] = ...; opt.step(gflat)
+
+    The buffer is of the arrays' kind: NumPy for NumPy arrays (and lists), a tensor on their
+    device for PyTorch tensors, CuPy for CuPy arrays, a Numba device array for other CUDA
+    arrays.  On a GPU that turns a model's many launches a step into one; a torch model moves
+    into the views, and its gradients into a packed buffer, where backward() accumulates them::
+
+        flat, views = fastrms.pack(list(model.parameters()))
+        gflat, gviews = fastrms.pack([torch.zeros_like(p) for p in model.parameters()])
+        for p, v, g in zip(model.parameters(), views, gviews):
+            p.data, p.grad = v, g
+        opt = fastrms.RMSProp(flat, lr=1e-3)
+        ...; gflat.zero_(); loss.backward(); opt.step(gflat)   # (not zero_grad(): it drops p.grad)
     """
     keys, items = _leaves(arrays) if is_structure(arrays) else (None, None)
     if items is None:
         raise TypeError(f"pack takes a list, tuple or dict of arrays, got {type(arrays).__name__}")
     if not items:
         raise ValueError("pack got an empty collection")
-    try:
-        host = [np.asarray(a) for a in items]
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"pack takes arrays of numbers: {e}") from None
-    for a in host:
-        if a.dtype.kind not in "fiu":
-            raise _arrays.kind_error("each array", a.dtype)
+    kinds = {_pack_kind(a) for a in items}
+    if len(kinds) > 1:
+        raise TypeError(f"pack takes arrays of one kind, got {' and '.join(sorted(kinds))}")
+    intake, buffer = _PACKERS[kinds.pop()]
+    items = intake(items)
+    dtypes = [_element_dtype(a) for a in items]
+    for dt in dtypes:
+        if dt.kind not in "fiu":
+            raise _arrays.kind_error("each array", dt)
     if dtype is not None:
         dt = np.dtype(dtype)
         if dt not in _arrays.FLOATS:  # asked for: never silently another
             raise ValueError(f"dtype must be float32 or float64, got {dt}")
-    else:  # the arrays' own; integers and float16 become float64, as x0's do
-        dt = np.result_type(*host, np.float32)
-        if dt not in _arrays.FLOATS:
-            dt = np.dtype(np.float64)
-    flat = np.empty(sum(a.size for a in host), dtype=dt)
+    else:  # the arrays' own, integers and float16 made float64 first, as x0's are
+        dt = np.result_type(*(d if d in _arrays.FLOATS else np.float64 for d in dtypes))
+    shapes = [tuple(a.shape) for a in items]
+    sizes = [int(np.prod(shape, dtype=np.int64)) for shape in shapes]
+    flat, place = buffer(items, sum(sizes), dt)
     views, o = [], 0
-    for a in host:
-        v = flat[o:o + a.size].reshape(a.shape)
-        v[...] = a
+    for a, shape, size in zip(items, shapes, sizes, strict=True):
+        v = flat[o:o + size].reshape(shape)
+        place(v, a)
         views.append(v)
-        o += a.size
+        o += size
     if keys is not None:
         return flat, dict(zip(keys, views, strict=True))
     return flat, (tuple(views) if isinstance(arrays, tuple) else views)
+
+
+def _pack_kind(a) -> str:
+    if _arrays.is_torch(a):
+        return "torch tensors"
+    if type(a).__module__.split(".")[0] == "cupy":
+        return "CuPy arrays"
+    if hasattr(a, "__cuda_array_interface__") or type(a).__name__ == "FakeCUDAArray":
+        return "CUDA arrays"
+    return "NumPy arrays"
+
+
+def _element_dtype(a) -> np.dtype:
+    """a's element type as NumPy names it (a torch bfloat16 as float16: both become float64)."""
+    if not _arrays.is_torch(a):
+        return np.dtype(a.dtype)
+    name = str(a.dtype).removeprefix("torch.")
+    try:
+        return np.dtype("float16" if name == "bfloat16" else name)
+    except TypeError:  # (float8 and other types NumPy lacks)
+        return np.dtype(object)
+
+
+def _numpy_intake(items):
+    try:
+        return [np.asarray(a) for a in items]
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"pack takes arrays of numbers: {e}") from None
+
+
+def _cuda_intake(items):
+    from .kernels import cuda
+
+    return [cuda.as_device(a) for a in items]  # (Numba's views of other producers' arrays)
+
+
+def _numpy_buffer(items, n, dt):
+    def place(v, a):
+        v[...] = a
+
+    return np.empty(n, dtype=dt), place
+
+
+def _torch_buffer(items, n, dt):
+    torch = sys.modules["torch"]
+    devices = sorted({str(a.device) for a in items})
+    if len(devices) > 1:
+        raise ValueError(f"pack's tensors must be on one device, got {' and '.join(devices)}")
+    flat = torch.empty(n, dtype=getattr(torch, dt.name), device=devices[0])
+    return flat, lambda v, a: v.copy_(a.detach())
+
+
+def _cupy_buffer(items, n, dt):
+    cupy = sys.modules["cupy"]
+    devices = {a.device.id for a in items}
+    if len(devices) > 1:
+        raise ValueError(f"pack's arrays must be on one GPU, got devices {sorted(devices)}")
+    with cupy.cuda.Device(devices.pop()):
+        flat = cupy.empty(n, dtype=dt)
+
+    def place(v, a):
+        v[...] = a
+
+    return flat, place
+
+
+def _cuda_buffer(items, n, dt):
+    from .kernels import cuda
+
+    def place(v, a):  # (Numba device arrays do not cast on the device: a cast goes by the host)
+        v.copy_to_device(a if a.dtype == dt else a.copy_to_host().astype(dt))
+
+    return cuda._cuda().device_array(n, dtype=dt), place
+
+
+def _as_is(items):
+    return items
+
+
+_PACKERS = {"NumPy arrays": (_numpy_intake, _numpy_buffer), "torch tensors": (_as_is, _torch_buffer),
+            "CuPy arrays": (_as_is, _cupy_buffer), "CUDA arrays": (_cuda_intake, _cuda_buffer)}

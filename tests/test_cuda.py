@@ -272,6 +272,21 @@ def test_a_stepper_over_a_cuda_nn_parameter_matches_the_cpu():
     np.testing.assert_allclose(p.detach().cpu().numpy(), ref.x, rtol=1e-12)
 
 
+def test_pack_of_device_arrays_is_one_device_buffer_of_views(rng):
+    """fastrms.pack of CUDA arrays: one device buffer (one launch a step for a model's arrays),
+    views of it, a dtype change made on the way (by the host: Numba does not cast on the device)."""
+    W, b = rng.normal(size=(3, 2)), rng.normal(size=2).astype(np.float32)
+    flat, (vW, vb) = fastrms.pack([cuda.to_device(W), cuda.to_device(b)])
+    assert fcuda.owns(flat) and flat.shape == (8,) and flat.dtype == np.float64 and vW.shape == (3, 2)
+    np.testing.assert_array_equal(flat.copy_to_host(), np.concatenate([W.ravel(), b.astype(np.float64)]))
+    fastrms.RMSProp(flat, lr=0.1).step(cuda.to_device(np.ones(8)))
+    after = flat.copy_to_host()
+    assert (after != np.concatenate([W.ravel(), b])).all()  # the views see the step
+    np.testing.assert_array_equal(np.concatenate([vW.copy_to_host().ravel(), vb.copy_to_host()]), after)
+    with pytest.raises(TypeError, match="one kind, got CUDA arrays and NumPy arrays"):
+        fastrms.pack([cuda.to_device(W), W])
+
+
 def test_launch_config():
     if SIM:
         assert fcuda.launch_config(10_000) == fcuda.SIMULATOR_GRID

@@ -330,6 +330,46 @@ def test_a_models_grad_tensors_are_read_in_place_and_odd_ones_are_converted(opts
                                                                            for s in shapes[1:]])
 
 
+def test_pack_moves_a_torch_model_into_one_buffer_and_its_gradients_into_another():
+    """fastrms.pack of tensors gives a tensor on their device and tensor views (the GPU's form of
+    a one-launch step for a model); the model moved into the views, backward() accumulates into
+    the packed gradient buffer, and a stepper over the one buffer steps as one over the list."""
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+    ref = copy.deepcopy(model)
+    params = list(model.parameters())
+    before = [p.detach().clone() for p in params]
+    flat, views = fastrms.pack(params)
+    gflat, gviews = fastrms.pack([torch.zeros_like(p) for p in params])
+    assert type(flat) is torch.Tensor and flat.dtype == torch.float64 and flat.shape == (21,)
+    assert [tuple(v.shape) for v in views] == [tuple(p.shape) for p in params]
+    assert all(torch.equal(v, p.detach()) for v, p in zip(views, params, strict=True))
+    for p, v, g in zip(params, views, gviews, strict=True):
+        p.data, p.grad = v, g
+    assert params[0].data_ptr() == flat.data_ptr() and params[-1].grad.data_ptr() > gflat.data_ptr()
+    X, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    opt, ref_opt = fastrms.RMSProp(flat, lr=0.01), fastrms.RMSProp(list(ref.parameters()), lr=0.01)
+    for _ in range(3):
+        gflat.zero_()
+        ((model(X) - y) ** 2).mean().backward()
+        opt.step(gflat)
+        ref_opt.zero_grad()
+        ((ref(X) - y) ** 2).mean().backward()
+        ref_opt.step()
+        assert torch.equal(gflat, torch.cat([p.grad.reshape(-1) for p in ref.parameters()]))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), ref.parameters(), strict=True))
+    assert not any(torch.equal(p, p0) for p, p0 in zip(params, before, strict=True))  # (it moved)
+    # the tensors' own kind and dtype rules, as for NumPy arrays
+    assert fastrms.pack([torch.ones(2, dtype=torch.float32)] * 2)[0].dtype == torch.float32
+    assert fastrms.pack([torch.ones(2, dtype=torch.bfloat16), torch.arange(2)])[0].dtype == torch.float64
+    with pytest.raises(TypeError, match="one kind, got NumPy arrays and torch tensors"):
+        fastrms.pack([np.ones(2), torch.ones(2)])
+    with pytest.raises(ValueError, match="one device, got cpu and meta"):
+        fastrms.pack([torch.ones(2), torch.ones(2, device="meta")])
+    with pytest.raises(TypeError, match="real numbers"):
+        fastrms.pack([torch.ones(2, dtype=torch.complex64)])
+
+
 def test_torch_containers_of_parameters():
     """An nn.ParameterList, an nn.ParameterDict and model.named_parameters() are taken as torch's
     optimizers take them (a list; a dict keyed by name, which the state dict keeps); a module
