@@ -49,14 +49,16 @@ class Leaves:
             raise ValueError("x is an empty collection: there is nothing to optimize")
         self.names = self.keys if self.keys is not None else list(range(len(arrays)))
         arrays = [a if (v := _arrays.cpu_tensor_view(a)) is None else v for a in arrays]  # (CPU tensors)
+        on_gpu = any(_pack_kind(a) != "NumPy arrays" for a in arrays)
+        gpu = "; on a GPU, fastrms.pack them into one device buffer" if on_gpu else ""
         if not any(isinstance(a, np.ndarray) for a in arrays):  # numbers: x itself was meant as the array
             raise TypeError("steppers update x in place, so x must be a NumPy (or CUDA) array of float32 "
-                            "or float64, or a list, tuple or dict of NumPy arrays (a model's parameters); "
-                            f"got a {type(x).__name__} of {type(arrays[0]).__name__}")
+                            "or float64, or a list, tuple or dict of NumPy arrays (a model's parameters"
+                            f"{gpu}); got a {type(x).__name__} of {type(arrays[0]).__name__}")
         for k, a in zip(self.names, arrays, strict=True):
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"x[{k!r}] must be a NumPy array of float32 or float64 (a stepper over "
-                                f"several arrays runs on the CPU), got {type(a).__name__}")
+                                f"several arrays runs on the CPU{gpu}), got {type(a).__name__}")
             try:
                 _arrays.check_param_array(a)
             except (TypeError, ValueError) as e:

@@ -285,6 +285,9 @@ def test_pack_of_device_arrays_is_one_device_buffer_of_views(rng):
     np.testing.assert_array_equal(np.concatenate([vW.copy_to_host().ravel(), vb.copy_to_host()]), after)
     with pytest.raises(TypeError, match="one kind, got CUDA arrays and NumPy arrays"):
         fastrms.pack([cuda.to_device(W), W])
+    for x in ([cuda.to_device(W), cuda.to_device(b)], [W, cuda.to_device(b)]):  # (a stepper over them)
+        with pytest.raises(TypeError, match=r"(parameters|CPU); on a GPU, fastrms\.pack them"):
+            fastrms.RMSProp(x)
 
 
 def test_launch_config():

@@ -220,6 +220,9 @@ def test_pack_gives_a_flat_buffer_and_views_of_it(rng):
         fastrms.pack(["a", "b"])
     assert fastrms.pack([np.arange(2), np.ones(2, np.float16)])[0].dtype == np.float64  # as x0's
     assert fastrms.pack([np.ones(2, np.float16)])[0].dtype == np.float64  # (was float32, unlike x0's)
+    with pytest.raises(TypeError, match=r"x\[1\] must be a NumPy array of float32 or float64 \(a stepper "
+                                        r"over several arrays runs on the CPU\), got list"):
+        fastrms.RMSProp([W, [1.0, 2.0]])
     assert fastrms.pack([np.ones(2, np.float32)] * 2)[0].dtype == np.float32
     for asked in (np.float16, np.int32, "complex64"):  # asked for, so never silently float64
         with pytest.raises(ValueError, match="dtype must be float32 or float64"):
