@@ -5,7 +5,8 @@ Side by side in one run, per step, at n = 1e6 ... 2e8, float32 and float64:
 - a device-to-device copy of the same bytes (the roofline: 2 streams),
 - a CuPy ElementwiseKernel doing the same update (one fused kernel, CuPy's codegen),
 - torch.optim.RMSprop(foreach=True) on the same GPU, when torch is installed;
-batched Adam steppers (one set of hyperparameters, η per problem, one flat stepper); and an
+batched Adam steppers (one set of hyperparameters, η per problem, one flat stepper); 100 parameter
+tensors (a stepper each, one over them packed, torch foreach); and an
 end-to-end AX = I solve with n = 4096 whose F and dF use CuPy matmuls.
 """
 
@@ -88,7 +89,7 @@ def run(sizes=(100_000, 1_000_000, 10_000_000, 100_000_000, 200_000_000)):
             x = g = s = y = opt = p = topt = None  # free the device memory before the next size
             _release(cupy, torch)
     return {"kernels": rows, "host": host_overhead(cupy, torch), "batched": batched_steps(cupy),
-            "solve": solve_ax(cupy)}
+            "many": many_tensors(torch), "solve": solve_ax(cupy)}
 
 
 def _release(cupy, torch):
@@ -172,6 +173,42 @@ def batched_steps(cupy, shapes=((10_000, 8), (100, 1_000)), steps=500, rounds=5)
     return out
 
 
+def many_tensors(torch, steps=200, rounds=5):
+    """A model's many parameter tensors on the GPU (bench/many_arrays.py's 100 arrays of 1e2 to
+    1e5, float32), wall time per RMSProp step: one fastrms stepper per tensor, one over the
+    tensors packed by ``fastrms.pack`` (one launch), and ``torch.optim.RMSprop(foreach=True)``.
+    Candidates take turns round by round; medians with min-max.  None without torch."""
+    if torch is None:
+        return None
+    from numba import cuda
+
+    import fastrms
+    from bench.many_arrays import arrays
+
+    xs, gs = arrays()
+    ps = [torch.nn.Parameter(torch.as_tensor(x, dtype=torch.float32, device="cuda")) for x in xs]
+    for p, g in zip(ps, gs, strict=True):
+        p.grad = torch.as_tensor(g, dtype=torch.float32, device="cuda")
+    each = [fastrms.RMSProp(p, lr=1e-6) for p in ps]
+    flat, _ = fastrms.pack([p.detach().clone() for p in ps])
+    gflat, _ = fastrms.pack([p.grad for p in ps])
+    packed, topt = fastrms.RMSProp(flat, lr=1e-6), torch.optim.RMSprop(ps, lr=1e-6, foreach=True)
+
+    def one_per_tensor():
+        for opt, p in zip(each, ps, strict=True):
+            opt.step(p.grad)
+
+    cands = {"one fastrms stepper per tensor": one_per_tensor, "fastrms over the packed buffer":
+             lambda: packed.step(gflat), "torch.optim.RMSprop(foreach)": topt.step}
+    times = in_turns(cands, rounds, inner=steps, sync=cuda.synchronize)
+    out = []
+    for name, ts in times.items():
+        out.append({"candidate": name, "us": float(np.median(ts)) * 1e6, "min_us": min(ts) * 1e6,
+                    "max_us": max(ts) * 1e6, "elements": int(flat.numel())})
+        print(f"  100 tensors {name:34} {out[-1]['us']:8.1f} µs per step", flush=True)
+    return out
+
+
 def solve_ax(cupy, n=4096, steps=100):
     import fastrms
 
@@ -224,6 +261,12 @@ def markdown(res) -> str:
         lines += table("B | n | candidate | µs per step (median) | min–max", "rrlrr",
                        ([f"{r['B']:,}", f"{r['n']:,}", r["candidate"], f"{r['us']:.1f}",
                          f"{r['min_us']:.1f}–{r['max_us']:.1f}"] for r in res["batched"]))
+    if res.get("many"):
+        n = res["many"][0]["elements"]
+        lines += ["", f"### GPU: 100 parameter tensors ({n:,} float32 elements), wall time per RMSProp step", ""]
+        lines += table("candidate | µs per step (median) | min–max", "lrr",
+                       ([r["candidate"], f"{r['us']:.1f}", f"{r['min_us']:.1f}–{r['max_us']:.1f}"]
+                        for r in res["many"]))
     s = res["solve"]
     lines += ["", f"AX = I, n = {s['n']}, {s['steps']} steps with CuPy matmuls: fastrms {s['fastrms_s']:.3f} s, "
               f"the gradients alone {s['gradients_only_s']:.3f} s."]

@@ -6,6 +6,7 @@ kernels, and read float32 purity from PTX compiled (without a GPU) in a
 subprocess that has the simulator off.
 """
 
+import copy
 import os
 import re
 import subprocess
@@ -288,6 +289,33 @@ def test_pack_of_device_arrays_is_one_device_buffer_of_views(rng):
     for x in ([cuda.to_device(W), cuda.to_device(b)], [W, cuda.to_device(b)]):  # (a stepper over them)
         with pytest.raises(TypeError, match=r"(parameters|CPU); on a GPU, fastrms\.pack them"):
             fastrms.RMSProp(x)
+
+
+@pytest.mark.skipif(SIM, reason="a CUDA tensor needs a real GPU")
+def test_pack_moves_a_cuda_torch_model_into_one_buffer():
+    """tests/test_torch_parity.py's packed model, on the GPU: the buffer and views are CUDA
+    tensors, and the steps are the CPU stepper's over the list (to the GPU's matmul rounding)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(3)
+    cpu_model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+    model = copy.deepcopy(cpu_model).cuda()
+    params = list(model.parameters())
+    flat, views = fastrms.pack(params)
+    gflat, gviews = fastrms.pack([torch.zeros_like(p) for p in params])
+    assert flat.is_cuda and gflat.is_cuda and views[0].data_ptr() == flat.data_ptr()
+    for p, v, g in zip(params, views, gviews, strict=True):
+        p.data, p.grad = v, g
+    X, y = torch.randn(8, 3, dtype=torch.float64), torch.randn(8, 1, dtype=torch.float64)
+    opt, ref = fastrms.RMSProp(flat, lr=0.01), fastrms.RMSProp(list(cpu_model.parameters()), lr=0.01)
+    for _ in range(3):
+        gflat.zero_()
+        ((model(X.cuda()) - y.cuda()) ** 2).mean().backward()
+        opt.step(gflat)
+        ref.zero_grad()
+        ((cpu_model(X) - y) ** 2).mean().backward()
+        ref.step()
+    for a, b in zip(model.parameters(), cpu_model.parameters(), strict=True):
+        np.testing.assert_allclose(a.detach().cpu().numpy(), b.detach().numpy(), rtol=1e-9, atol=1e-12)
 
 
 def test_launch_config():
