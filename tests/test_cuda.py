@@ -7,11 +7,13 @@ subprocess that has the simulator off.
 """
 
 import copy
+import gc
 import os
 import re
 import subprocess
 import sys
 import textwrap
+import weakref
 
 import numpy as np
 import pytest
@@ -156,9 +158,6 @@ def test_a_gradient_seen_before_is_checked_against_each_stepper():
 
 def test_gradients_are_not_kept_alive():
     """Views and launch arguments reused across steps hold no reference to the user's arrays."""
-    import gc
-    import weakref
-
     opt = fastrms.RMSProp(cuda.to_device(np.zeros(64)), lr=0.1)
     refs = []
     for _ in range(3):
@@ -535,6 +534,10 @@ def test_a_batchs_coefficients_cross_to_the_device_once_or_as_one_row(rng):
     H = opt._mstate.H
     assert opt._mstate.h_count == 3 and (H[1:] == 0).all() and (H[0] != 0).any()
     np.testing.assert_array_equal(fcuda._DEVICE_ROWS[opt._mstate].H.copy_to_host(), np.tile(H[0], (3, 1)))
+    gone = weakref.ref(opt._mstate)  # (and the device copies go with their batch)
+    del opt, H
+    gc.collect()
+    assert gone() is None
 
 
 def test_a_shared_adam_batch_on_the_device_matches_the_cpu_as_problems_stop():

@@ -482,22 +482,21 @@ class _DeviceRows:
     copied to the other rows on the device: 10,000 Adam problems would send ~1 MB a step), the
     flags when a problem stops."""
 
-    def __init__(self, cuda, mstate):
-        self.mstate = mstate
+    def __init__(self, cuda, mstate):  # (holds no reference to mstate: the key of _DEVICE_ROWS)
         self.H = cuda.device_array(mstate.H.shape, dtype=mstate.H.dtype)
         self.row = cuda.device_array(mstate.H.shape[1], dtype=mstate.H.dtype) if mstate.uniform else None
         self.active = cuda.device_array(mstate.B, dtype=np.uint8)
         self._h_count = self._active = None
 
-    def __call__(self, H, active):
-        """(H, active) on the device, for the host's H (just computed) and active."""
-        if self._h_count != self.mstate.h_count:
+    def __call__(self, H, active, h_count: int):
+        """(H, active) on the device, for the host's H, computed for the h_count-th time, and active."""
+        if self._h_count != h_count:
             if self.row is not None:
                 self.row.copy_to_device(H[0])
                 _broadcast_launch(*launch_config(H.size), H.dtype)(self.row, self.H)
             else:
                 self.H.copy_to_device(H)
-            self._h_count = self.mstate.h_count
+            self._h_count = h_count
         if self._active is None or not np.array_equal(self._active, active):
             self.active.copy_to_device(active.astype(np.uint8))
             self._active = active.copy()
@@ -724,7 +723,8 @@ class CudaBackend:
         def step(x, g, H, active, gtol, out, big, bad):
             nonlocal stamp
             stamp += 1
-            kernel(x, g, mstate.S, *on_device(H, active), gtol, out, flags[0], flags[1], stamp)
+            H_dev, active_dev = on_device(H, active, mstate.h_count)
+            kernel(x, g, mstate.S, H_dev, active_dev, gtol, out, flags[0], flags[1], stamp)
             f = flags.copy_to_host()  # the one host round trip a checked step needs
             big[:] = f[0] == stamp
             bad[:] = f[1] == stamp
@@ -738,7 +738,7 @@ class CudaBackend:
         B = mstate.B
         kernel = mstate.kernels.launch(_step_rows, *rows_launch_config(n // B, B), mstate.H.dtype)
         on_device = self._device_rows(mstate)
-        return lambda x, g, H, active: kernel(x, g, mstate.S, *on_device(H, active))
+        return lambda x, g, H, active: kernel(x, g, mstate.S, *on_device(H, active, mstate.h_count))
 
     def _device_rows(self, mstate) -> _DeviceRows:
         """mstate's H and flags on the device, one copy for its steppers (checked or not)."""
