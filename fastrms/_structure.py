@@ -10,6 +10,7 @@ like the arrays, for a model that can live in it.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from itertools import pairwise
 from operator import itemgetter
 from typing import Any
@@ -209,6 +210,32 @@ def _overlap(arrays: list) -> bool:
     return any(end > start for (_, end), (start, _) in pairwise(spans))
 
 
+def parameters(x, call: str) -> Any:
+    """x as a stepper or ``pack`` takes it: torch's ways of passing a model's parameters become a
+    list (``model.parameters()``, an ``nn.ParameterList``) or a dict keyed by name
+    (``model.named_parameters()``, an ``nn.ParameterDict``), as torch's optimizers take them;
+    ``call`` shows the right call in the errors."""
+    if isinstance(x, Iterator):
+        x = list(x)
+        if x and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in x):
+            if len({name for name, _ in x}) != len(x):
+                raise ValueError("x names a parameter twice: each (name, parameter) pair needs its own name")
+            return dict(x)
+    elif type(x).__module__.startswith("torch.nn"):
+        nn = sys.modules["torch"].nn
+        if isinstance(x, nn.ParameterList):
+            return list(x)
+        if isinstance(x, nn.ParameterDict):
+            return dict(x.items())
+        if isinstance(x, nn.Module):
+            raise TypeError(f"x is a torch module ({type(x).__name__}): pass its parameters, as to torch's "
+                            f"optimizers: {call}")
+    if isinstance(x, (list, tuple)) and x and all(isinstance(p, dict) and "params" in p for p in x):
+        raise TypeError("x is a list of parameter groups (dicts with 'params'): a fastrms stepper has one "
+                        "set of hyperparameters, so make one stepper per group")
+    return x
+
+
 def pack(arrays: Structure, dtype=None) -> tuple[Any, Structure]:
     """Copy arrays (a list, tuple or dict of arrays) into one flat buffer.
 
@@ -226,13 +253,14 @@ def pack(arrays: Structure, dtype=None) -> tuple[Any, Structure]:
     arrays.  On a GPU that turns a model's many launches a step into one; a torch model moves
     into the views, and its gradients into a packed buffer, where backward() accumulates them::
 
-        flat, views = fastrms.pack(list(model.parameters()))
+        flat, views = fastrms.pack(model.parameters())
         gflat, gviews = fastrms.pack([torch.zeros_like(p) for p in model.parameters()])
         for p, v, g in zip(model.parameters(), views, gviews):
             p.data, p.grad = v, g
         opt = fastrms.RMSProp(flat, lr=1e-3)
         ...; gflat.zero_(); loss.backward(); opt.step(gflat)   # (not zero_grad(): it drops p.grad)
     """
+    arrays = parameters(arrays, "fastrms.pack(model.parameters())")
     keys, items = _leaves(arrays) if is_structure(arrays) else (None, None)
     if items is None:
         raise TypeError(f"pack takes a list, tuple or dict of arrays, got {type(arrays).__name__}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,7 +31,7 @@ class Optimizer:
 
     def __init__(self, x: Any, *, preset: str | None = None, batched: bool = False,
                  **hyperparameters: Any) -> None:
-        x = _parameters(x, type(self).__name__)
+        x = _structure.parameters(x, f"fastrms.{type(self).__name__}(model.parameters(), ...)")
         self.x = x
         self._leaves = self._fast_step = None
         if _structure.is_structure(x):  # several arrays (a model's weights and biases): one kernel
@@ -320,31 +320,6 @@ def _moved_storage_check(named: list) -> Callable[[], None] | None:
                                  "carries the state over")
 
     return check
-
-
-def _parameters(x, cls: str) -> Any:
-    """x as a stepper keeps it: torch's ways of passing a model's parameters become a list
-    (``model.parameters()``, an ``nn.ParameterList``) or a dict keyed by name
-    (``model.named_parameters()``, an ``nn.ParameterDict``), as torch's optimizers take them."""
-    if isinstance(x, Iterator):
-        x = list(x)
-        if x and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in x):
-            if len({name for name, _ in x}) != len(x):
-                raise ValueError("x names a parameter twice: each (name, parameter) pair needs its own name")
-            return dict(x)
-    elif type(x).__module__.startswith("torch.nn"):
-        nn = sys.modules["torch"].nn
-        if isinstance(x, nn.ParameterList):
-            return list(x)
-        if isinstance(x, nn.ParameterDict):
-            return dict(x.items())
-        if isinstance(x, nn.Module):
-            raise TypeError(f"x is a torch module ({type(x).__name__}): pass its parameters, as to torch's "
-                            f"optimizers: fastrms.{cls}(model.parameters(), ...)")
-    if isinstance(x, (list, tuple)) and x and all(isinstance(p, dict) and "params" in p for p in x):
-        raise TypeError("x is a list of parameter groups (dicts with 'params'): a fastrms stepper has one "
-                        "set of hyperparameters, so make one stepper per group")
-    return x
 
 
 def _grads_of(x) -> Callable[[], Any]:

@@ -359,6 +359,13 @@ def test_pack_moves_a_torch_model_into_one_buffer_and_its_gradients_into_another
         assert torch.equal(gflat, torch.cat([p.grad.reshape(-1) for p in ref.parameters()]))
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), ref.parameters(), strict=True))
     assert not any(torch.equal(p, p0) for p, p0 in zip(params, before, strict=True))  # (it moved)
+    # a model's parameters as the steppers (and torch's optimizers) take them
+    flat2, named = fastrms.pack(model.named_parameters())
+    assert torch.equal(flat2, flat) and list(named) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert torch.equal(fastrms.pack(model.parameters())[0], flat)
+    assert torch.equal(fastrms.pack(torch.nn.ParameterList(model.parameters()))[0], flat)
+    with pytest.raises(TypeError, match=r"module \(Sequential\).*fastrms\.pack\(model\.parameters\(\)\)"):
+        fastrms.pack(model)
     # the tensors' own kind and dtype rules, as for NumPy arrays
     assert fastrms.pack([torch.ones(2, dtype=torch.float32)] * 2)[0].dtype == torch.float32
     assert fastrms.pack([torch.ones(2, dtype=torch.bfloat16), torch.arange(2)])[0].dtype == torch.float64
