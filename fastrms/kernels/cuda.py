@@ -21,7 +21,7 @@ import sys
 import threading
 import types
 import weakref
-from functools import cache, lru_cache, partial
+from functools import cache, partial
 
 import numpy as np
 
@@ -202,7 +202,7 @@ def _reduce(g, out):  # pragma: no cover - compiled
 
 def _compile(template, rule, flags: tuple, device_cache: bool = True):
     cuda = _cuda()
-    name = f"cuda{template.__name__}_{getattr(rule, '__name__', 'reduce')}_{_jit.flag_tag(flags)}"
+    name = f"cuda{template.__name__}_{getattr(rule, '__name__', 'plain')}_{_jit.flag_tag(flags)}"
     fn = _jit.bind(template, name, cuda=cuda, RULE=rule, FLAGS=flags)
     if _simulator():
         return cuda.jit(fn)
@@ -456,24 +456,10 @@ def kernels_for(rule, flags: tuple) -> CudaKernels:
     return CudaKernels(rule, flags)
 
 
-@cache
-def _reducer():
-    return _compile(_reduce, None, ())
-
-
-@lru_cache(maxsize=64)
-def _reduce_launch(blocks: int, threads: int, dtype) -> Launch:
-    return Launch(_reducer(), blocks, threads)
-
-
-@cache
-def _broadcaster():
-    return _compile(_broadcast_row, None, ())
-
-
-@lru_cache(maxsize=64)
-def _broadcast_launch(blocks: int, threads: int, dtype) -> Launch:
-    return Launch(_broadcaster(), blocks, threads)
+def _plain_launch(template, blocks: int, threads: int, dtype) -> Launch:
+    """A kernel with no rule (the norms' reduction, the row broadcast), compiled and launched as
+    the rules' kernels are."""
+    return kernels_for(None, ()).launch(template, blocks, threads, dtype)
 
 
 class _DeviceRows:
@@ -493,7 +479,7 @@ class _DeviceRows:
         if self._h_count != h_count:
             if self.row is not None:
                 self.row.copy_to_device(H[0])
-                _broadcast_launch(*launch_config(H.size), H.dtype)(self.row, self.H)
+                _plain_launch(_broadcast_row, *launch_config(H.size), H.dtype)(self.row, self.H)
             else:
                 self.H.copy_to_device(H)
             self._h_count = h_count
@@ -766,7 +752,7 @@ class CudaBackend:
         else:
             buf.copy_to_device(zeros)
         blocks, threads = launch_config(g.size)  # capped: one atomic per thread
-        _reduce_launch(blocks, threads, g.dtype)(g, buf)
+        _plain_launch(_reduce, blocks, threads, g.dtype)(g, buf)
         m, s, nan = buf.copy_to_host()
         if nan:
             return math.nan, math.nan
