@@ -329,11 +329,12 @@ def _cuda_intake(items):
     return [cuda.as_device(a) for a in items]  # (Numba's views of other producers' arrays)
 
 
-def _numpy_buffer(items, n, dt):
-    def place(v, a):
-        v[...] = a
+def _assign(v, a) -> None:
+    v[...] = a
 
-    return np.empty(n, dtype=dt), place
+
+def _numpy_buffer(items, n, dt):
+    return np.empty(n, dtype=dt), _assign
 
 
 def _torch_buffer(items, n, dt):
@@ -351,12 +352,7 @@ def _cupy_buffer(items, n, dt):
     if len(devices) > 1:
         raise ValueError(f"pack's arrays must be on one GPU, got devices {sorted(devices)}")
     with cupy.cuda.Device(devices.pop()):
-        flat = cupy.empty(n, dtype=dt)
-
-    def place(v, a):
-        v[...] = a
-
-    return flat, place
+        return cupy.empty(n, dtype=dt), _assign
 
 
 def _cuda_buffer(items, n, dt):
