@@ -145,6 +145,16 @@ def _fill_rows(P, t, LR, GAMMA, GF, H, active):  # pragma: no cover - compiled
             COEF(P[b], t, LR[b], GAMMA[b], GF[b], H[b])  # noqa: F821 - bound per method
 
 
+def _fill_rows_shared(P, t, LR, GAMMA, GF, H, active):  # pragma: no cover - compiled
+    """_fill_rows where every problem has the packed parameters P[0] (its own values are η, γ
+    and the clip factor alone): the powers of t (Method.parts) once, not a row each."""
+    p = P[0]
+    powers = POWERS(p, t)  # noqa: F821 - bound per method
+    for b in range(H.shape[0]):
+        if active[b]:
+            FINISH(p, t, powers, LR[b], GAMMA[b], GF[b], H[b])  # noqa: F821 - bound per method
+
+
 def _coefficients(p, t, lr, gamma, gfactor, h):  # pragma: no cover - compiled
     """h ← the coefficients of step t (MethodState.coefficients)."""
     COEF(p, t, lr, gamma, gfactor, h)  # noqa: F821 - bound per method
@@ -155,6 +165,13 @@ def _with_coefficients(template, coefficients):
     """template (_coefficients, _fill_rows) compiled with one method's coefficient function as COEF."""
     name = f"{template.__name__.lstrip('_')}_{coefficients.__name__}"  # (the cache file's name)
     return jit(bind(template, name, COEF=coefficients), nogil=True)
+
+
+@cache
+def _shared_fill(powers, finish):
+    """_fill_rows_shared compiled with one method's parts."""
+    return jit(bind(_fill_rows_shared, f"fill_rows_shared_{powers.__name__}", POWERS=powers, FINISH=finish),
+               nogil=True)
 
 
 class BatchedState(MethodState):
@@ -175,7 +192,12 @@ class BatchedState(MethodState):
         self.LR, self.GAMMA, self.GF = np.zeros(B), np.zeros(B), np.ones(B)
         self.H = np.zeros((B, config.method.nh), dtype=self.dtype)
         self.h_count = 0  # how many times H was computed (a device copy of it is current or not)
-        self._fill = _with_coefficients(_fill_rows, config.method.coefficients)
+        # the problems share p where their own values are η and γ alone (the common sweep)
+        self.shares_p = not set(per_problem) & set(config.method.schedulable)
+        if self.shares_p and config.method.parts:
+            self._fill = _shared_fill(*config.method.parts)
+        else:
+            self._fill = _with_coefficients(_fill_rows, config.method.coefficients)
         # every problem has the same coefficients at every step (no per-problem values, no
         # clip by each problem's norm): while all run, one flat launch over all B·n elements
         # computes what the rows kernel would, and parallelizes as one problem's kernel does

@@ -273,6 +273,45 @@ def test_stepper_over_rows_equals_separate_steppers(rng):
         np.testing.assert_array_equal(v, V[b])
 
 
+# A batch whose problems differ in η alone (or γ, or the clip factor) computes the powers of t of
+# the coefficients (Method.parts: Adam's bias corrections, RAdam's rectification, NAdam's weights)
+# once a step, and each row's coefficients from them: bit for bit what each problem computes alone,
+# across RAdam's switch at t = 5 and NAdam's product past t = 64.
+@pytest.mark.parametrize("cls,options", [
+    ("Adam", {}), ("Adam", {"amsgrad": True, "weight_decay": 0.01}), ("AdamW", {}),
+    ("Adam", {"preset": "tf1"}), ("Adam", {"preset": "optax", "eps_root": 1e-8}),
+    ("Adam", {"bias_correction_mu": False, "bias_correction_nu": False}),
+    ("NAdam", {}), ("Adam", {"nesterov": True, "preset": "optax"}), ("RAdam", {}), ("AdaBelief", {}),
+    ("Adamax", {}), ("Yogi", {}), ("Adam", {"clip_norm": 0.5}),
+])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rows_that_share_p_equal_separate_steppers(cls, options, dtype, rng):
+    X = rng.normal(size=(5, 3)).astype(dtype)
+    grads = [rng.normal(size=X.shape).astype(dtype) for _ in range(70)]
+    lr = np.geomspace(1e-3, 1e-1, 5)
+    Xb = X.copy()
+    rows = getattr(fastrms, cls)(Xb, lr=lr, **options)
+    assert rows._mstate.shares_p
+    for g in grads:
+        rows.step(g)
+    for b in range(5):
+        x = X[b].copy()
+        one = getattr(fastrms, cls)(x, lr=lr[b], **options)
+        for g in grads:
+            one.step(g[b])
+        np.testing.assert_array_equal(x, Xb[b], err_msg=f"problem {b}")
+
+
+def test_the_compiled_loop_over_rows_that_share_p_equals_separate_calls(rng):
+    A, y = _least_squares(rng)
+    X0 = rng.normal(size=(B, N))
+    options = {"lr": np.geomspace(1e-3, 0.3, B), "maxiter": 80, "gtol": 0}
+    for method in ("nadam", "radam"):
+        res = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method=method,
+                               options={**options, "batched": True, "driver": "compiled"})
+        _assert_same_as_separate(res, method, X0, (A, y), options, (F_jit, dF_jit))
+
+
 def test_bad_input_names_the_shapes(rng):
     A, y = _least_squares(rng)
     X0 = np.zeros((B, N))

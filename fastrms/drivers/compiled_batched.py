@@ -254,8 +254,9 @@ def _build(bstate, sigs, combined: bool, parallel, mask):
     # parallel: False, True, or cpu.RACE (both kernels, the host picks one per call)
     flat, flat_par = bstate.kernels.checked_pair(parallel)
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
+    rows = ('u' if bstate.uniform else 'r') + ('s' if bstate.shares_p else '')  # (which FILL)
     name = (f"drive_rows_{method.rule.__name__}_{flag_tag(bstate.config.flags)}_"
-            f"{'v' if bstate._varies else 'c'}{'u' if bstate.uniform else 'r'}_{'fg' if combined else 'f_g'}_"
+            f"{'v' if bstate._varies else 'c'}{rows}_{'fg' if combined else 'f_g'}_"
             f"{compiled.MODE_TAGS[parallel]}_{'cast' if cast else 'g'}_"
             f"{'b' + flag_tag(mask) if mask else 'full'}_{function_types_tag(fsig, jsig)}")
     fill = bstate._fill
@@ -283,8 +284,8 @@ def prepare(problem, bstate: BatchedState, x, maxiter: int):
     # problem's would, raced in a long run
     parallel = bstate.uniform and cpu.kernel_mode(x.size, x.itemsize, maxiter)
     combined = problem.jac is True
-    key = (bstate.config.method.name, bstate.config.flags, bstate._varies, bstate.uniform, combined, parallel,
-           bstate.dtype, *sigs[:4], mask)
+    key = (bstate.config.method.name, bstate.config.flags, bstate._varies, bstate.uniform, bstate.shares_p,
+           combined, parallel, bstate.dtype, *sigs[:4], mask)
     with compiled._cache_lock:
         drive = _drivers.get(key)
     if drive is None:

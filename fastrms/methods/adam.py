@@ -87,14 +87,44 @@ def adam(x, g, S, i, h, flags):
 
 
 @register_jitable
-def adam_coefficients(p, t, lr, gamma, gfactor, out):
-    common_coefficients(p, lr, gfactor, out)
+def adam_powers(p, t):
+    """The part of Adam's coefficients that depends on p and t alone, not on η (the powers of β1
+    and β2, RAdam's rectification, NAdam's weights): (1 − β1ᵗ, 1 − β2ᵗ, √(1 − β2ᵗ), whether the
+    variance is tractable, √r_t, N1, N2).  A batch whose problems share p computes it once a step,
+    not B times (Method.parts)."""
     b1 = p[P_BETA1]
     bc1 = 1.0 - math.pow(b1, float(t)) if p[P_BC_MU] != 0.0 else 1.0
     bc2 = 1.0 - math.pow(p[P_BETA2], float(t)) if p[P_BC_NU] != 0.0 else 1.0
-    c2 = math.sqrt(bc2)
-    nesterov = p[P_NESTEROV] != 0.0
-    step = lr if nesterov else lr / bc1
+    tractable, root_r = True, 1.0
+    if p[P_RECTIFY] != 0.0:
+        rho_inf = 2.0 / (1.0 - p[P_BETA2]) - 1.0
+        b2t = math.pow(p[P_BETA2], float(t))
+        rho = rho_inf - 2.0 * t * b2t / (1.0 - b2t)
+        tractable = rho > p[P_THRESHOLD]
+        if tractable:
+            r2 = (rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)
+            root_r = math.sqrt(r2)
+    psi = p[P_MOMENTUM_DECAY]
+    n1, n2 = 0.0, 0.0  # (the rule reads N1, N2 only with nesterov: no pow a step for them)
+    if p[P_NESTEROV] != 0.0:
+        if psi >= 0.0:  # NAdam's momentum schedule (torch, Keras)
+            mu, mu_next = nadam_mu(b1, psi, t), nadam_mu(b1, psi, t + 1)
+            product = nadam_mu_product(b1, psi, t)
+            n1 = mu_next / (1.0 - product * mu_next)
+            n2 = (1.0 - mu) / (1.0 - product)
+        else:
+            n1 = b1 / (1.0 - math.pow(b1, float(t + 1)) if p[P_BC_MU] != 0.0 else 1.0)
+            n2 = (1.0 - b1) / bc1
+    return bc1, bc2, math.sqrt(bc2), tractable, root_r, n1, n2
+
+
+@register_jitable
+def adam_finish(p, t, powers, lr, gamma, gfactor, out):
+    """Adam's coefficients from adam_powers(p, t) and η."""
+    bc1, bc2, c2, tractable, root_r, n1, n2 = powers
+    common_coefficients(p, lr, gfactor, out)
+    b1 = p[P_BETA1]
+    step = lr if p[P_NESTEROV] != 0.0 else lr / bc1
     lr_t = step
     if p[P_EPSILON_HAT] != 0.0:
         lr_t = step * c2
@@ -112,12 +142,8 @@ def adam_coefficients(p, t, lr, gamma, gfactor, out):
         out[EPS_S] = p[P_EPS_ROOT]
         out[EPS_ROOT] = 0.0
     if p[P_RECTIFY] != 0.0:
-        rho_inf = 2.0 / (1.0 - p[P_BETA2]) - 1.0
-        b2t = math.pow(p[P_BETA2], float(t))
-        rho = rho_inf - 2.0 * t * b2t / (1.0 - b2t)
-        if rho > p[P_THRESHOLD]:
-            r2 = (rho - 4.0) * (rho - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho)
-            lr_t *= math.sqrt(r2)
+        if tractable:
+            lr_t *= root_r
         else:  # the variance is not tractable yet: x ← x − η m̂, d = 1
             lr_t = step
             out[C2] = math.inf
@@ -125,18 +151,13 @@ def adam_coefficients(p, t, lr, gamma, gfactor, out):
             out[EPS_ROOT] = 0.0
             out[EPS] = 1.0
     out[LR] = lr_t  # (written once, from float64: out may be float32)
-    psi = p[P_MOMENTUM_DECAY]
-    if not nesterov:  # (the rule reads N1, N2 only with nesterov: no pow a step, or a row, for them)
-        out[N1] = 0.0
-        out[N2] = 0.0
-    elif psi >= 0.0:  # NAdam's momentum schedule (torch, Keras)
-        mu, mu_next = nadam_mu(b1, psi, t), nadam_mu(b1, psi, t + 1)
-        product = nadam_mu_product(b1, psi, t)
-        out[N1] = mu_next / (1.0 - product * mu_next)
-        out[N2] = (1.0 - mu) / (1.0 - product)
-    else:
-        out[N1] = b1 / (1.0 - math.pow(b1, float(t + 1)) if p[P_BC_MU] != 0.0 else 1.0)
-        out[N2] = (1.0 - b1) / bc1
+    out[N1] = n1
+    out[N2] = n2
+
+
+@register_jitable
+def adam_coefficients(p, t, lr, gamma, gfactor, out):
+    adam_finish(p, t, adam_powers(p, t), lr, gamma, gfactor, out)
 
 
 @register_jitable
@@ -231,7 +252,7 @@ def rows(v):
 
 METHOD = Method(
     "adam", "Adam", adam, adam_coefficients, HYPERS, pack, SLOTS, PARAMS, flags_fn=flags, rows_fn=rows,
-    varies_fn=lambda v: True,
+    varies_fn=lambda v: True, parts=(adam_powers, adam_finish),
     doc="m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²;  x ← x − η m̂ / (√v̂ + ε)")
 
 
@@ -243,4 +264,5 @@ def variant(name: str, class_name: str, doc: str, fixed: dict, docs: dict | None
     hypers.update({k: replace(hypers[k], default=v) for k, v in defaults.items()})
     hypers.update({k: replace(hypers[k], doc=v) for k, v in (docs or {}).items()})
     return Method(name, class_name, adam, adam_coefficients, hypers, pack, SLOTS, PARAMS, flags_fn=flags,
-                  rows_fn=rows, fixed=fixed, varies_fn=lambda v: True, doc=doc)
+                  rows_fn=rows, fixed=fixed, varies_fn=lambda v: True,
+                  parts=(adam_powers, adam_finish), doc=doc)

@@ -55,15 +55,26 @@ def adamax(x, g, S, i, h, flags):
 
 
 @register_jitable
-def adamax_coefficients(p, t, lr, gamma, gfactor, out):
+def adamax_powers(p, t):
+    """(1 − β1ᵗ,): the part of the coefficients that depends on p and t alone (Method.parts)."""
+    return (1.0 - math.pow(p[P_BETA1], float(t)),)
+
+
+@register_jitable
+def adamax_finish(p, t, powers, lr, gamma, gfactor, out):
     common_coefficients(p, lr, gfactor, out)
-    out[LR] = lr / (1.0 - math.pow(p[P_BETA1], float(t)))
+    out[LR] = lr / powers[0]
     out[BETA1] = p[P_BETA1]
     out[W1] = 1.0 - p[P_BETA1]
     out[BETA2] = p[P_BETA2]
     inside = p[P_EPS_IN_MAX] != 0.0
     out[EPS_IN] = p[P_EPS] if inside else 0.0
     out[EPS_OUT] = 0.0 if inside else p[P_EPS]
+
+
+@register_jitable
+def adamax_coefficients(p, t, lr, gamma, gfactor, out):
+    adamax_finish(p, t, adamax_powers(p, t), lr, gamma, gfactor, out)
 
 
 METHOD = Method(
@@ -77,5 +88,5 @@ METHOD = Method(
     lambda v: {"beta1": v["beta1"], "beta2": v["beta2"], "eps": v["eps"], "eps_in_max": v["eps_in_max"]},
     SLOTS, PARAMS, flags_fn=lambda v: (v["eps"] == 0,),
     rows_fn=lambda v: [("m", 0.0), ("u", 0.0)],
-    varies_fn=lambda v: True,
+    varies_fn=lambda v: True, parts=(adamax_powers, adamax_finish),
     doc="m ← β1 m + (1 − β1) g;  u ← max(β2 u, |g| + ε);  x ← x − η/(1 − β1ᵗ) · m / u")

@@ -227,6 +227,9 @@ class Method:
     own packed parameters in p (each after the common ones); ``pack_fn(values)`` returns
     the params by name; ``flags_fn`` the compile-time flags of the rule; ``rows_fn`` the
     state rows as (name, initial value); ``varies_fn`` whether h changes every step.
+    ``parts``, where the coefficients cost powers of t, is ``(powers, finish)`` with
+    ``coefficients(p, t, lr, gamma, gfactor, out)`` = ``finish(p, t, powers(p, t), lr, ...)``:
+    a batch whose problems share p (their own values η, γ alone) computes the powers once a step.
     """
 
     name: str
@@ -241,6 +244,7 @@ class Method:
     rows_fn: Callable = field(default=lambda c: ())
     fixed: dict = field(default_factory=dict)
     varies_fn: Callable = field(default=lambda v: False)
+    parts: tuple = ()
     doc: str = ""
 
     @property

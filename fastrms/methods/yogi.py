@@ -56,16 +56,27 @@ def yogi(x, g, S, i, h, flags):
 
 
 @register_jitable
-def yogi_coefficients(p, t, lr, gamma, gfactor, out):
+def yogi_powers(p, t):
+    """(1 − β1ᵗ, 1 − β2ᵗ): the part of the coefficients that depends on p and t alone (Method.parts)."""
+    return 1.0 - math.pow(p[P_BETA1], float(t)), 1.0 - math.pow(p[P_BETA2], float(t))
+
+
+@register_jitable
+def yogi_finish(p, t, powers, lr, gamma, gfactor, out):
     common_coefficients(p, lr, gfactor, out)
     out[LR] = lr
     out[BETA1] = p[P_BETA1]
     out[W1] = 1.0 - p[P_BETA1]
     out[W2] = 1.0 - p[P_BETA2]
-    out[BC1] = 1.0 - math.pow(p[P_BETA1], float(t))
-    out[BC2] = 1.0 - math.pow(p[P_BETA2], float(t))
+    out[BC1] = powers[0]
+    out[BC2] = powers[1]
     out[EPS_ROOT] = p[P_EPS_ROOT]
     out[EPS] = p[P_EPS]
+
+
+@register_jitable
+def yogi_coefficients(p, t, lr, gamma, gfactor, out):
+    yogi_finish(p, t, yogi_powers(p, t), lr, gamma, gfactor, out)
 
 
 METHOD = Method(
@@ -79,5 +90,5 @@ METHOD = Method(
     lambda v: {"beta1": v["beta1"], "beta2": v["beta2"], "eps": v["eps"], "eps_root": v["eps_root"]},
     SLOTS, PARAMS, flags_fn=lambda v: (v["eps"] == 0 and v["eps_root"] == 0,),
     rows_fn=lambda v: [("m", v["initial_scale"]), ("v", v["initial_scale"])],
-    varies_fn=lambda v: True,
+    varies_fn=lambda v: True, parts=(yogi_powers, yogi_finish),
     doc="m ← β1 m + (1 − β1) g;  v ← v − (1 − β2) sign(v − g²) g²;  x ← x − η m̂ / (√v̂ + ε)")
