@@ -137,33 +137,46 @@ def _split(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
     return driver, hyper
 
 
-def _parse_positional(fun, second, rest, jac):
-    """Accept minimize(F, dF, x0) and scipy's minimize(F, x0, jac=dF)."""
+_MISSING = object()
+
+
+def _parse_positional(second, rest, jac, x0):
+    """Accept minimize(F, dF, x0) and scipy's minimize(F, x0, jac=dF), x0 also by keyword."""
+    if second is _MISSING:
+        if x0 is _MISSING:
+            raise TypeError("minimize(F, dF, x0) or minimize(F, x0, jac=dF): x0 is missing")
+        return jac, x0
     if callable(second) and not hasattr(second, "__array__"):
-        if not rest:
-            raise TypeError("minimize(F, dF, x0): x0 is missing")
         if len(rest) > 1:
             raise TypeError("minimize takes at most three positional arguments (F, dF, x0); "
                             "pass the rest by keyword")
         if jac is not None:
             raise TypeError("the gradient was given twice: as the second argument and as jac=")
-        return second, rest[0]
+        if rest and x0 is not _MISSING:
+            raise TypeError("x0 was given twice: as the third argument and as x0=")
+        if not rest and x0 is _MISSING:
+            raise TypeError("minimize(F, dF, x0): x0 is missing")
+        return second, rest[0] if rest else x0
     if rest:
         raise TypeError("minimize(F, x0, ...): pass args, method, jac ... by keyword")
+    if x0 is not _MISSING:
+        raise TypeError(f"x0 was given twice: as the second argument and as x0= (the second argument is "
+                        f"dF, a callable, or x0; got {type(second).__name__})")
     return jac, second
 
 
 DEFAULT_METHOD = "rmsprop"
 
 
-def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (),
+def minimize(fun: Callable, x0_or_jac: Any = _MISSING, *rest: Any, x0: Any = _MISSING, args: tuple = (),
              method: str | Callable | None = DEFAULT_METHOD, jac: Callable | bool | None = None,
              hess: Any = None, hessp: Any = None, bounds: Any = None, constraints: Any = (),
              tol: float | None = None, callback: Callable | None = None,
              options: dict | None = None) -> OptimizeResult:
     """Minimize ``fun`` with RMSProp or a relative, scipy.optimize.minimize style.
 
-    Called as ``minimize(F, dF, x0, ...)`` or ``minimize(F, x0, jac=dF, ...)``;
+    Called as ``minimize(F, dF, x0, ...)`` or, as scipy, ``minimize(F, x0, jac=dF, ...)`` (x0 may
+    be given as ``x0=`` either way);
     ``jac=True`` means F returns (f, g); ``jac='2-point'``, ``'3-point'`` or ``'cs'`` takes the
     gradient by finite differences of F, as scipy does (n + 1, 2n or n evaluations of F a step;
     option ``finite_diff_rel_step``).  F and dF receive x in x0's shape and
@@ -186,7 +199,7 @@ def minimize(fun: Callable, x0_or_jac: Any, *rest: Any, args: tuple = (),
         raise TypeError(f"fun must be callable, got {fun!r}")
     method = _method_name(method)
     _first_order_only(method, hess, hessp, bounds, constraints, front=True)
-    jac, x0 = _parse_positional(fun, x0_or_jac, rest, jac)
+    jac, x0 = _parse_positional(x0_or_jac, rest, jac, x0)
     if not isinstance(args, tuple):
         args = (args,)
     _check_jac(jac, "pass dF (minimize(F, dF, x0)), jac=dF, jac=True when F returns (f, g), or "

@@ -288,6 +288,23 @@ def test_a_cached_valid_call_does_not_let_an_equal_bad_value_through():
             fastrms.Adam(np.ones(3), betas=(False, 0.999))
 
 
+def test_x0_by_keyword_as_scipy_names_it():
+    """scipy's minimize(fun, x0=..., jac=...) and fastrms's minimize(F, dF, x0=...) are the same
+    call as the positional forms; x0 given twice or not at all is a TypeError that says so."""
+    plain = fastrms.minimize(quad, dquad, np.zeros(3), options={"maxiter": 20})
+    for res in (fastrms.minimize(quad, x0=np.zeros(3), jac=dquad, options={"maxiter": 20}),
+                fastrms.minimize(quad, dquad, x0=np.zeros(3), options={"maxiter": 20}),
+                fastrms.minimize(fun=quad, x0=np.zeros(3), jac=dquad, options={"maxiter": 20})):
+        assert res.x.tobytes() == plain.x.tobytes() and res.nit == plain.nit == 20
+    with pytest.raises(TypeError, match="x0 was given twice: as the third argument"):
+        fastrms.minimize(quad, dquad, np.zeros(3), x0=np.zeros(3))
+    with pytest.raises(TypeError, match="x0 was given twice: as the second argument"):
+        fastrms.minimize(quad, np.zeros(3), x0=np.zeros(3), jac=dquad)
+    for call in (lambda: fastrms.minimize(quad, jac=dquad), lambda: fastrms.minimize(quad, dquad)):
+        with pytest.raises(TypeError, match="x0 is missing"):
+            call()
+
+
 def test_bad_gradients_and_objectives():
     with pytest.raises(ValueError, match=r"gradient has shape \(2,\), but x has shape \(3,\)"):
         fastrms.minimize(quad, lambda x: np.zeros(2), np.zeros(3))
