@@ -14,6 +14,12 @@ def none_gradient_error() -> TypeError:
     return TypeError("the gradient is None; step(g) needs an array of x's shape")
 
 
+def callable_gradient_error() -> TypeError:
+    return TypeError("the gradient is a function: step(g) takes the gradient itself (torch's "
+                     "step(closure), a function that computes the loss and calls backward(), is taken "
+                     "over torch tensors, whose .grad it fills)")
+
+
 def kind_error(what: str, dtype) -> TypeError:
     return TypeError(f"{what} must hold real numbers (float32 or float64; integers are "
                      f"converted to float64), got dtype {dtype}")
@@ -140,6 +146,8 @@ def as_gradient(g, x):
     if not isinstance(g, np.ndarray):
         if g is None:
             raise none_gradient_error()
+        if callable(g):
+            raise callable_gradient_error()
         if (view := cpu_tensor_view(g)) is not None:  # (np.asarray refuses one that requires grad)
             g = view
         try:

@@ -108,6 +108,8 @@ class Leaves:
                 return [a[k] for k in self.keys]
             return list(a.values())
         if not isinstance(a, (list, tuple)):
+            if callable(a):
+                raise _arrays.callable_gradient_error()
             raise TypeError(f"{what} must be a list or tuple like x, got {type(a).__name__}")
         if len(a) != len(self.sizes):
             raise ValueError(f"{what} has {len(a)} arrays, but x has {len(self.sizes)}")

@@ -85,9 +85,13 @@ class Optimizer:
         if self._moved is not None:  # torch tensors: their storage checked, step() takes their .grad
             moved, fast, grads = self._moved, self._fast_step, _grads_of(self.x)
 
-            def step(g=None) -> None:
+            def step(g=None) -> Any:
+                loss = None
+                if callable(g):  # torch's step(closure)
+                    loss, g = _closure_loss(g), None
                 moved()
                 fast(grads() if g is None else g)
+                return loss
 
             self._fast_step = step
         if type(self).step is Optimizer.step:  # (a subclass's own step must still be called)
@@ -95,12 +99,17 @@ class Optimizer:
             self._fast_step.__doc__ = Optimizer.step.__doc__
             object.__setattr__(self, "step", self._fast_step)  # opt.step(g): one frame around the kernel
 
-    def step(self, g: Any = None) -> None:
+    def step(self, g: Any = None) -> Any:
         """One update of x in place with gradient g (x's shape or structure; not modified).  Over
-        torch tensors, ``step()`` takes their ``.grad``, as torch's optimizers do."""
+        torch tensors, ``step()`` takes their ``.grad``, as torch's optimizers do, and
+        ``step(closure)`` calls the closure (which computes the loss and calls ``backward()``)
+        first and returns its loss."""
         if self._fast_step is not None:  # (not batched: a small step costs little more than its kernel)
             return self._fast_step(g)
+        loss = None
         if self._moved is not None:
+            if callable(g):
+                loss, g = _closure_loss(g), None
             self._moved()
             if g is None:
                 g = _grads_of(self.x)()
@@ -108,6 +117,7 @@ class Optimizer:
         gf = self._gradient(g)
         self._rows_step(self._flat, gf, e.row_coefficients(gf, self._active), self._active)
         e.t += 1
+        return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Over torch tensors, as torch's optimizers: each tensor's ``.grad`` set to None, or zeroed
@@ -320,6 +330,15 @@ def _moved_storage_check(named: list) -> Callable[[], None] | None:
                                  "carries the state over")
 
     return check
+
+
+def _closure_loss(closure: Callable[[], Any]) -> Any:
+    """torch's ``optimizer.step(closure)``: the closure's loss, computed with autograd on (torch
+    wraps it in ``enable_grad`` too: a step may run under ``no_grad``)."""
+    import torch
+
+    with torch.enable_grad():
+        return closure()
 
 
 def _grads_of(x) -> Callable[[], Any]:

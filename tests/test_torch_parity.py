@@ -624,6 +624,53 @@ def test_a_torch_loop_as_written_for_torch_optim():
         fastrms.RMSProp([np.ones(2)]).zero_grad()
 
 
+def test_step_with_a_closure_as_torch_optim_takes_it():
+    """opt.step(closure), torch's form (and Lightning's): the closure zeroes the gradients, computes
+    the loss and calls backward(); step calls it with autograd on (even under no_grad, as torch
+    does), steps from the .grad it filled and returns its loss.  One tensor, a model's list, and a
+    batched stepper over a tensor's rows; a function passed as the gradient of NumPy arrays is a
+    TypeError that names the closure form."""
+    torch.manual_seed(2)
+    mine = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+    theirs = copy.deepcopy(mine)
+    X = torch.randn(8, 3, dtype=torch.float64)
+    opt = fastrms.Adam(mine.parameters(), preset="torch", lr=0.01)
+    topt = torch.optim.Adam(theirs.parameters(), lr=0.01)
+    for k in range(6):
+        losses = []
+        for model, o in ((mine, opt), (theirs, topt)):
+            def closure(model=model, o=o):
+                o.zero_grad()
+                loss = (model(X) ** 2).mean()
+                loss.backward()
+                return loss
+            if k % 2:
+                with torch.no_grad():
+                    losses.append(o.step(closure))
+            else:
+                losses.append(o.step(closure))
+        assert torch.is_tensor(losses[0]) and losses[0].item() == losses[1].item()
+    for a, b in zip(mine.parameters(), theirs.parameters(), strict=True):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-12, atol=1e-12)
+    assert opt.step([p.grad for p in mine.parameters()]) is None and opt.step() is None
+    W = torch.nn.Parameter(torch.ones(3, 2, dtype=torch.float64))
+    rows = fastrms.RMSProp(W, lr=np.array([0.1, 0.2, 0.3]))
+
+    def rows_closure():
+        rows.zero_grad()
+        loss = (W ** 2).sum()
+        loss.backward()
+        return loss
+    assert rows.step(rows_closure).item() == 6.0
+    ref = np.ones((3, 2))
+    fastrms.RMSProp(ref, lr=np.array([0.1, 0.2, 0.3])).step(2 * np.ones((3, 2)))
+    np.testing.assert_array_equal(W.detach().numpy(), ref)
+    for x in (np.ones(2), [np.ones(2)], np.ones((2, 2))):
+        opts = {"lr": np.array([0.1, 0.2])} if x.__class__ is np.ndarray and x.ndim == 2 else {}
+        with pytest.raises(TypeError, match=r"the gradient is a function: .*step\(closure\)"):
+            fastrms.RMSProp(x, **opts).step(lambda: 1.0)
+
+
 def test_a_parameter_whose_storage_was_replaced_is_refused_not_silently_left_behind():
     """p.data = ..., model.to(), .double() give a tensor new memory. The stepper updated the old
     memory, a silent no-op for the model (torch's optimizers follow the tensor); it now refuses,

@@ -25,7 +25,7 @@ from functools import cache, partial
 
 import numpy as np
 
-from .._arrays import is_torch, lazy_tensor_error, none_gradient_error, shape_error
+from .._arrays import callable_gradient_error, is_torch, lazy_tensor_error, none_gradient_error, shape_error
 from . import _jit
 
 THREADS_PER_BLOCK = 256  # at most 1024 on every CUDA device
@@ -771,6 +771,8 @@ class CudaBackend:
         if dev is None:
             if g is None:
                 raise none_gradient_error()
+            if callable(g):
+                raise callable_gradient_error()
             a = np.asarray(g)
             if a.dtype.kind not in "fiu":
                 raise TypeError(f"the gradient must hold real numbers, got dtype {a.dtype}")
