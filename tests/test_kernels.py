@@ -76,6 +76,21 @@ def _run(method, opts, x0, grads, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_yogis_second_moment_moves_by_the_sign_of_its_gap_as_optax_writes_it(dtype):
+    """v ← v − ((1 − β2)·sign(v − g²))·g² bit for bit, in x's dtype: a gap above, below and at 0
+    (v unchanged), and a NaN g (v NaN, as Optax's sign(NaN) makes it)."""
+    g = np.array([0.5, -2.0, 3.0, 1.5, np.nan], dtype)
+    v0 = np.array([1.0, 1.0, 9.0, 0.0, 1.0], dtype)
+    opt = fastrms.Yogi(np.zeros(5, dtype), beta2=0.9)
+    opt.load_state_dict({**opt.state_dict(), "v": v0})
+    with np.errstate(invalid="ignore"):
+        opt.step(g)
+        expected = v0 - (dtype(1 - 0.9) * np.sign(v0 - g * g)) * (g * g)
+    assert expected.dtype == dtype and opt.state["v"][2] == 9.0 and np.isnan(opt.state["v"][4])
+    np.testing.assert_array_equal(opt.state["v"], expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_a_varying_h_is_computed_compiled_and_equals_the_python_function_bit_for_bit(dtype):
     """Where h changes every step (bias corrections, schedules, clip by norm), MethodState computes it
     with the method's coefficient function compiled: the same h as that function run by Python, bit
