@@ -137,7 +137,12 @@ def _split(method: methods.Method, options: dict, tol) -> tuple[dict, dict]:
     return driver, hyper
 
 
-_MISSING = object()
+class _Missing:
+    def __repr__(self) -> str:  # (as help(minimize) shows the default)
+        return "<not given>"
+
+
+_MISSING = _Missing()
 
 
 def _parse_positional(second, rest, jac, x0):
