@@ -306,10 +306,9 @@ def test_the_compiled_loop_over_rows_that_share_p_equals_separate_calls(rng):
     A, y = _least_squares(rng)
     X0 = rng.normal(size=(B, N))
     options = {"lr": np.geomspace(1e-3, 0.3, B), "maxiter": 80, "gtol": 0}
-    for method in ("nadam", "radam"):
-        res = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method=method,
-                               options={**options, "batched": True, "driver": "compiled"})
-        _assert_same_as_separate(res, method, X0, (A, y), options, (F_jit, dF_jit))
+    res = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method="nadam",
+                           options={**options, "batched": True, "driver": "compiled"})
+    _assert_same_as_separate(res, "nadam", X0, (A, y), options, (F_jit, dF_jit))
 
 
 def test_bad_input_names_the_shapes(rng):
