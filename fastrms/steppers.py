@@ -86,11 +86,8 @@ class Optimizer:
             moved, fast, grads = self._moved, self._fast_step, _grads_of(self.x)
 
             def step(g=None) -> Any:
-                loss = None
-                if callable(g):  # torch's step(closure)
-                    loss, g = _closure_loss(g), None
-                moved()
-                fast(grads() if g is None else g)
+                loss, g = _torch_gradient(g, moved, grads)
+                fast(g)
                 return loss
 
             self._fast_step = step
@@ -108,11 +105,7 @@ class Optimizer:
             return self._fast_step(g)
         loss = None
         if self._moved is not None:
-            if callable(g):
-                loss, g = _closure_loss(g), None
-            self._moved()
-            if g is None:
-                g = _grads_of(self.x)()
+            loss, g = _torch_gradient(g, self._moved, _grads_of(self.x))
         e = self._mstate
         gf = self._gradient(g)
         self._rows_step(self._flat, gf, e.row_coefficients(gf, self._active), self._active)
@@ -332,13 +325,20 @@ def _moved_storage_check(named: list) -> Callable[[], None] | None:
     return check
 
 
-def _closure_loss(closure: Callable[[], Any]) -> Any:
-    """torch's ``optimizer.step(closure)``: the closure's loss, computed with autograd on (torch
-    wraps it in ``enable_grad`` too: a step may run under ``no_grad``)."""
-    import torch
+def _torch_gradient(g, moved: Callable[[], None], grads: Callable[[], Any]) -> tuple[Any, Any]:
+    """(loss, gradient) for a step over torch tensors: torch's ``step(closure)`` runs the closure
+    first, with autograd on (torch wraps it in ``enable_grad`` too: a step may run under
+    ``no_grad``), for its loss and the ``.grad`` it fills; then the tensors' storage is checked,
+    and their ``.grad`` taken where no gradient was given."""
+    loss = None
+    if callable(g):
+        import torch
 
-    with torch.enable_grad():
-        return closure()
+        with torch.enable_grad():
+            loss = g()
+        g = None
+    moved()
+    return loss, grads() if g is None else g
 
 
 def _grads_of(x) -> Callable[[], Any]:
