@@ -108,8 +108,6 @@ class Leaves:
                 return [a[k] for k in self.keys]
             return list(a.values())
         if not isinstance(a, (list, tuple)):
-            if callable(a):
-                raise _arrays.callable_gradient_error()
             raise TypeError(f"{what} must be a list or tuple like x, got {type(a).__name__}")
         if len(a) != len(self.sizes):
             raise ValueError(f"{what} has {len(a)} arrays, but x has {len(self.sizes)}")
@@ -117,6 +115,8 @@ class Leaves:
 
     def gradient_addresses(self, grads, like: np.ndarray) -> list:
         """Fill self.gs with the gradients' addresses; returns what must stay alive meanwhile."""
+        if callable(grads):  # (not a structure of any kind: say what a function was taken for)
+            raise _arrays.callable_gradient_error()
         gs = self.split(grads, "the gradient")
         torch = sys.modules.get("torch")
         if torch is not None and gs and isinstance(gs[0], torch.Tensor):  # a torch model's .grad

@@ -665,7 +665,7 @@ def test_step_with_a_closure_as_torch_optim_takes_it():
     ref = np.ones((3, 2))
     fastrms.RMSProp(ref, lr=np.array([0.1, 0.2, 0.3])).step(2 * np.ones((3, 2)))
     np.testing.assert_array_equal(W.detach().numpy(), ref)
-    for x in (np.ones(2), [np.ones(2)], np.ones((2, 2))):
+    for x in (np.ones(2), [np.ones(2)], {"w": np.ones(2)}, np.ones((2, 2))):
         opts = {"lr": np.array([0.1, 0.2])} if x.__class__ is np.ndarray and x.ndim == 2 else {}
         with pytest.raises(TypeError, match=r"the gradient is a function: .*step\(closure\)"):
             fastrms.RMSProp(x, **opts).step(lambda: 1.0)
