@@ -149,8 +149,8 @@ def host_overhead(cupy, torch, sizes=(1_000, 100_000), steps=2000, rounds=5):
 
 def batched_steps(cupy, shapes=((10_000, 8), (100, 1_000)), steps=500, rounds=5):
     """Wall time per step of batched Adam steppers (B problems of n, float64, CuPy g): one set of
-    hyperparameters (its varying h crosses to the device as one row), η per problem (all B rows
-    computed and sent each step), and one flat Adam stepper over the same B·n elements (the floor:
+    hyperparameters (its varying h crosses to the device as one row), η per problem (the powers of
+    t computed on the host, each row finished on the device), and one flat Adam stepper over the same B·n elements (the floor:
     one launch, no rows).  Candidates take turns round by round; medians with min-max."""
     from numba import cuda
 

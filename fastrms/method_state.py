@@ -202,6 +202,8 @@ class BatchedState(MethodState):
         # clip by each problem's norm): while all run, one flat launch over all B·n elements
         # computes what the rows kernel would, and parallelizes as one problem's kernel does
         self.uniform = not per_problem and self._clip_norm == math.inf
+        # a backend that keeps H elsewhere may fill it there (CUDA: a sweep of η with Adam)
+        self._device_fill = backend.device_fill(self)
 
     def _column(self, name: str, out: np.ndarray) -> None:
         if name in self.per_problem:
@@ -229,7 +231,7 @@ class BatchedState(MethodState):
         self._column("gamma", self.GAMMA)
         for i, name, schedule, interval in self.config.scheduled:
             self.P[:, i] = ck.scheduled(name, schedule(self.t), self.t, interval)
-        self._fill(self.P, self.t + 1, self.LR, self.GAMMA, self.GF, self.H, active)
+        (self._device_fill or self._fill)(self.P, self.t + 1, self.LR, self.GAMMA, self.GF, self.H, active)
         self._ready = True
         self.h_count += 1
         return self.H

@@ -7,6 +7,7 @@ subprocess that has the simulator off.
 """
 
 import copy
+import functools
 import gc
 import os
 import re
@@ -376,6 +377,19 @@ def test_float32_ptx_has_no_float64_instruction():
                 assert re.search(r"cvt\.f64\.f32", ptx) and re.search(r"(mul|fma\.rn)\.f64", ptx)
                 ptx = cuda.ptx("broadcast", None, (), 0, np.float32)  # (a batch's h, copied to its rows)
                 assert re.search(r"st\.global\.[bf]32", ptx) and not re.search(r"\.f64\b", ptx), ptx
+                # a sweep of η fills its rows on the device: every method's finish compiles for it,
+                # computes in float64 as the host does and stores x's dtype
+                from fastrms.methods import METHODS
+                finishes = {{}}  # (Adam's variants share Adam's parts)
+                for m, meth in METHODS.items():
+                    if meth.parts:
+                        finishes.setdefault(meth.parts[1], m)
+                assert len(finishes) >= 3, finishes
+                for m in finishes.values():
+                    cm = presets.configure(m, {{}})
+                    ptx = cuda.fill_ptx(cm.method.parts, cm.packed(), np.float32)
+                    assert re.search(r"cvt\.rn\.f32\.f64", ptx) and re.search(r"st\.global\.f32", ptx), m
+                    assert not re.search(r"^\s*call", ptx, re.M), m
             print("PTX-OK", method)
     """)
     if "PTX-OK" not in out.stdout and ("NVVM" in out.stderr or "libnvvm" in out.stderr.lower()):
@@ -550,6 +564,33 @@ def test_a_shared_adam_batch_on_the_device_matches_the_cpu_as_problems_stop():
     np.testing.assert_array_equal(dev.status, host.status)
     np.testing.assert_array_equal(dev.nit, host.nit)
     np.testing.assert_allclose(dev.x, host.x, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method,opts,dtype,steps", [
+    ("NAdam", {}, np.float64, 66),  # (its product of momenta changes form after t = 64)
+    # (rectified from t = 5; a clip factor a problem and a scheduled η: new columns every step)
+    ("RAdam", {"clip_norm": 0.5, "lr": lambda t: 0.1 / (t + 1)}, np.float32, 8),
+    ("Yogi", {"beta1": lambda t: 0.9 - 0.01 * t}, np.float64, 8)])  # (p itself changes every step)
+def test_a_sweep_of_eta_fills_its_rows_on_the_device(method, opts, dtype, steps, rng):
+    """A batch whose problems share p (they differ in η or in their clip factors alone), with a
+    method whose coefficients have parts: the host computes the powers of t, the device finishes
+    each row; the host's H is never filled and B rows never cross.  H and x equal the CPU's (bit
+    for bit under the simulator, which computes as the host does), with a new η mid-run too."""
+    X = rng.normal(size=(5, 3)).astype(dtype)
+    host, dev, lr = X.copy(), cuda.to_device(X), np.linspace(0.01, 0.1, 5)
+    opts = {"lr": lr, **opts, "batched": True}
+    ref, opt = getattr(fastrms, method)(host, **opts), getattr(fastrms, method)(dev, **opts)
+    grads = [rng.normal(size=(5, 3)).astype(dtype) for _ in range(steps)]
+    _step_both(ref, opt, grads[:-2])
+    ref.lr = opt.lr = lr[::-1].copy()
+    _step_both(ref, opt, grads[-2:])
+    rows = fcuda._DEVICE_ROWS[opt._mstate]
+    assert opt._mstate._device_fill is not None and rows.filled_here
+    assert (opt._mstate.H == 0).all()
+    same = np.testing.assert_array_equal if SIM else functools.partial(
+        np.testing.assert_allclose, rtol=1e-6 if dtype == np.float32 else 1e-13)
+    same(rows.H.copy_to_host(), ref._mstate.H)
+    same(dev.copy_to_host(), host)
 
 
 def test_rows_launch_config():

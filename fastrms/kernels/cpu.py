@@ -695,6 +695,9 @@ class CpuBackend:
     def first_row_serves(self, active) -> bool:
         return bool(active.all())  # (rows_stepper, rows_checked_stepper: one flat launch then)
 
+    def device_fill(self, mstate) -> None:
+        return None  # (H is filled where it lives, by BatchedState's own fill)
+
     def rows_stepper(self, mstate, n):
         itemsize, S = mstate.dtype.itemsize, mstate.S
         rows = mstate.kernels.rows(n, itemsize)

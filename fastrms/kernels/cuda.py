@@ -175,6 +175,16 @@ def _broadcast_row(h, H):  # pragma: no cover - compiled
         H[i // nh, i % nh] = h[i % nh]
 
 
+def _fill_rows_shared(p, t, powers, LR, GAMMA, GF, H):  # pragma: no cover - compiled for the device
+    """H[b] ← the coefficients of problem b at step t, one thread a problem, for a batch whose
+    problems share the packed parameters p (method_state._fill_rows_shared, on the device): RULE
+    is the method's ``finish`` (Method.parts), and ``powers`` its powers of t, computed once on
+    the host and passed as arguments."""
+    start, stride = cuda.grid(1), cuda.gridsize(1)  # noqa: F821
+    for b in range(start, H.shape[0], stride):
+        RULE(p, t, powers, LR[b], GAMMA[b], GF[b], H[b])  # noqa: F821
+
+
 def _reduce(g, out):  # pragma: no cover - compiled
     """out[0] ← max |g_i| and out[1] ← Σ g_i² (float64 atomics, out zeroed first), out[2] = 1 if a
     g_i is NaN.  Each thread starts from its first element, not from a zero made of g[0]
@@ -240,6 +250,25 @@ def ptx(template_name: str, rule, flags: tuple, nh: int, dtype, cc=(9, 0)) -> st
         args = [vec, vec, mat, nt.UniTuple(dt, nh)]
         if template_name == "step_checked":
             args += [dt, vec, nt.Array(nt.int64, 1, "C"), nt.int64]
+    return _compile_ptx(fn, args, cc)
+
+
+def fill_ptx(parts, p, dtype, cc=(9, 0)) -> str:
+    """The PTX of a batch's device fill (_fill_rows_shared) for a method's parts and packed
+    parameters p (a configuration's ``packed()``), compiled without a GPU."""
+    import numba
+    from numba import types as nt
+
+    powers, finish = parts
+    fn = _jit.bind(_fill_rows_shared, "ptx_fill_rows_shared", cuda=_cuda(), RULE=finish)
+    col = nt.Array(nt.float64, 1, "C")
+    args = [col, nt.int64, numba.typeof(powers(p, 1)), col, col, col,
+            nt.Array(numba.from_dtype(np.dtype(dtype)), 2, "C")]
+    return _compile_ptx(fn, args, cc)
+
+
+def _compile_ptx(fn, args, cc) -> str:
+    cuda = _cuda()
     if cuda.is_available():
         return cuda.compile_ptx(fn, tuple(args), cc=cc)[0]
     # numba-cuda compiles nested device functions (the rule) for "the current device",
@@ -473,10 +502,11 @@ class _DeviceRows:
         self.row = cuda.device_array(mstate.H.shape[1], dtype=mstate.H.dtype) if mstate.uniform else None
         self.active = cuda.device_array(mstate.B, dtype=np.uint8)
         self._h_count = self._active = None
+        self.filled_here = False  # (a _DeviceFill writes self.H: the host's H is never filled)
 
     def __call__(self, H, active, h_count: int):
         """(H, active) on the device, for the host's H, computed for the h_count-th time, and active."""
-        if self._h_count != h_count:
+        if self._h_count != h_count and not self.filled_here:
             if self.row is not None:
                 self.row.copy_to_device(H[0])
                 _plain_launch(_broadcast_row, *launch_config(H.size), H.dtype)(self.row, self.H)
@@ -490,6 +520,39 @@ class _DeviceRows:
 
 
 _DEVICE_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # BatchedState -> _DeviceRows
+
+
+class _DeviceFill:
+    """BatchedState's fill ``(P, t, LR, GAMMA, GF, H, active)`` for a batch whose problems share p
+    and whose method has parts (a sweep of η with Adam), run on the device: the host computes
+    ``powers(p, t)`` once a step and a thread per problem finishes its row of the device's H.
+    What crosses a step is a few numbers as kernel arguments, where the host's fill sent B rows
+    (10,000 Adam problems: 1.4 MB a step); p and the per-problem η, γ and clip factors cross
+    only when they change (a schedule, clip_norm).  Every row is filled (the rows kernels skip
+    the problems that stopped), and the host's H is left as it is."""
+
+    def __init__(self, cuda, rows: _DeviceRows, parts, B: int):
+        self.powers, finish = parts
+        self.rows = rows
+        rows.filled_here = True
+        blocks, threads = launch_config(B)
+        self.launch = kernels_for(finish, ()).launch(_fill_rows_shared, blocks, threads, rows.H.dtype)
+        self.cuda = cuda
+        self._sent: dict = {}  # name -> (the host values the device holds, their device array)
+
+    def _on_device(self, name: str, values: np.ndarray):
+        sent = self._sent.get(name)
+        if sent is None:
+            sent = self._sent[name] = (values.copy(), self.cuda.to_device(values))
+        elif not np.array_equal(sent[0], values):
+            sent[0][:] = values
+            sent[1].copy_to_device(values)
+        return sent[1]
+
+    def __call__(self, P, t, LR, GAMMA, GF, H, active) -> None:
+        p = P[0]
+        self.launch(self._on_device("p", p), t, self.powers(p, t), self._on_device("lr", LR),
+                    self._on_device("gamma", GAMMA), self._on_device("gfactor", GF), self.rows.H)
 
 
 # -- arrays ------------------------------------------------------------------------
@@ -719,6 +782,12 @@ class CudaBackend:
 
     def first_row_serves(self, active) -> bool:
         return True  # (a uniform batch's H[0] is copied to the other rows on the device)
+
+    def device_fill(self, mstate):
+        """A batch sharing p whose method has parts fills its H on the device (_DeviceFill)."""
+        if mstate.shares_p and mstate.config.method.parts and not mstate.uniform:
+            return _DeviceFill(self.cuda, self._device_rows(mstate), mstate.config.method.parts, mstate.B)
+        return None
 
     def rows_stepper(self, mstate, n):
         B = mstate.B

@@ -229,7 +229,8 @@ class Method:
     state rows as (name, initial value); ``varies_fn`` whether h changes every step.
     ``parts``, where the coefficients cost powers of t, is ``(powers, finish)`` with
     ``coefficients(p, t, lr, gamma, gfactor, out)`` = ``finish(p, t, powers(p, t), lr, ...)``:
-    a batch whose problems share p (their own values η, γ alone) computes the powers once a step.
+    a batch whose problems share p (their own values η, γ alone) computes the powers once a step
+    (and on a GPU finishes its rows there: ``finish`` must compile for every backend).
     """
 
     name: str
