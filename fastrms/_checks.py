@@ -83,6 +83,14 @@ class Range:
         return ((v > self.lo) if self.lo_open else (v >= self.lo)) and \
                ((v < self.hi) if self.hi_open else (v <= self.hi))
 
+    def outside(self, values: np.ndarray) -> np.ndarray:
+        """Which of the float values are not in the interval (NaN included): ``contains`` on many
+        at once."""
+        with np.errstate(invalid="ignore"):
+            inside = ((values > self.lo) if self.lo_open else (values >= self.lo)) & \
+                     ((values < self.hi) if self.hi_open else (values <= self.hi))
+        return ~inside
+
     def describe(self) -> str:
         return f"{'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
 

@@ -151,6 +151,40 @@ def test_each_problems_values_get_one_problems_cross_checks():
                          options={"batched": True, "momentum": np.array([0.9, 0.0, 0.5]), "nesterov": True})
 
 
+@pytest.mark.parametrize("method,options", [
+    ("rmsprop", {"gamma": np.linspace(0.5, 1.0, 6), "momentum": np.array([0.0, 0.5, 0.9, 0.0, 0.3, 0.1]),
+                 "weight_decay": np.array([0.0, 0.1, 0.0, 0.0, 0.2, 0.0]), "lr": lambda t: 0.1}),
+    ("adam", {"beta1": np.linspace(0.0, 0.95, 6), "beta2": np.array([0.9, 0.99, 0.999, 0.9, 0.5, 0.99]),
+              "eps": np.array([0.0, 1e-8, 1e-3, 0.0, 1.0, 1e-8]), "amsgrad": True}),
+    ("momentum", {"momentum": np.array([0.0, 0.5, 0.9, 0.0, 0.3, 0.1]), "dampening": np.linspace(0, 1, 6)}),
+    ("adadelta", {"gamma": np.linspace(0.0, 1.0, 6), "eps": np.array([1e-6, 1e-3, 1.0, 1e-8, 2.0, 1e-6]),
+                  "clip_norm": 1.0})])
+def test_many_combinations_are_configured_as_each_one_alone(method, options):
+    """A batch of many distinct values (a random search) configures each combination from the first
+    one's config with its values put in; each equals the config validated from its own options
+    (values, flags, state rows, packed parameters, whether h varies).  Values outside their
+    interval, or a combination the method's cross-checks refuse, leave it to the one-by-one path,
+    whose error names the problem (test_each_problems_values_get_one_problems_cross_checks)."""
+    from fastrms import methods, presets
+
+    m = methods.get(method)
+    names = [k for k, v in options.items() if isinstance(v, np.ndarray)]
+    scalars = {k: v for k, v in options.items() if k not in names}
+    combos = np.stack([options[k] for k in names], axis=1)
+    quick = presets._quick_configs(m, scalars, names, names, combos)
+    assert quick is not None and len(quick) == len(combos)
+    for row, q in zip(combos, quick, strict=True):
+        alone = presets.configure(method, {**scalars, **dict(zip(names, map(float, row), strict=True))})
+        assert q.values == alone.values and q.flags == alone.flags and q.rows == alone.rows
+        assert q.varies == alone.varies
+        np.testing.assert_array_equal(q.packed(), alone.packed())
+    outside = combos.copy()
+    outside[2, 0] = np.nan
+    assert presets._quick_configs(m, scalars, names, names, outside) is None
+    if method == "momentum":  # (nesterov needs dampening 0: the cross-check refuses problems 1 to 5)
+        assert presets._quick_configs(m, {"nesterov": True}, names, names, combos) is None
+
+
 def test_per_problem_minibatches_equal_separate_runs(rng):
     A, y = _least_squares(rng)
     X0 = np.zeros((B, N))

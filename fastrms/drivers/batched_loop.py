@@ -43,8 +43,9 @@ class BatchOutcome:
         return np.array([MESSAGES[r][0] for r in self.reasons], dtype=np.intp)
 
     def messages(self) -> np.ndarray:
-        return np.array([MESSAGES[r][1].format(k=k) for r, k in zip(self.reasons, self.nit, strict=True)],
-                        dtype=object)
+        endings = list(zip(self.reasons.tolist(), self.nit.tolist(), strict=True))
+        made = {e: MESSAGES[e[0]][1].format(k=e[1]) for e in set(endings)}  # (most problems end alike)
+        return np.array([made[e] for e in endings], dtype=object)
 
 
 def run(problem: Problem, bstate: BatchedState, x: np.ndarray, *, maxiter: int, gtol: float,

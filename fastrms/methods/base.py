@@ -182,9 +182,16 @@ def lr_check(name, v):
     return v if callable(v) else ck.positive(name, v)
 
 
+# the interval a float must lie in to pass (a batch tests its per-problem values at once)
+lr_check.interval = ck.positive
+
+
 def gamma_check(name, v):
     v = as_schedule(name, v)
     return v if callable(v) else ck.unit_closed(name, v)
+
+
+gamma_check.interval = ck.unit_closed
 
 
 def clip_check(name, v):
