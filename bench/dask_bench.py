@@ -63,7 +63,7 @@ def run(rows=ROWS, steps=STEPS):
     nbytes = rows * (FEATURES + 1) * 8
     out = {"rows": rows, "GB": nbytes / 1e9}
     cluster_kw = dict(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None)
+                      dashboard_address="127.0.0.1:0")  # (None still serves on 8787)
     # 1. fastrms and dask-glm side by side, default memory limits
     with LocalCluster(**cluster_kw) as cluster, Client(cluster) as client:
         X, y = _data(client, rows)

@@ -25,7 +25,7 @@ OPTS = {"lr": 0.01, "gamma": 0.9, "maxiter": 30, "gtol": 0}
 @pytest.fixture(scope="module")
 def client():
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address=None)
+                                       dashboard_address="127.0.0.1:0")  # (None still serves on 8787)
     c = distributed.Client(cluster)
     yield c
     c.close()
