@@ -183,6 +183,58 @@ def test_many_combinations_are_configured_as_each_one_alone(method, options):
     assert presets._quick_configs(m, scalars, names, names, outside) is None
     if method == "momentum":  # (nesterov needs dampening 0: the cross-check refuses problems 1 to 5)
         assert presets._quick_configs(m, {"nesterov": True}, names, names, combos) is None
+    if method == "adam":  # (the same for a later combination: eps_root > 0 needs v_hat)
+        roots = np.array([[0.0], [0.1]])
+        assert presets._quick_configs(m, {}, ["eps_root"], ["eps_root"], roots) is None
+        assert presets._quick_configs(m, {"v_hat": True}, ["eps_root"], ["eps_root"], roots) is not None
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# per-problem columns and the values they draw from: 0 and the ends of intervals, where the structure
+# or a cross-check turns, and (in half the batches) values outside them and NaN
+_INSIDE = [0.0, 1e-8, 0.1, 0.5, 0.9, 0.999]
+_ANY = _INSIDE + [1.0, 2.0, -1.0, float("nan")]
+_BATCH_CASES = {  # method: (its per-problem columns, its other options)
+    "rmsprop": (["gamma", "momentum", "eps", "weight_decay"],
+                [{}, {"bias_correction": True}, {"centered": True, "nesterov": True}]),
+    "adam": (["beta1", "beta2", "eps", "eps_root", "weight_decay"],
+             [{}, {"v_hat": True}, {"rectify": True}, {"nesterov": True, "momentum_decay": 0.004}]),
+    "momentum": (["momentum", "dampening", "weight_decay"], [{}, {"nesterov": True}]),
+    "adadelta": (["gamma", "eps"], [{}, {"clip_norm": 1.0}])}
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_a_batch_is_configured_as_each_problem_alone(data):
+    """Whatever the per-problem values, configure_batch answers as validating every combination on
+    its own does: the same config, per-problem values and 'varies', or the same error."""
+    from fastrms import presets
+
+    method = data.draw(st.sampled_from(sorted(_BATCH_CASES)))
+    columns, extras = _BATCH_CASES[method]
+    names = data.draw(st.lists(st.sampled_from(columns), min_size=1, max_size=len(columns), unique=True))
+    B = data.draw(st.integers(2, 5))
+    pool = _ANY if data.draw(st.booleans()) else _INSIDE
+    values = st.lists(st.sampled_from(pool), min_size=B, max_size=B)
+    options = {**data.draw(st.sampled_from(extras)), **{k: np.array(data.draw(values)) for k in names}}
+
+    def answer():
+        try:
+            c, per_problem, varies = presets.configure_batch(method, options, None, B)
+        except (TypeError, ValueError) as e:
+            return type(e), str(e)
+        return c.values, c.flags, {k: v.tolist() for k, v in per_problem.items()}, varies
+
+    quick = answer()
+    real = presets._quick_configs
+    presets._quick_configs = lambda *a: None
+    try:
+        alone = answer()
+    finally:
+        presets._quick_configs = real
+    assert repr(quick) == repr(alone)  # (repr: NaN equals NaN there)
 
 
 def test_per_problem_minibatches_equal_separate_runs(rng):
