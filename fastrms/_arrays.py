@@ -84,6 +84,24 @@ def is_torch(x) -> bool:
     return type(x).__module__.split(".")[0] == "torch"
 
 
+def host_values(v):
+    """A hyperparameter given as an array of another library (a torch tensor, on any device, JAX,
+    CuPy, a Numba device array, pandas), one value per problem of a batch: the NumPy array of its
+    values.  Anything else (a number, a 0-d array, a NumPy array, a list, a schedule) as it is."""
+    if type(v) is np.ndarray or isinstance(v, (list, tuple, str)) or not getattr(v, "ndim", 0):
+        return v
+    try:
+        if is_torch(v):
+            return v.detach().to("cpu").double().numpy()  # (bfloat16 has no NumPy dtype)
+        if hasattr(v, "copy_to_host"):  # a Numba device array
+            return v.copy_to_host()
+        if type(v).__module__.split(".")[0] == "cupy":
+            return v.get()
+        return np.asarray(v)
+    except Exception:  # (not an array after all: the hyperparameter's own check says what it is)
+        return v
+
+
 def lazy_tensor_error(t) -> TypeError | None:
     """Why the tensor t's memory does not hold its values, or None: torch's lazily negated views
     (memory −t) and ZeroTensors (autograd's zeros, a null pointer) would be stepped as −g or read

@@ -62,7 +62,9 @@ def real(name: str, value) -> float:
     if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)):
         value = value.item()
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number, got {type(given).__name__} {_short(given)}")
+        hint = ("; one value per problem of a batch (x of shape (B, ...)) goes in a 1-D array, "
+                "np.asarray(...)" if isinstance(given, (list, tuple)) else "")
+        raise TypeError(f"{name} must be a real number, got {type(given).__name__} {_short(given)}{hint}")
     try:
         value = float(value)
     except OverflowError:  # a Python int beyond float64

@@ -19,7 +19,7 @@ from scipy.optimize import OptimizeResult
 
 from . import _checks as ck
 from . import cluster, kernels, methods, presets
-from ._arrays import fingerprint
+from ._arrays import fingerprint, host_values
 from .drivers import batched_loop, python_loop
 from .drivers.batches import Batches
 from .drivers.callback import wrap_callback
@@ -270,6 +270,8 @@ def _method_name(method):
 
 def _minimize(fun, jac, x0, args, method, tol, callback, options) -> OptimizeResult:
     """minimize, its arguments checked and parsed."""
+    if isinstance(options, dict) and options.get("batched"):  # per-problem values as torch tensors ...
+        options = {k: host_values(v) for k, v in options.items()}
     if cluster.any_dask(x0, *args):  # Dask: the same solvers, on the blocks where the data lives
         if tol is not None and "gtol" not in (options or {}):
             options = {**(options or {}), "gtol": tol}

@@ -40,6 +40,7 @@ class Optimizer:
         self._backend = kernels.get(kernels.owner(x))
         self._shaped = self._backend.param_array(x)  # x itself, or its Numba device view
         self._moved = _moved_storage_check(_named(x))
+        hyperparameters = {k: _arrays.host_values(v) for k, v in hyperparameters.items()}  # (torch, JAX ...)
         # what a copy or an unpickled stepper rebuilds from
         self._options = (preset, dict(hyperparameters, **({"batched": True} if batched else {})))
         # batched: each row x[b] is its own problem (per-row hyperparameters: 1-D arrays of length B)

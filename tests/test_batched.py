@@ -189,6 +189,31 @@ def test_many_combinations_are_configured_as_each_one_alone(method, options):
         assert presets._quick_configs(m, {"v_hat": True}, ["eps_root"], ["eps_root"], roots) is not None
 
 
+@pytest.mark.parametrize("library", ["torch", "jax"])
+def test_per_problem_values_from_torch_or_jax_are_their_numpy_values(library):
+    """A torch user writes lr=torch.linspace(...), a JAX one jnp.linspace(...): the values are read
+    once, as the NumPy array of them (a stepper and a batched minimize alike); a list is an error
+    that says where per-problem values go."""
+    lib = pytest.importorskip(library)
+    lr = np.array([0.1, 0.2, 0.3])
+    given = {"torch": lambda: lib.tensor(lr, requires_grad=True),
+             "jax": lambda: lib.numpy.asarray(np.float32(lr))}[library]()
+    same = np.asarray(given.detach() if library == "torch" else given, dtype=np.float64)
+    grads = np.arange(6.0).reshape(3, 2) - 2
+    runs = []
+    for value in (given, same):
+        X = np.ones((3, 2))
+        opt = fastrms.Adam(X, lr=value, beta1=value / 2)
+        opt.step(grads)
+        res = fastrms.minimize(lambda X: (X**2).sum(1), lambda X: 2 * X, np.ones((3, 2)), method="adam",
+                               options={"batched": True, "lr": value, "maxiter": 4})
+        runs.append((X, res.x, opt.lr))
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(TypeError, match=r"got list .*goes in a 1-D array"):
+        fastrms.Adam(np.ones((3, 2)), lr=[0.1, 0.2, 0.3])
+
+
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

@@ -575,11 +575,13 @@ def test_a_sweep_of_eta_fills_its_rows_on_the_device(method, opts, dtype, steps,
     """A batch whose problems share p (they differ in η or in their clip factors alone), with a
     method whose coefficients have parts: the host computes the powers of t, the device finishes
     each row; the host's H is never filled and B rows never cross.  H and x equal the CPU's (bit
-    for bit under the simulator, which computes as the host does), with a new η mid-run too."""
+    for bit under the simulator, which computes as the host does), with a new η mid-run too.  (The
+    per-problem η may be a device array itself: read once, as its values.)"""
     X = rng.normal(size=(5, 3)).astype(dtype)
     host, dev, lr = X.copy(), cuda.to_device(X), np.linspace(0.01, 0.1, 5)
     opts = {"lr": lr, **opts, "batched": True}
-    ref, opt = getattr(fastrms, method)(host, **opts), getattr(fastrms, method)(dev, **opts)
+    on_device = {k: cuda.to_device(v) if isinstance(v, np.ndarray) else v for k, v in opts.items()}
+    ref, opt = getattr(fastrms, method)(host, **opts), getattr(fastrms, method)(dev, **on_device)
     grads = [rng.normal(size=(5, 3)).astype(dtype) for _ in range(steps)]
     _step_both(ref, opt, grads[:-2])
     ref.lr = opt.lr = lr[::-1].copy()
