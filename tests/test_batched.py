@@ -416,10 +416,36 @@ def test_rows_that_share_p_equal_separate_steppers(cls, options, dtype, rng):
         np.testing.assert_array_equal(x, Xb[b], err_msg=f"problem {b}")
 
 
-def test_the_compiled_loop_over_rows_that_share_p_equals_separate_calls(rng):
+@pytest.mark.parametrize("cls,slow", [("NAdam", True), ("NAdam", False), ("Yogi", True)])
+def test_rows_in_groups_of_equal_p_equal_separate_steppers(cls, slow, rng):
+    """A grid of η × β1 (β1 along either axis) comes in groups of equal p, one a β1: the powers of
+    t once a group, then each row; bit for bit what each problem computes alone.  A random search
+    of β1 (every p its own) computes its rows one by one."""
+    etas, betas = np.geomspace(1e-3, 1e-1, 3), np.array([0.5, 0.8, 0.9])
+    lr, beta1 = (np.tile(etas, 3), np.repeat(betas, 3)) if slow else (np.repeat(etas, 3), np.tile(betas, 3))
+    X = rng.normal(size=(9, 3))
+    grads = [rng.normal(size=X.shape) for _ in range(66)]  # (NAdam's product past t = 64)
+    Xb = X.copy()
+    rows = getattr(fastrms, cls)(Xb, lr=lr, beta1=beta1)
+    assert rows._mstate.grouped and len(rows._mstate.groups[1]) == 4
+    for g in grads:
+        rows.step(g)
+    for b in range(9):
+        x = X[b].copy()
+        one = getattr(fastrms, cls)(x, lr=lr[b], beta1=beta1[b])
+        for g in grads:
+            one.step(g[b])
+        np.testing.assert_array_equal(x, Xb[b], err_msg=f"problem {b}")
+    assert not getattr(fastrms, cls)(X.copy(), beta1=np.linspace(0.5, 0.9, 9))._mstate.grouped
+
+
+@pytest.mark.parametrize("grid", [False, True], ids=["a sweep of η", "η × β1"])
+def test_the_compiled_loop_over_rows_that_share_p_equals_separate_calls(grid, rng):
     A, y = _least_squares(rng)
     X0 = rng.normal(size=(B, N))
     options = {"lr": np.geomspace(1e-3, 0.3, B), "maxiter": 80, "gtol": 0}
+    if grid:  # (three groups of four problems, the compiled loop's grouped fill)
+        options["beta1"] = np.repeat([0.5, 0.8, 0.9], B // 3)
     res = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method="nadam",
                            options={**options, "batched": True, "driver": "compiled"})
     _assert_same_as_separate(res, "nadam", X0, (A, y), options, (F_jit, dF_jit))

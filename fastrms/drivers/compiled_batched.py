@@ -74,13 +74,14 @@ def _take_rows_typed(args, rows, mask):
     return compiled.take_impl(mask, "[:, rows]")
 
 
-def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kind, lr_p, gamma_kind,
-               gamma_p, clip_norm, t0, k0, k_stop, maxiter, gtol, end_is_maxiter, order, batch, per_epoch,
-               sched, active, nit, reasons, big, bad, err, want_f, every, losses, gnorms, steps, xs,
-               par):  # pragma: no cover - compiled
+def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, p_rows, p_starts, lr_kind, lr_p,
+               gamma_kind, gamma_p, clip_norm, t0, k0, k_stop, maxiter, gtol, end_is_maxiter, order, batch,
+               per_epoch, sched, active, nit, reasons, big, bad, err, want_f, every, losses, gnorms, steps,
+               xs, par):  # pragma: no cover - compiled
     """Iterations k0 … k_stop − 1 of B problems; returns PAUSED at k_stop (x is x_k there).
 
     reasons[b] and nit[b] record where problem b stopped (an index into END_REASONS);
+    p_rows, p_starts: the problems' groups of equal packed parameters (BatchedState.groups);
     lr_kind / gamma_kind < 0: LR / GAMMA hold per-problem values, else a shared schedule;
     want_f: the B losses every ``every`` steps and at maxiter, into losses (steps, B) with the
     rows' max |g| into gnorms and k into steps (a history), NaN for the stopped problems, and a
@@ -103,6 +104,7 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kin
     code = MAXITER
     bad_value = 0.0
     gf = np.empty(0, dtype=x.dtype)
+    first = np.array([0, 1], dtype=np.int64)  # (problem 0 as a group of its own: H[0] alone)
     while True:
         if k == k_stop and k < maxiter:
             code = PAUSED
@@ -192,9 +194,9 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, lr_kin
             break
         if VARIES:  # noqa: F821 - else the host filled H once
             if UNIFORM and all_running:  # noqa: F821 - the flat launch below reads H[0] alone
-                FILL(P[:1], t + 1, LR, GAMMA, GF, H[:1], active)  # noqa: F821
+                FILL(P[:1], t + 1, LR, GAMMA, GF, H[:1], active, first[:1], first)  # noqa: F821
             else:
-                FILL(P, t + 1, LR, GAMMA, GF, H, active)  # noqa: F821
+                FILL(P, t + 1, LR, GAMMA, GF, H, active, p_rows, p_starts)  # noqa: F821
         if UNIFORM and all_running:  # noqa: F821 - see BatchedState.uniform
             if par:
                 n_big, n_bad = FLAT_PAR(x, gf, S, H[0], gtol, spare)  # noqa: F821
@@ -242,7 +244,8 @@ def _build(bstate, sigs, combined: bool, parallel, mask):
     ip = types.intp
     sig = types.Tuple((ip, ip, types.float64, flat, ip, ip, ip))(
         compiled.ADDRESSES, flat, flat, flat, types.UniTuple(ip, xt.ndim), at,
-        types.Array(dt, 2, "C"), f64_2, types.Array(dt, 2, "C"), f64, f64, f64, ip, f64, ip, f64,
+        types.Array(dt, 2, "C"), f64_2, types.Array(dt, 2, "C"), f64, f64, f64,
+        types.Array(types.int64, 1, "C"), types.Array(types.int64, 1, "C"), ip, f64, ip, f64,
         types.float64, ip, ip, ip, ip, dt, types.boolean, types.Array(types.int64, 2, "C"), ip, ip, f64_2,
         types.Array(types.boolean, 1, "C"), types.Array(ip, 1, "C"), types.Array(ip, 1, "C"),
         types.Array(ip, 1, "C"), types.Array(ip, 1, "C"), types.Array(types.int64, 1, "C"),
@@ -254,7 +257,7 @@ def _build(bstate, sigs, combined: bool, parallel, mask):
     # parallel: False, True, or cpu.RACE (both kernels, the host picks one per call)
     flat, flat_par = bstate.kernels.checked_pair(parallel)
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
-    rows = ('u' if bstate.uniform else 'r') + ('s' if bstate.shares_p else '')  # (which FILL)
+    rows = ("u" if bstate.uniform else "r") + ("g" if bstate.grouped else "")  # (and which FILL)
     name = (f"drive_rows_{method.rule.__name__}_{flag_tag(bstate.config.flags)}_"
             f"{'v' if bstate._varies else 'c'}{rows}_{'fg' if combined else 'f_g'}_"
             f"{compiled.MODE_TAGS[parallel]}_{'cast' if cast else 'g'}_"
@@ -284,7 +287,7 @@ def prepare(problem, bstate: BatchedState, x, maxiter: int):
     # problem's would, raced in a long run
     parallel = bstate.uniform and cpu.kernel_mode(x.size, x.itemsize, maxiter)
     combined = problem.jac is True
-    key = (bstate.config.method.name, bstate.config.flags, bstate._varies, bstate.uniform, bstate.shares_p,
+    key = (bstate.config.method.name, bstate.config.flags, bstate._varies, bstate.uniform, bstate.grouped,
            combined, parallel, bstate.dtype, *sigs[:4], mask)
     with compiled._cache_lock:
         drive = _drivers.get(key)
@@ -344,7 +347,8 @@ def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str
             began = time.perf_counter()
             code, k_end, bad_value, x, nfev, njev, n_rec = drive(
                 sigs[4], x, spare, g_end, shape, problem.args, bstate.S, bstate.P, bstate.H, LR,
-                GAMMA, bstate.GF, lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"], bstate.t, k,
+                GAMMA, bstate.GF, *bstate.groups, lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"],
+                bstate.t, k,
                 k_stop, maxiter, gtol_x, end == "maxiter", order, batch, per_epoch, cfg.schedule_rows, active,
                 nit, reasons, big, bad, catch.err, history, every, *rec, xs_k, chunks.parallel)
             chunks.done(k_end - k, time.perf_counter() - began, code == PAUSED)

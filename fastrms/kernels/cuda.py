@@ -177,9 +177,9 @@ def _broadcast_row(h, H):  # pragma: no cover - compiled
 
 def _fill_rows_shared(p, t, powers, LR, GAMMA, GF, H):  # pragma: no cover - compiled for the device
     """H[b] ← the coefficients of problem b at step t, one thread a problem, for a batch whose
-    problems share the packed parameters p (method_state._fill_rows_shared, on the device): RULE
-    is the method's ``finish`` (Method.parts), and ``powers`` its powers of t, computed once on
-    the host and passed as arguments."""
+    problems share the packed parameters p (method_state._fill_rows_grouped's one group, on the
+    device): RULE is the method's ``finish`` (Method.parts), and ``powers`` its powers of t,
+    computed once on the host and passed as arguments."""
     start, stride = cuda.grid(1), cuda.gridsize(1)  # noqa: F821
     for b in range(start, H.shape[0], stride):
         RULE(p, t, powers, LR[b], GAMMA[b], GF[b], H[b])  # noqa: F821
@@ -523,13 +523,13 @@ _DEVICE_ROWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Batched
 
 
 class _DeviceFill:
-    """BatchedState's fill ``(P, t, LR, GAMMA, GF, H, active)`` for a batch whose problems share p
-    and whose method has parts (a sweep of η with Adam), run on the device: the host computes
-    ``powers(p, t)`` once a step and a thread per problem finishes its row of the device's H.
-    What crosses a step is a few numbers as kernel arguments, where the host's fill sent B rows
-    (10,000 Adam problems: 1.4 MB a step); p and the per-problem η, γ and clip factors cross
-    only when they change (a schedule, clip_norm).  Every row is filled (the rows kernels skip
-    the problems that stopped), and the host's H is left as it is."""
+    """BatchedState's fill ``(P, t, LR, GAMMA, GF, H, active, rows, starts)`` for a batch whose
+    problems share p (one group) and whose method has parts (a sweep of η with Adam), run on the
+    device: the host computes ``powers(p, t)`` once a step and a thread per problem finishes its
+    row of the device's H.  What crosses a step is a few numbers as kernel arguments, where the
+    host's fill sent B rows (10,000 Adam problems: 1.4 MB a step); p and the per-problem η, γ
+    and clip factors cross only when they change (a schedule, clip_norm).  Every row is filled
+    (the rows kernels skip the problems that stopped), and the host's H is left as it is."""
 
     def __init__(self, cuda, rows: _DeviceRows, parts, B: int):
         self.powers, finish = parts
@@ -549,7 +549,7 @@ class _DeviceFill:
             sent[1].copy_to_device(values)
         return sent[1]
 
-    def __call__(self, P, t, LR, GAMMA, GF, H, active) -> None:
+    def __call__(self, P, t, LR, GAMMA, GF, H, active, rows, starts) -> None:
         p = P[0]
         self.launch(self._on_device("p", p), t, self.powers(p, t), self._on_device("lr", LR),
                     self._on_device("gamma", GAMMA), self._on_device("gfactor", GF), self.rows.H)

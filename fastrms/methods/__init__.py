@@ -8,8 +8,9 @@ the step number t into the coefficients h the rule reads, and ``METHOD``, the
 To add a method: write ``fastrms/methods/NAME.py`` like ``rmsprop.py`` and add
 NAME to ``REGISTRY``.  Where its coefficients cost powers of t (bias corrections),
 write them as ``powers`` and ``finish`` like ``adamax.py`` and give ``parts``:
-a batch that sweeps η then computes the powers once a step (on a GPU, the host
-computes them and the device finishes each problem's row).  Its stepper class
+a batch computes the powers once a step for each group of problems with the same
+parameters (a sweep of η is one group; on a GPU, the host computes them and the
+device finishes each problem's row).  Its stepper class
 (``METHOD.class_name``), its scipy method function (``fastrms.NAME``), its export,
 every backend, both drivers and the registry-driven tests pick it up from here.
 """

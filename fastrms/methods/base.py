@@ -236,8 +236,9 @@ class Method:
     state rows as (name, initial value); ``varies_fn`` whether h changes every step.
     ``parts``, where the coefficients cost powers of t, is ``(powers, finish)`` with
     ``coefficients(p, t, lr, gamma, gfactor, out)`` = ``finish(p, t, powers(p, t), lr, ...)``:
-    a batch whose problems share p (their own values η, γ alone) computes the powers once a step
-    (and on a GPU finishes its rows there: ``finish`` must compile for every backend).
+    a batch computes the powers once a step for each group of problems with the same p (a sweep
+    of η is one group, and on a GPU finishes its rows there: ``finish`` must compile for every
+    backend).
     """
 
     name: str
