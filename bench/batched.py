@@ -5,8 +5,9 @@
    a Python loop of single ``minimize`` calls (timed on a subset, scaled to B), against
    ``jax.jit(jax.vmap(...))`` of an Optax rmsprop loop on the CPU (when jax and optax are
    installed), and against a hand-written @njit loop over all problems with the same dF.
-2. The same problems solved with Adam, η per problem (a sweep of η): fastrms batched (compiled
-   loop) against a hand-written @njit Adam loop and ``jax.jit(jax.vmap(...))`` of Optax's adam.
+2. The same problems solved with Adam, η per problem (a sweep of η), and η and β1 per problem (a
+   100 × 100 grid): fastrms batched (compiled loop) against a hand-written @njit Adam loop and
+   ``jax.jit(jax.vmap(...))`` of Optax's adam.
 3. B = 25 (the 5 × 5 η × γ sweep on airfoil): one batched call against 25 separate calls.
 """
 
@@ -116,26 +117,63 @@ def hand_adam_loop(X, A, y, steps, lr):
     return X
 
 
-def adam_sweep(reps=3):
-    """Adam over the least-squares problems, η per problem."""
+# a grid of 100 η × 100 β1 over the same problems: β1 the slow axis, as np.meshgrid(etas, betas) lays it
+GRID_LR, GRID_BETA1 = (a.ravel() for a in np.meshgrid(np.geomspace(1e-3, 0.1, 100), np.linspace(0.5, 0.95, 100)))
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _hand_adam_grid_update(X, G, M1, M2, lr, beta1, t, c2):
+    for b in prange(X.shape[0]):
+        b1 = beta1[b]
+        step = lr[b] / (1 - math.pow(b1, float(t)))  # (each problem's own bias correction)
+        for j in range(X.shape[1]):
+            g = G[b, j]
+            m = b1 * M1[b, j] + (1 - b1) * g
+            v = B2 * M2[b, j] + (1 - B2) * (g * g)
+            M1[b, j] = m
+            M2[b, j] = v
+            X[b, j] -= step * (m / (np.sqrt(v) / c2 + EPS))
+
+
+@njit(cache=True)
+def hand_adam_grid_loop(X, A, y, steps, lr, beta1):
+    """Adam with η and β1 per problem, torch's order of operations: each problem's 1 − β1ᵗ in the
+    parallel update, 1 − β2ᵗ once a step."""
+    M1 = np.zeros_like(X)
+    M2 = np.zeros_like(X)
+    for t in range(1, steps + 1):
+        G = dF_jit(X, A, y)
+        _hand_adam_grid_update(X, G, M1, M2, lr, beta1, t, math.sqrt(1 - math.pow(B2, float(t))))
+    return X
+
+
+def adam_sweep(reps=3, grid=False):
+    """Adam over the least-squares problems, η per problem (grid: η and β1, GRID_LR × GRID_BETA1)."""
     rng = np.random.default_rng(0)
     A = rng.normal(size=(B, M, N))
     y = rng.normal(size=(B, M))
     X0 = np.zeros((B, N))
     opts = {"lr": SWEEP_LR, "eps": EPS, "maxiter": STEPS, "gtol": 0, "batched": True}
+    if grid:
+        opts = {**opts, "lr": GRID_LR, "beta1": GRID_BETA1}
+
+    def hand(steps):
+        if grid:
+            return hand_adam_grid_loop(X0.copy(), A, y, steps, GRID_LR, GRID_BETA1)
+        return hand_adam_loop(X0.copy(), A, y, steps, SWEEP_LR)
+
     fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method="adam", options=opts)  # compile once
-    hand_adam_loop(X0.copy(), A, y, 2, SWEEP_LR)
+    hand(2)
     out = _interleaved({
         "fastrms batched, compiled loop (@njit F, dF)":
             lambda: fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method="adam", options=opts),
-        "hand-written @njit loop, same dF": lambda: hand_adam_loop(X0.copy(), A, y, STEPS, SWEEP_LR)}, reps)
+        "hand-written @njit loop, same dF": lambda: hand(STEPS)}, reps)
     try:
-        out["jax.jit(jax.vmap(optax adam loop)), CPU"] = _jax(A, y, X0, reps, adam=True)
+        out["jax.jit(jax.vmap(optax adam loop)), CPU"] = _jax(A, y, X0, reps, adam=True, grid=grid)
     except ImportError:
         pass
     res = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method="adam", options=opts)
-    ref = hand_adam_loop(X0.copy(), A, y, STEPS, SWEEP_LR)
-    out["_max_abs_difference_vs_hand_loop"] = float(np.max(np.abs(res.x - ref)))
+    out["_max_abs_difference_vs_hand_loop"] = float(np.max(np.abs(res.x - hand(STEPS))))
     return out
 
 
@@ -185,7 +223,7 @@ def least_squares(reps=3, subset=100):
     return out
 
 
-def _jax(A, y, X0, reps, adam=False):
+def _jax(A, y, X0, reps, adam=False, grid=False):
     import jax
     import optax
 
@@ -195,11 +233,11 @@ def _jax(A, y, X0, reps, adam=False):
     jax.config.update("jax_enable_x64", True)
     jnp = jax.numpy
 
-    def make(lr):
-        return optax.adam(lr, eps=EPS) if adam else optax.rmsprop(LR, decay=GAMMA, eps=EPS, momentum=MU)
+    def make(lr, b1):
+        return optax.adam(lr, b1=b1, eps=EPS) if adam else optax.rmsprop(LR, decay=GAMMA, eps=EPS, momentum=MU)
 
-    def solve(x, a, yy, lr):
-        opt = make(lr)
+    def solve(x, a, yy, lr, b1):
+        opt = make(lr, b1)
 
         def loss(x):
             r = a @ x - yy
@@ -213,9 +251,11 @@ def _jax(A, y, X0, reps, adam=False):
         return jax.lax.fori_loop(0, STEPS, body, (x, opt.init(x)))[0]
 
     run = jax.jit(jax.vmap(solve))
-    a, yy, x0, lr = jnp.asarray(A), jnp.asarray(y), jnp.asarray(X0), jnp.asarray(SWEEP_LR)
-    run(x0, a, yy, lr).block_until_ready()  # compile
-    return _best(lambda: run(x0, a, yy, lr).block_until_ready(), reps)
+    a, yy, x0 = jnp.asarray(A), jnp.asarray(y), jnp.asarray(X0)
+    lr, b1 = (GRID_LR, GRID_BETA1) if grid else (SWEEP_LR, np.full(len(X0), B1))
+    lr, b1 = jnp.asarray(lr), jnp.asarray(b1)
+    run(x0, a, yy, lr, b1).block_until_ready()  # compile
+    return _best(lambda: run(x0, a, yy, lr, b1).block_until_ready(), reps)
 
 
 def sweep(reps=3):
@@ -250,10 +290,12 @@ def run(reps=5):
     ls = least_squares(reps)
     print("  Adam, η per problem (B = 10,000, 500 steps) ...", flush=True)
     adam = adam_sweep(reps)
+    print("  Adam, a grid of η × β1 (B = 10,000, 500 steps) ...", flush=True)
+    grid = adam_sweep(reps, grid=True)
     print("  batched η × γ sweep on airfoil (B = 25) ...", flush=True)
     sw = sweep(reps)
     print(f"  loss curves of a sweep (B = {CURVES_B}, history=True) ...", flush=True)
-    return {"least_squares": ls, "adam_sweep": adam, "sweep": sw, "curves": curves(reps)}
+    return {"least_squares": ls, "adam_sweep": adam, "adam_grid": grid, "sweep": sw, "curves": curves(reps)}
 
 
 def _vs_ours(title: str, table: dict) -> list:
@@ -272,6 +314,10 @@ def markdown(r: dict) -> str:
     if "adam_sweep" in r:
         lines += [""] + _vs_ours(f"### A sweep of η with Adam: the same {B:,} problems, {STEPS} steps, η from "
                                  f"{SWEEP_LR[0]:g} to {SWEEP_LR[-1]:g} (one per problem)", r["adam_sweep"])
+    if "adam_grid" in r:
+        lines += [""] + _vs_ours(f"### A grid of η × β1 with Adam: the same {B:,} problems, {STEPS} steps, 100 η "
+                                 f"from {GRID_LR.min():g} to {GRID_LR.max():g} × 100 β1 from {GRID_BETA1.min():g} "
+                                 f"to {GRID_BETA1.max():g}", r["adam_grid"])
     lines += ["", "### The 5 × 5 η × γ sweep on airfoil (2 epochs, batch 10)", "",
               "| candidate | median s (min–max) |", "|---|---|"]
     for name, (med, lo, hi) in r["sweep"].items():

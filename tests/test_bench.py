@@ -108,8 +108,8 @@ def test_the_batched_candidate_solves_copies_of_the_same_problem():
 
 
 def test_the_adam_sweeps_hand_written_loop_is_fastrms_adam(rng):
-    """The hand-written Adam loop of ``--batched``'s sweep of η (bench/batched.py) steps as fastrms's
-    batched Adam does, η per problem, bit for bit; its table renders."""
+    """The hand-written Adam loops of ``--batched``'s sweep of η and grid of η × β1 (bench/batched.py)
+    step as fastrms's batched Adam does, bit for bit; their tables render."""
     from bench import batched as bb
 
     B = 6
@@ -119,11 +119,17 @@ def test_the_adam_sweeps_hand_written_loop_is_fastrms_adam(rng):
                            options={"lr": lr, "eps": bb.EPS, "maxiter": 40, "gtol": 0, "batched": True})
     ref = bb.hand_adam_loop(np.zeros((B, bb.N)), A, y, 40, lr)
     np.testing.assert_array_equal(res.x, ref)
+    beta1 = np.repeat([0.5, 0.9], B // 2)  # (and the grid's loop, β1 per problem: two groups of three)
+    res = fastrms.minimize(bb.F_jit, bb.dF_jit, np.zeros((B, bb.N)), args=(A, y), method="adam",
+                           options={"lr": lr, "beta1": beta1, "eps": bb.EPS, "maxiter": 40, "gtol": 0,
+                                    "batched": True})
+    np.testing.assert_array_equal(res.x, bb.hand_adam_grid_loop(np.zeros((B, bb.N)), A, y, 40, lr, beta1))
+    assert bb.GRID_LR.shape == bb.GRID_BETA1.shape == (bb.B,) and len(set(bb.GRID_BETA1)) == 100
     timing = {"fastrms batched, compiled loop (@njit F, dF)": (1.0, 0.9, 1.1),
               "hand-written @njit loop, same dF": (0.5, 0.4, 0.6), "_max_abs_difference_vs_hand_loop": 0.0}
-    text = bb.markdown({"least_squares": timing, "adam_sweep": timing, "sweep": {
+    text = bb.markdown({"least_squares": timing, "adam_sweep": timing, "adam_grid": timing, "sweep": {
         "one batched call (B = 25)": (1.0, 1.0, 1.0), "25 separate calls": (2.0, 2.0, 2.0)}})
-    assert "A sweep of η with Adam" in text
+    assert "A sweep of η with Adam" in text and "A grid of η × β1 with Adam" in text
     assert "| hand-written @njit loop, same dF | 0.500 (0.400–0.600) | 0.50 |" in text
 
 
