@@ -230,7 +230,7 @@ _BATCH_CASES = {  # method: (its per-problem columns, its other options)
     "adadelta": (["gamma", "eps"], [{}, {"clip_norm": 1.0}])}
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_a_batch_is_configured_as_each_problem_alone(data):
     """Whatever the per-problem values, configure_batch answers as validating every combination on
