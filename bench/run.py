@@ -296,6 +296,27 @@ def bench_threshold(reps):
     return rows
 
 
+ROWS_SHAPES = ((4_000, 8), (1_000, 32), (12_500, 8), (3_125, 32), (100, 1_000), (125_000, 8), (31_250, 32),
+               (1_000, 1_000), (10, 100_000))
+
+
+def bench_rows_threshold(reps):
+    """Serial vs parallel rows kernel (a batch of B problems of n elements, each its own η: the
+    in-place kernel of a batched stepper), in turns, and which one fastrms picks."""
+    rows = []
+    for B, n in ROWS_SHAPES:
+        opt = fastrms.RMSProp(np.ones((B, n)), lr=np.linspace(1e-3, 1e-2, B))
+        e, x, g = opt._mstate, opt._flat, np.full(B * n, 0.1)
+        active = np.ones(B, np.bool_)
+        H = e.row_coefficients(g, active)
+        kernels = {par: e.kernels.variant(checked=False, parallel=par, batched=True) for par in (False, True)}
+        times = in_turns({par: (lambda k=k: k(x, g, e.S, H, active)) for par, k in kernels.items()},
+                         rounds=reps, inner=max(1, 200_000 // (B * n)), settle=3)
+        rows.append({"B": B, "n": n, "picks_parallel": cpu.use_parallel(B * n, 8),
+                     "serial_s": statistics.median(times[False]), "parallel_s": statistics.median(times[True])})
+    return rows
+
+
 # -- whole solves ---------------------------------------------------------------
 
 from bench.ax import jit_dF, jit_F, jit_residual  # noqa: E402,F401 - the whole solves' jitted F and dF
@@ -358,6 +379,15 @@ def threshold_table(results) -> list[str]:
                           for r in results["threshold"]))
 
 
+def rows_threshold_table(results) -> list[str]:
+    lines = [f"### Serial vs parallel rows kernel (µs per step, rmsprop, float64, B problems of n elements "
+             f"with their own η; threading layer {results.get('layer', '?')})", ""]
+    return lines + table("B | n | B·n | serial | parallel | parallel ÷ serial | fastrms picks", "rrrrrrl",
+                         ([f"{r['B']:,}", f"{r['n']:,}", f"{r['B'] * r['n']:,}", f"{r['serial_s'] * 1e6:.1f}",
+                           f"{r['parallel_s'] * 1e6:.1f}", f"{r['parallel_s'] / r['serial_s']:.2f}",
+                           "parallel" if r["picks_parallel"] else "serial"] for r in results["threshold_rows"]))
+
+
 def kernel_markdown(rows) -> str:
     lines = ["### Update kernels (time per step; candidates in turn, round by round; bandwidth counts the "
              "5 streams rmsprop reads and writes, 7 with m or b)", ""]
@@ -389,6 +419,8 @@ def markdown(results):
                    [[f"{o[k]:.3f}" for k in ("import_s", "python_loop_first_process_s", "compiled_first_process_s",
                                             "python_loop_second_process_s", "compiled_second_process_s")]])
     lines += ["", *threshold_table(results)]
+    if results.get("threshold_rows"):
+        lines += ["", *rows_threshold_table(results)]
     if results.get("batched"):
         from bench import batched
 
@@ -434,6 +466,8 @@ def main(argv=None):
                     help="only the whole solves, each candidate in a fresh process (bench/solves.py)")
     ap.add_argument("--dask", action="store_true", help="only the Dask benchmark (bench/dask_bench.py)")
     ap.add_argument("--kernels", action="store_true", help="only the update-kernel table")
+    ap.add_argument("--threshold", action="store_true",
+                    help="only the serial/parallel tables (one problem's kernel and the rows kernel)")
     ap.add_argument("--in-place", action="store_true", help="only minimize in place (bench/in_place.py)")
     ap.add_argument("--startup", action="store_true",
                     help="only a script's start: imports and first call, each in a fresh process (bench/startup.py)")
@@ -471,6 +505,12 @@ def main(argv=None):
         print("GPU ...")
         results["gpu"] = gpu.run()
         save()
+    if args.threshold:
+        print("serial/parallel threshold ...")
+        results["threshold"], results["threshold_rows"] = bench_threshold(reps), bench_rows_threshold(reps)
+        results["layer"] = numba.threading_layer()
+        print("", *threshold_table(results), "", *rows_threshold_table(results), sep="\n")
+        return
     print("kernels ...")
     results["kernels"] = bench_kernels(sizes, reps)
     save()
@@ -479,6 +519,7 @@ def main(argv=None):
         return
     print("serial/parallel threshold ...")
     results["threshold"] = bench_threshold(reps)
+    results["threshold_rows"] = bench_rows_threshold(reps)
     results["layer"] = numba.threading_layer()
     save()
     print("whole solves, each candidate in a fresh process ...")

@@ -223,7 +223,8 @@ class BatchedState(MethodState):
             self._fill = _with_coefficients(_fill_rows, config.method.coefficients)
         # every problem has the same coefficients at every step (no per-problem values, no
         # clip by each problem's norm): while all run, one flat launch over all B·n elements
-        # computes what the rows kernel would, and parallelizes as one problem's kernel does
+        # computes what the rows kernel would, from one row of coefficients rather than B, and
+        # parallelizes over elements, not problems (a few long problems split evenly too)
         self.uniform = not per_problem and self._clip_norm == math.inf
         # a backend that keeps H elsewhere may fill it there (CUDA: a sweep of η with Adam)
         self._device_fill = backend.device_fill(self)

@@ -191,12 +191,31 @@ def test_a_run_cut_short_keeps_what_it_measured_and_the_gpu_goes_first(tmp_path,
     monkeypatch.setitem(sys.modules, "bench.solves", solves)
     monkeypatch.setattr(bench_run, "bench_kernels", part("kernels", [{"kernel row": 1}]))
     monkeypatch.setattr(bench_run, "bench_threshold", part("threshold", [{"threshold row": 2}]))
+    monkeypatch.setattr(bench_run, "bench_rows_threshold", part("rows", [{"rows row": 3}]))
     with pytest.raises(KeyboardInterrupt):
         bench_run.main(["--gpu", "--out", str(tmp_path)])
-    assert ran == ["gpu", "kernels", "threshold", "solves"]
+    assert ran == ["gpu", "kernels", "threshold", "rows", "solves"]
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["gpu"] == {"rows": ["gpu row"]} and saved["kernels"] == [{"kernel row": 1}]
-    assert saved["threshold"] == [{"threshold row": 2}] and "solves" not in saved
+    assert saved["threshold"] == [{"threshold row": 2}] and saved["threshold_rows"] == [{"rows row": 3}]
+    assert "solves" not in saved
+
+
+def test_the_rows_threshold_table_times_both_kernels_and_says_which_fastrms_picks(monkeypatch, capsys):
+    from bench import run as bench_run
+    from fastrms.kernels import cpu
+
+    shapes = ((40, 8), (4, 2 * max(cpu.PARALLEL_MIN_BYTES.values()) // 8 // 4))
+    monkeypatch.setattr(bench_run, "ROWS_SHAPES", shapes)
+    monkeypatch.setattr(bench_run, "bench_threshold", lambda reps: [])
+    bench_run.main(["--threshold", "--quick"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 4")]
+    assert len(lines) == 2
+    for (B, n), line in zip(shapes, lines):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[:3] == [f"{B:,}", f"{n:,}", f"{B * n:,}"]
+        assert float(cells[3]) > 0 and float(cells[4]) > 0
+        assert cells[6] == ("parallel" if cpu.use_parallel(B * n, 8) else "serial")
 
 
 def test_the_startup_table_times_each_script_in_turns_against_numbas_own_start(monkeypatch):

@@ -238,6 +238,18 @@ def test_a_batched_run_races_keeps_the_winner_and_equals_an_unraced_one(driver, 
             return run, sigs, parallel
 
         monkeypatch.setattr(compiled_batched, "prepare", spied)
+    else:  # which kernels ran, flat or rows, serial or parallel
+        checked = cpu.CpuKernels.checked
+
+        def spied(self, parallel, in_place=False, batched=False):
+            kernel = checked(self, parallel, in_place, batched)
+
+            def run(*a):
+                pars.append((batched, parallel))
+                return kernel(*a)
+            return run
+
+        monkeypatch.setattr(cpu.CpuKernels, "checked", spied)
     raced = fastrms.minimize(_batch_F, _batch_dF, X0, args=(T,), options=opts)
     assert decided == [not slow]  # the race ran, once, and the fast kernel won
     # three converged one after another (the rows kernel ran too), the last ran to maxiter
@@ -245,6 +257,11 @@ def test_a_batched_run_races_keeps_the_winner_and_equals_an_unraced_one(driver, 
     assert list(raced.status) == [0, 0, 0, 1]
     if driver == "compiled":
         assert pars[:4] == [False, True, False, True] and set(pars[4:]) == {not slow}
+    else:  # the rows kernel, once the first problem stopped, is the race's winner too
+        b = cpu.Race.BLOCK
+        assert pars[:cpu.Race.STEPS] == [(False, False)] * b + [(False, True)] * b + [(False, False)] * b \
+            + [(False, True)] * b
+        assert set(pars[cpu.Race.STEPS:]) == {(False, not slow), (True, not slow)}
     monkeypatch.setattr(cpu, "RACE_MIN_STEPS", 10**9)  # the size rule alone: the parallel kernel
     plain = fastrms.minimize(_batch_F, _batch_dF, X0, args=(T,), options=opts)
     assert len(decided) == 1

@@ -87,7 +87,7 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, p_rows
     rows' max |g| into gnorms and k into steps (a history), NaN for the stopped problems, and a
     problem whose loss is not finite stops there (as batched_loop's); xs (steps, x.size): each
     step's x, NaN for the stopped problems (a trajectory; xs is empty without one);
-    par: FLAT_PAR rather than FLAT for the uniform flat steps (the same kernel unless racing).
+    par: STEP_PAR and FLAT_PAR rather than STEP and FLAT (the same kernels unless racing).
     """
     fun = function_at(F_TYPE, fns[0])  # noqa: F821 - bound per driver
     jac = function_at(G_TYPE, fns[1])  # noqa: F821
@@ -208,6 +208,8 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, p_rows
                 xv, sv = sv, xv
                 continue
             cpu.row_counts(gf, spare, gtol, big, bad)
+        elif par:
+            STEP_PAR(x, gf, S, H, active, gtol, spare, big, bad)  # noqa: F821
         else:
             STEP(x, gf, S, H, active, gtol, spare, big, bad)  # noqa: F821
         running = 0
@@ -253,8 +255,8 @@ def _build(bstate, sigs, combined: bool, parallel, mask):
         types.boolean, ip, f64_2, f64_2, types.Array(types.int64, 1, "C"), types.Array(dt, 2, "C"),
         types.boolean)
     method = bstate.config.method
-    step = bstate.kernels.variant(checked=True, parallel=False, batched=True)
     # parallel: False, True, or cpu.RACE (both kernels, the host picks one per call)
+    step, step_par = bstate.kernels.checked_pair(parallel, batched=True)
     flat, flat_par = bstate.kernels.checked_pair(parallel)
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
     rows = ("u" if bstate.uniform else "r") + ("g" if bstate.grouped else "")  # (and which FILL)
@@ -263,8 +265,8 @@ def _build(bstate, sigs, combined: bool, parallel, mask):
             f"{compiled.MODE_TAGS[parallel]}_{'cast' if cast else 'g'}_"
             f"{'b' + flag_tag(mask) if mask else 'full'}_{function_types_tag(fsig, jsig)}")
     fill = bstate._fill
-    fn = bind(_loop_rows, name, STEP=step, FILL=fill, CAST=cast, VARIES=bstate._varies, FLAT=flat,
-              FLAT_PAR=flat_par, UNIFORM=bstate.uniform,
+    fn = bind(_loop_rows, name, STEP=step, STEP_PAR=step_par, FILL=fill, CAST=cast, VARIES=bstate._varies,
+              FLAT=flat, FLAT_PAR=flat_par, UNIFORM=bstate.uniform,
               EVAL=_eval_rows_combined if combined else _eval_rows_separate,
               F_TYPE=types.FunctionType(fsig), G_TYPE=types.FunctionType(jsig),
               BATCHED=mask is not None, DATA=mask if mask is not None else ())
@@ -283,9 +285,9 @@ def prepare(problem, bstate: BatchedState, x, maxiter: int):
     sigs = compiled.signature_for(problem.fun, problem.jac, x.reshape(problem.shape), problem.args, sample,
                                   problems=True)
     mask = b.mask if b is not None else None
-    # the rows kernels run serially (see kernels/cpu.py); the flat one for uniform batches as one
-    # problem's would, raced in a long run
-    parallel = bstate.uniform and cpu.kernel_mode(x.size, x.itemsize, maxiter)
+    # the rows kernel, and the flat one of a uniform batch, serial or parallel by x's bytes in all,
+    # raced in a long run (kernels/cpu.py)
+    parallel = cpu.kernel_mode(x.size, x.itemsize, maxiter)
     combined = problem.jac is True
     key = (bstate.config.method.name, bstate.config.flags, bstate._varies, bstate.uniform, bstate.grouped,
            combined, parallel, bstate.dtype, *sigs[:4], mask)

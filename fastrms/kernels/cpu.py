@@ -114,7 +114,10 @@ def _row_tuple_typed(H, b, nh):
 
 # Batched problems: x is B problems' flat parameters, one after the other (row b is
 # x[b*n:(b+1)*n]), each with its own coefficients H[b]; rows with active[b] False have
-# finished and are left alone.  Parallel over problems, each row a vectorized loop.
+# finished and are left alone.  Parallel over problems, each row a vectorized loop.  A row's
+# first index is max(b·n, 0): provably ≥ 0, so its loads need no negative-index wraparound
+# and the loop vectorizes.  Without it the parallel variant (whose b comes from its scheduler)
+# did not: it ran 1.2 to 2.5x slower than the serial one, which LLVM could prove b ≥ 0 in.
 
 def _step_rows(x, g, S, H, active):  # pragma: no cover - compiled
     """x ← rule(x, g) in place, row b with coefficients H[b], for the active rows."""
@@ -122,8 +125,9 @@ def _step_rows(x, g, S, H, active):  # pragma: no cover - compiled
     for b in prange(H.shape[0]):
         if active[b]:
             hh = row_tuple(H, b, NH)  # noqa: F821
+            start = max(b * n, 0)  # (see above)
             for j in range(n):  # (a range from b·n does not vectorize: 4x slower)
-                i = b * n + j
+                i = start + j
                 x[i] = RULE(x[i], g[i], S, i, hh, FLAGS)  # noqa: F821
 
 
@@ -136,8 +140,9 @@ def _step_rows_checked(x, g, S, H, active, gtol, out, big, bad):  # pragma: no c
             hh = row_tuple(H, b, NH)  # noqa: F821
             n_big = 0
             n_bad = 0
+            start = max(b * n, 0)  # (see above)
             for j in range(n):
-                i = b * n + j
+                i = start + j
                 gi = g[i]
                 xi = RULE(x[i], gi, S, i, hh, FLAGS)  # noqa: F821
                 out[i] = xi
@@ -259,10 +264,14 @@ class CpuKernels:
         """Checked kernel ``(x, g, S, h, gtol, out) -> (n_big, n_bad)`` (in_place: x is the output)."""
         return self._callable(_step_checked_in_place if in_place else _step_checked, n, itemsize)
 
+    def checked(self, parallel: bool, in_place: bool = False, batched: bool = False):
+        """The serial or parallel checked kernel (step_checked's, or rows_checked's when batched),
+        callable from Python."""
+        return self._guarded(_checked_template(in_place, batched), parallel)
+
     def step_checked_racing(self, in_place: bool = False):
         """step_checked whose first calls race its serial and parallel variants (see Race)."""
-        template = _step_checked_in_place if in_place else _step_checked
-        return racing_stepper(self._guarded(template, False), self._guarded(template, True))
+        return racing_stepper(self.checked(False, in_place), self.checked(True, in_place))
 
     def step_checked_for(self, n: int, itemsize: int, steps: int, in_place: bool = False):
         """step_checked for a run of ``steps`` steps: racing where races() says so (see Race)."""
@@ -270,18 +279,17 @@ class CpuKernels:
             return self.step_checked_racing(in_place)
         return self.step_checked(n, itemsize, in_place)
 
-    # The rows kernels run serially: on this machine their prange variant (over problems) ran
-    # 1.2 to 2x slower than the serial one at every size measured, 8 to 10,000 elements per
-    # problem and 80,000 to 1,600,000 in all (see bench/RESULTS.md), where the one-problem
-    # kernels gain from their prange over elements; uniform batches use those (see
-    # rows_checked_stepper and BatchedState.uniform).
+    # The rows kernels are chosen as the one-problem kernels are, by the bytes of x in all (B
+    # problems of n / B elements): their prange over problems gains 1.5 to 2x on 2 cores from
+    # 100,000 elements in all with rows of 16 elements or more, and is even with the serial
+    # kernel for rows of 8 (bench/RESULTS.md).  A long run of minimize races the two.
     def rows(self, n: int, itemsize: int = 8):
         """Batched in-place kernel ``(x, g, S, H, active) -> None`` for n elements in all."""
-        return self._get(_step_rows, False)
+        return self._callable(_step_rows, n, itemsize)
 
     def rows_checked(self, n: int, itemsize: int = 8):
         """Batched checked kernel ``(x, g, S, H, active, gtol, out, big, bad) -> None``."""
-        return self._get(_step_rows_checked, False)
+        return self._callable(_step_rows_checked, n, itemsize)
 
     def arrays(self, n: int, itemsize: int = 8):
         """Many-arrays kernel ``(xs, gs, offsets, pieces, chunks, S, h) -> None`` for n elements in all."""
@@ -290,17 +298,21 @@ class CpuKernels:
     def variant(self, checked: bool, parallel: bool, batched: bool = False, in_place: bool = False):
         """A specific variant as a Numba dispatcher (the compiled driver and the benchmarks name it;
         a caller from Python that picks a parallel one holds ``parallel_lock()``)."""
-        if batched:
-            return self._get(_step_rows_checked if checked else _step_rows, parallel)
-        if checked and in_place:
-            return self._get(_step_checked_in_place, parallel)
-        return self._get(_step_checked if checked else _step, parallel)
+        if checked:
+            return self._get(_checked_template(in_place, batched), parallel)
+        return self._get(_step_rows if batched else _step, parallel)
 
     def checked_pair(self, mode, **variant):
         """A compiled driver's (serial, parallel) checked variants for kernel mode RACE (the host
         picks one per call), else the mode's variant twice (see kernel_mode)."""
         return tuple(self.variant(checked=True, parallel=p, **variant)
                      for p in ((False, True) if mode == RACE else (mode, mode)))
+
+
+def _checked_template(in_place: bool, batched: bool):
+    if batched:
+        return _step_rows_checked
+    return _step_checked_in_place if in_place else _step_checked
 
 
 @jit(nogil=True)
@@ -466,20 +478,20 @@ class Race:
 
 
 def racing_stepper(serial, parallel):
-    """A checked step ``(x, g, S, h, gtol, out)`` that races the serial and the parallel kernel
-    over its first Race.STEPS calls (see Race), then calls the faster."""
+    """A checked step that races the serial and the parallel kernel (or batched step) over its first
+    Race.STEPS calls (see Race), then calls the faster."""
     race = Race()
     kernels = (serial, parallel)
     calls = 0
     began = 0.0
 
-    def step(x, g, S, h, gtol, out):
+    def step(*args):
         nonlocal calls, began
         if race.decided:
-            return kernels[race.parallel](x, g, S, h, gtol, out)
+            return kernels[race.parallel](*args)
         if calls == 0:
             began = time.perf_counter()
-        result = kernels[race.parallel](x, g, S, h, gtol, out)
+        result = kernels[race.parallel](*args)
         calls += 1
         if calls % Race.BLOCK == 0:
             now = time.perf_counter()
@@ -669,24 +681,30 @@ class CpuBackend:
     def rows_checked_stepper(self, mstate, n, steps: int = 0):
         """The batched checked step for n elements in all, looked up once: the rows kernel, or while
         every problem runs with the same coefficients (mstate.uniform), the one-problem kernel over
-        all n elements (parallel when large; raced as checked_stepper's for a run of ``steps``
-        steps) and the per-problem counts only when it saw a stop."""
-        itemsize = mstate.dtype.itemsize
-        rows, S = mstate.kernels.rows_checked(n, itemsize), mstate.S
-        flat = mstate.kernels.step_checked_for(n, itemsize, steps) if mstate.uniform else None
+        all n elements and the per-problem counts only when it saw a stop.  Both serial or both
+        parallel, by size, or for a run of ``steps`` steps raced as one (as the compiled loop's)."""
+        itemsize, S, kernels = mstate.dtype.itemsize, mstate.S, mstate.kernels
 
-        def step(x, g, H, active, gtol, out, big, bad):
-            if flat is not None and active.all():
-                n_big, n_bad = flat(x, g, S, H[0], gtol, out)
-                if n_bad == 0 and n_big == x.size:  # no problem stopped (the common step)
-                    big[:] = 1
-                    bad[:] = 0
+        def batched_step(parallel: bool):
+            rows = kernels.checked(parallel, batched=True)
+            flat = kernels.checked(parallel) if mstate.uniform else None
+
+            def step(x, g, H, active, gtol, out, big, bad):
+                if flat is not None and active.all():
+                    n_big, n_bad = flat(x, g, S, H[0], gtol, out)
+                    if n_bad == 0 and n_big == x.size:  # no problem stopped (the common step)
+                        big[:] = 1
+                        bad[:] = 0
+                    else:
+                        row_counts(g, out, gtol, big, bad)
                 else:
-                    row_counts(g, out, gtol, big, bad)
-            else:
-                rows(x, g, S, H, active, gtol, out, big, bad)
+                    rows(x, g, S, H, active, gtol, out, big, bad)
 
-        return step
+            return step
+
+        if races(n, itemsize, steps):
+            return racing_stepper(batched_step(False), batched_step(True))
+        return batched_step(use_parallel(n, itemsize))
 
     def copy_rows(self, src, dst, rows, B: int) -> None:
         """dst's problems ``rows`` ← src's (flat arrays of B problems)."""
@@ -699,9 +717,11 @@ class CpuBackend:
         return None  # (H is filled where it lives, by BatchedState's own fill)
 
     def rows_stepper(self, mstate, n):
-        itemsize, S = mstate.dtype.itemsize, mstate.S
-        rows = mstate.kernels.rows(n, itemsize)
-        flat = mstate.kernels.step(n, itemsize) if mstate.uniform else None
+        """The batched in-place step for n elements in all: the rows kernel, or the one-problem
+        kernel while a uniform batch all runs (each serial or parallel by size: see Chosen)."""
+        itemsize, S, kernels = mstate.dtype.itemsize, mstate.S, mstate.kernels
+        rows = Chosen(lambda: kernels.rows(n, itemsize))
+        flat = Chosen(lambda: kernels.step(n, itemsize)) if mstate.uniform else None
 
         def step(x, g, H, active):
             if flat is not None and active.all():  # one flat launch, as in rows_checked_stepper
