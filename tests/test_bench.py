@@ -211,7 +211,7 @@ def test_the_rows_threshold_table_times_both_kernels_and_says_which_fastrms_pick
     bench_run.main(["--threshold", "--quick"])
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 4")]
     assert len(lines) == 2
-    for (B, n), line in zip(shapes, lines):
+    for (B, n), line in zip(shapes, lines, strict=True):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[:3] == [f"{B:,}", f"{n:,}", f"{B * n:,}"]
         assert float(cells[3]) > 0 and float(cells[4]) > 0
