@@ -11,10 +11,12 @@ from collections.abc import Callable, Mapping
 from functools import cache, cached_property
 
 import numpy as np
+from numba import prange
 
 from . import _checks as ck
+from .kernels import _threads
 from .kernels._jit import bind, jit
-from .kernels.cpu import CPU, entry_point
+from .kernels.cpu import CPU, Chosen, entry_point, parallel_ready
 from .methods import Config
 from .methods.base import SQUARE_ROWS
 
@@ -138,10 +140,17 @@ class MethodState:
         self.constant_h = None
 
 
+# A batch fills its rows one by one in parallel from this many problems (every problem its own p:
+# a random search of β1; or p shared by a method whose coefficients have no parts, γ scheduled):
+# on 2 cores, 1,000 Adam rows took 72 µs serial and 37 in parallel, 10,000 took 717 and 457;
+# 2,000 RMSProp rows 35 and 15.
+PARALLEL_FILL_MIN_ROWS = 1024
+
+
 def _fill_rows(P, t, LR, GAMMA, GF, H, active, rows, starts):  # pragma: no cover - compiled
     """H[b] ← the coefficients of problem b at step t, for the active rows (rows and starts: see
     _fill_rows_grouped; a method whose coefficients cost no powers of t has no use for them)."""
-    for b in range(P.shape[0]):
+    for b in prange(P.shape[0]):
         if active[b]:
             COEF(P[b], t, LR[b], GAMMA[b], GF[b], H[b])  # noqa: F821 - bound per method
 
@@ -166,10 +175,11 @@ def _coefficients(p, t, lr, gamma, gfactor, h):  # pragma: no cover - compiled
 
 
 @cache
-def _with_coefficients(template, coefficients):
+def _with_coefficients(template, coefficients, parallel: bool = False):
     """template (_coefficients, _fill_rows) compiled with one method's coefficient function as COEF."""
     name = f"{template.__name__.lstrip('_')}_{coefficients.__name__}"  # (the cache file's name)
-    return jit(bind(template, name, COEF=coefficients), nogil=True)
+    return jit(bind(template, name + ("_par" if parallel else ""), COEF=coefficients), nogil=True,
+               parallel=parallel)
 
 
 @cache
@@ -218,9 +228,14 @@ class BatchedState(MethodState):
         # 15% slower through the groups than row by row)
         self.grouped = bool(config.method.parts) and len(self.groups[1]) - 1 <= B // 2
         if self.grouped:
-            self._fill = _grouped_fill(*config.method.parts)
+            self._fill = self._fill_par = _grouped_fill(*config.method.parts)
         else:
-            self._fill = _with_coefficients(_fill_rows, config.method.coefficients)
+            self._fill = self._fill_par = _with_coefficients(_fill_rows, config.method.coefficients)
+            if B >= PARALLEL_FILL_MIN_ROWS:
+                self._fill_par = _with_coefficients(_fill_rows, config.method.coefficients, parallel=True)
+        # (the compiled loop binds both and runs _fill_par with its parallel kernels; from Python,
+        # the parallel fill wherever parallel code may run)
+        self._host_fill = Chosen(self._choose_fill)
         # every problem has the same coefficients at every step (no per-problem values, no
         # clip by each problem's norm): while all run, one flat launch over all B·n elements
         # computes what the rows kernel would, from one row of coefficients rather than B, and
@@ -228,6 +243,11 @@ class BatchedState(MethodState):
         self.uniform = not per_problem and self._clip_norm == math.inf
         # a backend that keeps H elsewhere may fill it there (CUDA: a sweep of η with Adam)
         self._device_fill = backend.device_fill(self)
+
+    def _choose_fill(self):
+        if self._fill_par is self._fill or not parallel_ready():
+            return self._fill
+        return _threads.guard(self._fill_par)
 
     def _column(self, name: str, out: np.ndarray) -> None:
         if name in self.per_problem:
@@ -255,8 +275,8 @@ class BatchedState(MethodState):
         self._column("gamma", self.GAMMA)
         for i, name, schedule, interval in self.config.scheduled:
             self.P[:, i] = ck.scheduled(name, schedule(self.t), self.t, interval)
-        (self._device_fill or self._fill)(self.P, self.t + 1, self.LR, self.GAMMA, self.GF, self.H, active,
-                                          *self.groups)
+        (self._device_fill or self._host_fill)(self.P, self.t + 1, self.LR, self.GAMMA, self.GF, self.H,
+                                               active, *self.groups)
         self._ready = True
         self.h_count += 1
         return self.H

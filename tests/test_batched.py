@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import fastrms
+from fastrms.kernels import cpu
 
 B, N, M = 12, 4, 16
 
@@ -449,6 +450,44 @@ def test_the_compiled_loop_over_rows_that_share_p_equals_separate_calls(grid, rn
     res = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method="nadam",
                            options={**options, "batched": True, "driver": "compiled"})
     _assert_same_as_separate(res, "nadam", X0, (A, y), options, (F_jit, dF_jit))
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one thread: no parallel code")
+def test_many_problems_fill_their_rows_in_parallel_bit_for_bit(monkeypatch, rng):
+    """A random search of β1 over many problems (here, with the threshold lowered, 12) fills its
+    rows in parallel, in a stepper and in minimize's Python loop: the serial fill's iterates; the
+    compiled loop binds the parallel fill in its parallel mode alone."""
+    from fastrms import method_state
+    from fastrms.drivers import compiled_batched
+
+    A, y = _least_squares(rng)
+    X0 = rng.normal(size=(B, N))
+    options = {"lr": 0.05, "beta1": np.linspace(0.5, 0.95, B), "maxiter": 30, "gtol": 0}
+    grads = [rng.normal(size=X0.shape) for _ in range(5)]
+
+    def run():
+        X = X0.copy()
+        opt = fastrms.Adam(X, lr=0.05, beta1=options["beta1"])
+        for g in grads:
+            opt.step(g)
+        res = fastrms.minimize(F, dF, X0, args=(A, y), method="adam", options={**options, "batched": True})
+        return opt._mstate, X, res
+
+    serial_state, X_serial, serial = run()
+    assert serial_state._host_fill.kernel is serial_state._fill  # (B is below the threshold)
+    monkeypatch.setattr(method_state, "PARALLEL_FILL_MIN_ROWS", 4)
+    state, X_par, par = run()
+    assert not state.grouped and "_par_" in state._host_fill.kernel.py_func.__name__
+    assert X_par.tobytes() == X_serial.tobytes()
+    assert par.x.tobytes() == serial.x.tobytes() and np.array_equal(par.nit, serial.nit)
+    _assert_same_as_separate(par, "adam", X0, (A, y), options)
+    bound = []
+    monkeypatch.setattr(compiled_batched, "jit", lambda fn, **kw: bound.append(fn.__globals__) or fn)
+    sigs = compiled_batched.compiled.signature_for(F_jit, dF_jit, X0, (A, y), None, problems=True)
+    for parallel in (False, True, cpu.RACE):
+        compiled_batched._build(state, sigs, False, parallel, None)
+        assert state._fill_par is not state._fill and bound[-1]["FILL"] is state._fill
+        assert bound[-1]["FILL_PAR"] is (state._fill_par if parallel else state._fill)
 
 
 def test_bad_input_names_the_shapes(rng):

@@ -87,7 +87,8 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, p_rows
     rows' max |g| into gnorms and k into steps (a history), NaN for the stopped problems, and a
     problem whose loss is not finite stops there (as batched_loop's); xs (steps, x.size): each
     step's x, NaN for the stopped problems (a trajectory; xs is empty without one);
-    par: STEP_PAR and FLAT_PAR rather than STEP and FLAT (the same kernels unless racing).
+    par: STEP_PAR, FLAT_PAR and FILL_PAR rather than STEP, FLAT and FILL (the same kernels unless
+    racing; FILL_PAR is FILL but for many problems filled row by row).
     """
     fun = function_at(F_TYPE, fns[0])  # noqa: F821 - bound per driver
     jac = function_at(G_TYPE, fns[1])  # noqa: F821
@@ -195,6 +196,8 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, p_rows
         if VARIES:  # noqa: F821 - else the host filled H once
             if UNIFORM and all_running:  # noqa: F821 - the flat launch below reads H[0] alone
                 FILL(P[:1], t + 1, LR, GAMMA, GF, H[:1], active, first[:1], first)  # noqa: F821
+            elif par:
+                FILL_PAR(P, t + 1, LR, GAMMA, GF, H, active, p_rows, p_starts)  # noqa: F821
             else:
                 FILL(P, t + 1, LR, GAMMA, GF, H, active, p_rows, p_starts)  # noqa: F821
         if UNIFORM and all_running:  # noqa: F821 - see BatchedState.uniform
@@ -259,13 +262,16 @@ def _build(bstate, sigs, combined: bool, parallel, mask):
     step, step_par = bstate.kernels.checked_pair(parallel, batched=True)
     flat, flat_par = bstate.kernels.checked_pair(parallel)
     cast = (fsig.return_type[1] if combined else jsig.return_type).dtype != xt.dtype
-    rows = ("u" if bstate.uniform else "r") + ("g" if bstate.grouped else "")  # (and which FILL)
+    fill_par = bstate._fill_par if parallel else bstate._fill  # (a serial driver compiles no parallel code)
+    # (and which FILL, and whether FILL_PAR is another)
+    rows = ("u" if bstate.uniform else "r") + ("g" if bstate.grouped else "")
+    rows += "p" if fill_par is not bstate._fill else ""
     name = (f"drive_rows_{method.rule.__name__}_{flag_tag(bstate.config.flags)}_"
             f"{'v' if bstate._varies else 'c'}{rows}_{'fg' if combined else 'f_g'}_"
             f"{compiled.MODE_TAGS[parallel]}_{'cast' if cast else 'g'}_"
             f"{'b' + flag_tag(mask) if mask else 'full'}_{function_types_tag(fsig, jsig)}")
-    fill = bstate._fill
-    fn = bind(_loop_rows, name, STEP=step, STEP_PAR=step_par, FILL=fill, CAST=cast, VARIES=bstate._varies,
+    fn = bind(_loop_rows, name, STEP=step, STEP_PAR=step_par, FILL=bstate._fill, FILL_PAR=fill_par,
+              CAST=cast, VARIES=bstate._varies,
               FLAT=flat, FLAT_PAR=flat_par, UNIFORM=bstate.uniform,
               EVAL=_eval_rows_combined if combined else _eval_rows_separate,
               F_TYPE=types.FunctionType(fsig), G_TYPE=types.FunctionType(jsig),
@@ -290,7 +296,7 @@ def prepare(problem, bstate: BatchedState, x, maxiter: int):
     parallel = cpu.kernel_mode(x.size, x.itemsize, maxiter)
     combined = problem.jac is True
     key = (bstate.config.method.name, bstate.config.flags, bstate._varies, bstate.uniform, bstate.grouped,
-           combined, parallel, bstate.dtype, *sigs[:4], mask)
+           bstate._fill_par is not bstate._fill, combined, parallel, bstate.dtype, *sigs[:4], mask)
     with compiled._cache_lock:
         drive = _drivers.get(key)
     if drive is None:

@@ -406,18 +406,24 @@ def use_parallel(n: int, itemsize: int = 8) -> bool:
     """Whether n elements of itemsize bytes are updated by the parallel kernel (called every
     step of a stepper: the size test comes first, before Numba's thread-count lookup)."""
     nbytes = n * itemsize
-    if nbytes < _SMALLEST_PARALLEL or not _threads.parallel_allowed():
+    if nbytes < _SMALLEST_PARALLEL or not parallel_ready():
         return False
-    layer = _threads.layer()
-    if layer is None or numba.config.NUMBA_NUM_THREADS < 2:
+    return nbytes >= PARALLEL_MIN_BYTES.get(_threads.layer(), max(PARALLEL_MIN_BYTES.values()))
+
+
+def parallel_ready() -> bool:
+    """Whether parallel code may run here at all: two threads or more, and not in a child forked
+    after OpenMP ran in its parent."""
+    if not _threads.parallel_allowed():
+        return False
+    if _threads.layer() is None or numba.config.NUMBA_NUM_THREADS < 2:
         # asking Numba launches its thread pool, which fixes the layer; after that the pool's
         # size answers (get_num_threads costs ~2 µs, a tenth of a 1e4-element step; a thread
         # that set_num_threads(1) runs the parallel kernel on one thread, correctly)
         threads = numba.get_num_threads()
-        layer = _threads.layer()  # (noticing the layer moves _threads.epoch)
-        if threads < 2:
-            return False
-    return nbytes >= PARALLEL_MIN_BYTES.get(layer, max(PARALLEL_MIN_BYTES.values()))
+        _threads.layer()  # (noticing the layer moves _threads.epoch)
+        return threads >= 2
+    return True
 
 
 # minimize does not trust the size rule alone where it could be wrong: between the parallel
