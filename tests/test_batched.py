@@ -453,31 +453,36 @@ def test_the_compiled_loop_over_rows_that_share_p_equals_separate_calls(grid, rn
 
 
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="one thread: no parallel code")
-def test_many_problems_fill_their_rows_in_parallel_bit_for_bit(monkeypatch, rng):
-    """A random search of β1 over many problems (here, with the threshold lowered, 12) fills its
-    rows in parallel, in a stepper and in minimize's Python loop: the serial fill's iterates; the
-    compiled loop binds the parallel fill in its parallel mode alone."""
+@pytest.mark.parametrize("grid", [False, True], ids=["a random search of β1", "η × β1"])
+def test_many_problems_fill_their_rows_in_parallel_bit_for_bit(grid, monkeypatch, rng):
+    """Many problems (here, with the thresholds lowered, 12) fill their rows in parallel, row by row
+    (a random search) or in pieces of their groups (a grid; pieces of 3 rows in groups of 4), in a
+    stepper and in minimize's Python loop: the serial fill's iterates, and each problem's own;
+    the compiled loop binds the parallel fill in its parallel mode alone."""
     from fastrms import method_state
     from fastrms.drivers import compiled_batched
 
     A, y = _least_squares(rng)
     X0 = rng.normal(size=(B, N))
-    options = {"lr": 0.05, "beta1": np.linspace(0.5, 0.95, B), "maxiter": 30, "gtol": 0}
+    beta1 = np.repeat([0.5, 0.8, 0.9], B // 3) if grid else np.linspace(0.5, 0.95, B)
+    options = {"lr": np.geomspace(1e-3, 0.3, B), "beta1": beta1, "maxiter": 30, "gtol": 0}
     grads = [rng.normal(size=X0.shape) for _ in range(5)]
 
     def run():
         X = X0.copy()
-        opt = fastrms.Adam(X, lr=0.05, beta1=options["beta1"])
+        opt = fastrms.Adam(X, lr=options["lr"], beta1=beta1)
         for g in grads:
             opt.step(g)
         res = fastrms.minimize(F, dF, X0, args=(A, y), method="adam", options={**options, "batched": True})
         return opt._mstate, X, res
 
     serial_state, X_serial, serial = run()
-    assert serial_state._host_fill.kernel is serial_state._fill  # (B is below the threshold)
+    assert serial_state._host_fill.kernel is serial_state._fill  # (B is below the thresholds)
     monkeypatch.setattr(method_state, "PARALLEL_FILL_MIN_ROWS", 4)
+    monkeypatch.setattr(method_state, "PARALLEL_GROUPED_FILL_MIN_ROWS", 4)
+    monkeypatch.setattr(method_state, "FILL_PIECE_ROWS", 3)
     state, X_par, par = run()
-    assert not state.grouped and "_par_" in state._host_fill.kernel.py_func.__name__
+    assert state.grouped is grid and "_par_" in state._host_fill.kernel.py_func.__name__
     assert X_par.tobytes() == X_serial.tobytes()
     assert par.x.tobytes() == serial.x.tobytes() and np.array_equal(par.nit, serial.nit)
     _assert_same_as_separate(par, "adam", X0, (A, y), options)

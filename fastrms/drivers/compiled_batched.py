@@ -81,7 +81,7 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, p_rows
     """Iterations k0 … k_stop − 1 of B problems; returns PAUSED at k_stop (x is x_k there).
 
     reasons[b] and nit[b] record where problem b stopped (an index into END_REASONS);
-    p_rows, p_starts: the problems' groups of equal packed parameters (BatchedState.groups);
+    p_rows, p_starts: the problems' groups of equal packed parameters, in pieces (BatchedState.fill_groups);
     lr_kind / gamma_kind < 0: LR / GAMMA hold per-problem values, else a shared schedule;
     want_f: the B losses every ``every`` steps and at maxiter, into losses (steps, B) with the
     rows' max |g| into gnorms and k into steps (a history), NaN for the stopped problems, and a
@@ -355,8 +355,8 @@ def run(problem, bstate: BatchedState, x, *, maxiter: int, gtol: float, end: str
             began = time.perf_counter()
             code, k_end, bad_value, x, nfev, njev, n_rec = drive(
                 sigs[4], x, spare, g_end, shape, problem.args, bstate.S, bstate.P, bstate.H, LR,
-                GAMMA, bstate.GF, *bstate.groups, lr_kind, lr_p, gamma_kind, gamma_p, cfg.values["clip_norm"],
-                bstate.t, k,
+                GAMMA, bstate.GF, *bstate.fill_groups, lr_kind, lr_p, gamma_kind, gamma_p,
+                cfg.values["clip_norm"], bstate.t, k,
                 k_stop, maxiter, gtol_x, end == "maxiter", order, batch, per_epoch, cfg.schedule_rows, active,
                 nit, reasons, big, bad, catch.err, history, every, *rec, xs_k, chunks.parallel)
             chunks.done(k_end - k, time.perf_counter() - began, code == PAUSED)
