@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from conftest import SUITE_CACHE
 from numba import njit
 from reference import SEED_AX_FINAL
 
@@ -293,12 +294,13 @@ def test_compiled_code_is_cached_across_processes(tmp_path):
         print(json.dumps({"hits": sum(d.stats.cache_hits.values()),
                           "misses": sum(d.stats.cache_misses.values()), "x": res.x.tolist()}))
     ''')
-    # fastrms's own cache location: a fresh NUMBA_CACHE_DIR would make the first process compile all of
-    # fastrms (seconds of the suite); the driver may then already be on disk from an earlier test or
-    # run (the driver is keyed by argument types, not by the user's functions), so the first process
-    # compiles it or loads it, and the second must load it
+    # the suite's cache (conftest.py) or fastrms's own location: a fresh NUMBA_CACHE_DIR would make the
+    # first process compile all of fastrms (seconds of the suite); the driver may then already be on
+    # disk from an earlier test or run (the driver is keyed by argument types, not by the user's
+    # functions), so the first process compiles it or loads it, and the second must load it
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    env.pop("NUMBA_CACHE_DIR", None)
+    if env.get("NUMBA_CACHE_DIR") != SUITE_CACHE:
+        env.pop("NUMBA_CACHE_DIR", None)
     runs = [json.loads(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                                       text=True, check=True, cwd=tmp_path).stdout.splitlines()[-1])
             for _ in range(2)]
