@@ -126,8 +126,12 @@ FORK_SCRIPT = """
     KEPT = {}  # a stepper the parent made and stepped: a fork's children step it too
 
     def work(v):
-        if "opt" in KEPT:  # (its kernel was chosen in the parent: parallel, which OpenMP forbids here)
+        if "opt" in KEPT:  # (its kernels were chosen in the parent: parallel, which OpenMP forbids here)
             KEPT["opt"].step(np.full(100_000, v))
+            KEPT["rows"].step(np.full((1100, 16), v))
+        # a random search of 1,100 problems: its rows filled and stepped by parallel code
+        X = np.zeros((1100, 16))
+        rows = fastrms.Adam(X, lr=0.01, beta1=np.linspace(0.5, 0.9, 1100))
         y = np.zeros(100_000)
         opt = fastrms.RMSProp(y, lr=0.01)
         many = [np.zeros(60_000), np.zeros((300, 200))]  # the many-arrays kernel, parallel too
@@ -135,16 +139,19 @@ FORK_SCRIPT = """
         for _ in range(3):
             opt.step(np.full_like(y, v))
             both.step([np.full_like(a, v) for a in many])
+            rows.step(np.full_like(X, v))
         # minimize's in-place checked kernel, parallel at this size
         z = fastrms.minimize(lambda x: float(np.sum((x - v) ** 2)), lambda x: 2 * (x - v), y, method="gd",
                              options={"in_place": True, "lr": 0.1, "maxiter": 3, "gtol": 0}).x
-        return float(y.sum()) + sum(float(a.sum()) for a in many) + float(z.sum())
+        return float(y.sum()) + sum(float(a.sum()) for a in many) + float(z.sum()) + float(X.sum())
 
     if __name__ == "__main__":
         assert numba.get_num_threads() < 2 or cpu.use_parallel(100_000)
         print("parent", work(1.0), flush=True)   # the parent has run a parallel kernel
         KEPT["opt"] = fastrms.RMSProp(np.zeros(100_000), lr=0.01)
         KEPT["opt"].step(np.ones(100_000))
+        KEPT["rows"] = fastrms.Adam(np.zeros((1100, 16)), lr=0.01, beta1=np.linspace(0.5, 0.9, 1100))
+        KEPT["rows"].step(np.ones((1100, 16)))
         with mp.get_context(sys.argv[1]).Pool(2) as pool:
             print("children", pool.map(work, [1.0, 2.0]), flush=True)
         print("layer", numba.threading_layer())
