@@ -88,7 +88,7 @@ def _loop_rows(fns, x, spare, g_end, shape, args, S, P, H, LR, GAMMA, GF, p_rows
     problem whose loss is not finite stops there (as batched_loop's); xs (steps, x.size): each
     step's x, NaN for the stopped problems (a trajectory; xs is empty without one);
     par: STEP_PAR, FLAT_PAR and FILL_PAR rather than STEP, FLAT and FILL (the same kernels unless
-    racing; FILL_PAR is FILL but for many problems filled row by row).
+    racing; FILL_PAR is FILL's parallel variant where the problems are many, see BatchedState).
     """
     fun = function_at(F_TYPE, fns[0])  # noqa: F821 - bound per driver
     jac = function_at(G_TYPE, fns[1])  # noqa: F821

@@ -280,9 +280,9 @@ class CpuKernels:
         return self.step_checked(n, itemsize, in_place)
 
     # The rows kernels are chosen as the one-problem kernels are, by the bytes of x in all (B
-    # problems of n / B elements): their prange over problems gains 1.5 to 2x on 2 cores from
-    # 100,000 elements in all with rows of 16 elements or more, and is even with the serial
-    # kernel for rows of 8 (bench/RESULTS.md).  A long run of minimize races the two.
+    # problems of n / B elements): their prange over problems took 0.57 to 0.86 of the serial
+    # kernel's time on 2 cores with rows of 32 elements or more, and 0.84 to 1.11 with rows of 8
+    # (bench/RESULTS.md, `python -m bench --threshold`).  A long run of minimize races the two.
     def rows(self, n: int, itemsize: int = 8):
         """Batched in-place kernel ``(x, g, S, H, active) -> None`` for n elements in all."""
         return self._callable(_step_rows, n, itemsize)
