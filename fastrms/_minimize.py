@@ -146,12 +146,14 @@ _MISSING = _Missing()
 
 
 def _parse_positional(second, rest, jac, x0):
-    """Accept minimize(F, dF, x0) and scipy's minimize(F, x0, jac=dF), x0 also by keyword."""
+    """Accept minimize(F, dF, x0) and scipy's minimize(F, x0, jac=dF), x0 also by keyword; dF may be
+    True or a finite-difference scheme there too (minimize(F, True, x0), as Minimizer(F, True))."""
     if second is _MISSING:
         if x0 is _MISSING:
             raise TypeError("minimize(F, dF, x0) or minimize(F, x0, jac=dF): x0 is missing")
         return jac, x0
-    if callable(second) and not hasattr(second, "__array__"):
+    # (True and a string are never an x0: as the second argument they can only be dF's stand-ins)
+    if (callable(second) and not hasattr(second, "__array__")) or second is True or isinstance(second, str):
         if len(rest) > 1:
             raise TypeError("minimize takes at most three positional arguments (F, dF, x0); "
                             "pass the rest by keyword")
@@ -184,9 +186,9 @@ def minimize(fun: Callable, x0_or_jac: Any = _MISSING, *rest: Any, x0: Any = _MI
     be given as ``x0=`` either way);
     ``jac=True`` means F returns (f, g); ``jac='2-point'``, ``'3-point'`` or ``'cs'`` takes the
     gradient by finite differences of F, as scipy does (n + 1, 2n or n evaluations of F a step;
-    option ``finite_diff_rel_step``).  F and dF receive x in x0's shape and
-    dtype, plus ``*args``.  ``method``: a name (any case), a fastrms method
-    function (``fastrms.adam``), or None for the default, RMSProp (scipy's None
+    option ``finite_diff_rel_step``); either may stand in dF's place (``minimize(F, True, x0)``).
+    F and dF receive x in x0's shape and dtype, plus ``*args``.  ``method``: a name (any case), a
+    fastrms method function (``fastrms.adam``), or None for the default, RMSProp (scipy's None
     is its default too).  ``options`` holds the driver options (``maxiter``
     1000, ``gtol`` 1e-5 on max|g|, ``disp``, ``history``, ``trajectory``,
     ``preset``, ``dtype``, ``driver``, ``backend``, ``in_place`` ...) and the

@@ -305,6 +305,23 @@ def test_x0_by_keyword_as_scipy_names_it():
             call()
 
 
+def test_true_or_a_scheme_in_dfs_place():
+    """minimize(F, True, x0) and minimize(F, '2-point', x0), as Minimizer(F, True) takes them: the
+    same runs as jac=True and jac='2-point' (they were "pass args ... by keyword")."""
+    def both(x):
+        return quad(x), dquad(x)
+
+    opts = {"maxiter": 20}
+    for second, fun in ((True, both), ("2-point", quad)):
+        res = fastrms.minimize(fun, second, np.zeros(3), options=opts)
+        ref = fastrms.minimize(fun, x0=np.zeros(3), jac=second, options=opts)
+        assert res.x.tobytes() == ref.x.tobytes() and res.nit == ref.nit == 20 and res.nfev == ref.nfev
+    with pytest.raises(ValueError, match="unknown jac '2-pt'; did you mean '2-point'"):
+        fastrms.minimize(quad, "2-pt", np.zeros(3))
+    with pytest.raises(TypeError, match="given twice"):
+        fastrms.minimize(both, True, np.zeros(3), jac=True)
+
+
 def test_bad_gradients_and_objectives():
     with pytest.raises(ValueError, match=r"gradient has shape \(2,\), but x has shape \(3,\)"):
         fastrms.minimize(quad, lambda x: np.zeros(2), np.zeros(3))
