@@ -385,11 +385,12 @@ def test_float32_ptx_has_no_float64_instruction():
                     if meth.parts:
                         finishes.setdefault(meth.parts[1], m)
                 assert len(finishes) >= 3, finishes
-                for m in finishes.values():
+                for m in finishes.values():  # (and a grid's fill, its powers unpacked a group)
                     cm = presets.configure(m, {{}})
-                    ptx = cuda.fill_ptx(cm.method.parts, cm.packed(), np.float32)
-                    assert re.search(r"cvt\.rn\.f32\.f64", ptx) and re.search(r"st\.global\.f32", ptx), m
-                    assert not re.search(r"^\s*call", ptx, re.M), m
+                    for groups in (False, True):
+                        ptx = cuda.fill_ptx(cm.method.parts, cm.packed(), np.float32, groups=groups)
+                        assert re.search(r"cvt\.rn\.f32\.f64", ptx) and re.search(r"st\.global\.f32", ptx), m
+                        assert not re.search(r"^\s*call", ptx, re.M), m
             print("PTX-OK", method)
     """)
     if "PTX-OK" not in out.stdout and ("NVVM" in out.stderr or "libnvvm" in out.stderr.lower()):
@@ -566,17 +567,26 @@ def test_a_shared_adam_batch_on_the_device_matches_the_cpu_as_problems_stop():
     np.testing.assert_allclose(dev.x, host.x, rtol=1e-12)
 
 
+TWO = np.array([0.9, 0.5, 0.9, 0.5, 0.9])  # (two groups of problems with the same p: a grid)
+
+
 @pytest.mark.parametrize("method,opts,dtype,start", [
     ("NAdam", {}, np.float64, 60),  # (from t = 60: its product of momenta changes form after t = 64)
     # (rectified from t = 5; a clip factor a problem and a scheduled η: new columns every step)
     ("RAdam", {"clip_norm": 0.5, "lr": lambda t: 0.1 / (t + 1)}, np.float32, 0),
-    ("Yogi", {"beta1": lambda t: 0.9 - 0.01 * t}, np.float64, 0)])  # (p itself changes every step)
-def test_a_sweep_of_eta_fills_its_rows_on_the_device(method, opts, dtype, start, rng):
+    ("Yogi", {"beta1": lambda t: 0.9 - 0.01 * t}, np.float64, 0),  # (p itself changes every step)
+    # a grid: groups of equal p, their powers sent a group
+    ("NAdam", {"beta1": TWO}, np.float64, 60),
+    ("RAdam", {"beta2": np.array([0.999, 0.9, 0.999, 0.9, 0.999])}, np.float32, 0),  # (rectified apart)
+    ("Yogi", {"beta1": lambda t: 0.9 - 0.01 * t, "beta2": TWO}, np.float64, 0),  # (P sent every step)
+    ("Adamax", {"beta1": TWO}, np.float32, 0)])
+def test_a_sweep_or_a_grid_fills_its_rows_on_the_device(method, opts, dtype, start, rng):
     """A batch whose problems share p (they differ in η or in their clip factors alone), with a
     method whose coefficients have parts: the host computes the powers of t, the device finishes
     each row; the host's H is never filled and B rows never cross.  H and x equal the CPU's (bit
     for bit under the simulator, which computes as the host does), with a new η mid-run too.  (The
-    per-problem η may be a device array itself: read once, as its values.)"""
+    per-problem η may be a device array itself: read once, as its values.)  A batch in groups of
+    equal p (a grid of η × β1) likewise, with each group's powers computed on the host."""
     X = rng.normal(size=(5, 3)).astype(dtype)
     host, dev, lr = X.copy(), cuda.to_device(X), np.linspace(0.01, 0.1, 5)
     opts = {"lr": lr, **opts, "batched": True}
@@ -590,7 +600,9 @@ def test_a_sweep_of_eta_fills_its_rows_on_the_device(method, opts, dtype, start,
     ref.lr = opt.lr = lr[::-1].copy()
     _step_both(ref, opt, grads[-2:])
     rows = fcuda._DEVICE_ROWS[opt._mstate]
-    assert opt._mstate._device_fill is not None and rows.filled_here
+    grid = any(isinstance(v, np.ndarray) for k, v in opts.items() if k != "lr")
+    fill = fcuda._DeviceGroupFill if grid else fcuda._DeviceFill
+    assert type(opt._mstate._device_fill) is fill and rows.filled_here
     assert (opt._mstate.H == 0).all()
     same = np.testing.assert_array_equal if SIM else functools.partial(
         np.testing.assert_allclose, rtol=1e-6 if dtype == np.float32 else 1e-13)

@@ -22,6 +22,7 @@ import threading
 import types
 import weakref
 from functools import cache, partial
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -185,6 +186,15 @@ def _fill_rows_shared(p, t, powers, LR, GAMMA, GF, H):  # pragma: no cover - com
         RULE(p, t, powers, LR[b], GAMMA[b], GF[b], H[b])  # noqa: F821
 
 
+def _fill_rows_groups(P, t, PW, group, LR, GAMMA, GF, H):  # pragma: no cover - compiled for the device
+    """_fill_rows_shared for a batch whose problems come in several groups of equal p (a grid of η ×
+    β1): problem b's powers of t are row group[b] of PW, its group's, computed on the host
+    (_GroupPowers) and unpacked into the method's tuple by UNPACK."""
+    start, stride = cuda.grid(1), cuda.gridsize(1)  # noqa: F821
+    for b in range(start, H.shape[0], stride):
+        RULE(P[b], t, UNPACK(PW, group[b]), LR[b], GAMMA[b], GF[b], H[b])  # noqa: F821
+
+
 def _reduce(g, out):  # pragma: no cover - compiled
     """out[0] ← max |g_i| and out[1] ← Σ g_i² (float64 atomics, out zeroed first), out[2] = 1 if a
     g_i is NaN.  Each thread starts from its first element, not from a zero made of g[0]
@@ -210,10 +220,11 @@ def _reduce(g, out):  # pragma: no cover - compiled
         out[2] = 1
 
 
-def _compile(template, rule, flags: tuple, device_cache: bool = True):
+def _compile(template, rule, flags: tuple, device_cache: bool = True, **bound):
+    """(bound: further globals, each a function of the rule alone: the rule's name keys the cache)"""
     cuda = _cuda()
     name = f"cuda{template.__name__}_{getattr(rule, '__name__', 'plain')}_{_jit.flag_tag(flags)}"
-    fn = _jit.bind(template, name, cuda=cuda, RULE=rule, FLAGS=flags)
+    fn = _jit.bind(template, name, cuda=cuda, RULE=rule, FLAGS=flags, **bound)
     if _simulator():
         return cuda.jit(fn)
     try:
@@ -253,17 +264,22 @@ def ptx(template_name: str, rule, flags: tuple, nh: int, dtype, cc=(9, 0)) -> st
     return _compile_ptx(fn, args, cc)
 
 
-def fill_ptx(parts, p, dtype, cc=(9, 0)) -> str:
-    """The PTX of a batch's device fill (_fill_rows_shared) for a method's parts and packed
-    parameters p (a configuration's ``packed()``), compiled without a GPU."""
+def fill_ptx(parts, p, dtype, cc=(9, 0), groups: bool = False) -> str:
+    """The PTX of a batch's device fill (_fill_rows_shared, or _fill_rows_groups) for a method's
+    parts and packed parameters p (a configuration's ``packed()``), compiled without a GPU."""
     import numba
     from numba import types as nt
 
     powers, finish = parts
-    fn = _jit.bind(_fill_rows_shared, "ptx_fill_rows_shared", cuda=_cuda(), RULE=finish)
-    col = nt.Array(nt.float64, 1, "C")
-    args = [col, nt.int64, numba.typeof(powers(p, 1)), col, col, col,
-            nt.Array(numba.from_dtype(np.dtype(dtype)), 2, "C")]
+    col, H = nt.Array(nt.float64, 1, "C"), nt.Array(numba.from_dtype(np.dtype(dtype)), 2, "C")
+    if groups:
+        fn = _jit.bind(_fill_rows_groups, "ptx_fill_rows_groups", cuda=_cuda(), RULE=finish,
+                       UNPACK=_powers_layout(powers, p).unpack)
+        grid = nt.Array(nt.float64, 2, "C")
+        args = [grid, nt.int64, grid, nt.Array(nt.int64, 1, "C"), col, col, col, H]
+    else:
+        fn = _jit.bind(_fill_rows_shared, "ptx_fill_rows_shared", cuda=_cuda(), RULE=finish)
+        args = [col, nt.int64, numba.typeof(powers(p, 1)), col, col, col, H]
     return _compile_ptx(fn, args, cc)
 
 
@@ -465,18 +481,19 @@ class CudaKernels:
         self._cache: dict = {}
         self._launches: dict = {}
 
-    def get(self, template):
+    def get(self, template, **bound):
+        """(bound: the template's further globals, functions of the rule alone; see _compile)"""
         k = self._cache.get(template.__name__)
         if k is None:
-            k = self._cache[template.__name__] = _compile(template, self.rule, self.flags)
+            k = self._cache[template.__name__] = _compile(template, self.rule, self.flags, **bound)
         return k
 
-    def launch(self, template, griddim, blockdim, dtype) -> Launch:
+    def launch(self, template, griddim, blockdim, dtype, **bound) -> Launch:
         """The kernel for arrays of dtype at one launch shape (one Launch per argument types)."""
         key = (template.__name__, griddim, blockdim, np.dtype(dtype))
         k = self._launches.get(key)
         if k is None:
-            k = self._launches[key] = Launch(self.get(template), griddim, blockdim)
+            k = self._launches[key] = Launch(self.get(template, **bound), griddim, blockdim)
         return k
 
 
@@ -552,6 +569,80 @@ class _DeviceFill:
     def __call__(self, P, t, LR, GAMMA, GF, H, active, rows, starts) -> None:
         p = P[0]
         self.launch(self._on_device("p", p), t, self.powers(p, t), self._on_device("lr", LR),
+                    self._on_device("gamma", GAMMA), self._on_device("gfactor", GF), self.rows.H)
+
+
+_LAYOUTS: dict = {}  # powers -> _PowersLayout
+
+
+class _PowersLayout(NamedTuple):
+    """A method's powers of t (a tuple of floats and bools) as a row of float64: ``fill(P, rows,
+    starts, t, PW)`` computes each group's on the host into PW (compiled, the CPU fill's own
+    arithmetic), and ``unpack(PW, k)`` rebuilds group k's with their own types on the device (so
+    that finish sees what the host's fill gives it)."""
+    fill: Any
+    unpack: Any
+
+
+def _group_powers(P, rows, starts, t, PW):  # pragma: no cover - compiled for the host
+    """PW[k] ← the powers of t of group k (its problems rows[starts[k]:starts[k + 1]] share p)."""
+    for k in range(starts.size - 1):
+        PACK(POWERS(P[rows[starts[k]]], t), PW, k)  # noqa: F821 - bound per method
+
+
+def _powers_layout(powers, p) -> _PowersLayout:
+    """The _PowersLayout of a method's powers (p: any valid packed parameters, to read the tuple's
+    types, which do not depend on its values)."""
+    layout = _LAYOUTS.get(powers)
+    if layout is None:
+        from numba.extending import register_jitable
+
+        kinds = [isinstance(v, (bool, np.bool_)) for v in powers(p, 1)]
+        writes = "".join(f"    PW[k, {i}] = 1.0 if pw[{i}] else 0.0\n" if b else f"    PW[k, {i}] = pw[{i}]\n"
+                         for i, b in enumerate(kinds))
+        items = "".join(f"PW[k, {i}] != 0.0, " if b else f"PW[k, {i}], " for i, b in enumerate(kinds))
+        namespace: dict = {}
+        exec(f"def pack(pw, PW, k):\n{writes}\n"  # noqa: S102 - source made here, from the tuple's types
+             f"def unpack(PW, k):\n    return ({items})\n", namespace)
+        fill = _jit.jit(_jit.bind(_group_powers, f"group_powers_{powers.__name__}", POWERS=powers,
+                                  PACK=register_jitable(namespace["pack"])), nogil=True)
+        layout = _LAYOUTS.setdefault(powers, _PowersLayout(fill, register_jitable(namespace["unpack"])))
+    return layout
+
+
+class _DeviceGroupFill(_DeviceFill):
+    """_DeviceFill for a batch whose problems come in several groups of equal p (a grid of η × β1:
+    a group a β1; BatchedState.grouped): the host computes each group's powers of t (compiled,
+    the CPU fill's own arithmetic) and sends them, a few numbers a group; a thread per problem
+    finishes its row with its group's.  P crosses once, or every step where a schedule rewrites
+    it (p's scheduled columns)."""
+
+    def __init__(self, cuda, rows: _DeviceRows, parts, mstate):
+        powers, finish = parts
+        self.rows, self.cuda, self._sent = rows, cuda, {}
+        rows.filled_here = True
+        members, starts = mstate.groups
+        n_groups = len(starts) - 1
+        group = np.empty(mstate.B, dtype=np.int64)
+        group[members] = np.repeat(np.arange(n_groups), np.diff(starts))
+        self.group = cuda.to_device(group)
+        self.members, self.starts = members, starts
+        self.PW = np.zeros((n_groups, len(powers(mstate.P[0], 1))))
+        layout = _powers_layout(powers, mstate.P[0])
+        self.powers = layout.fill
+        self.p_scheduled = bool(mstate.config.scheduled)
+        self.P = None
+        blocks, threads = launch_config(mstate.B)
+        self.launch = kernels_for(finish, ()).launch(_fill_rows_groups, blocks, threads, rows.H.dtype,
+                                                     UNPACK=layout.unpack)
+
+    def __call__(self, P, t, LR, GAMMA, GF, H, active, rows, starts) -> None:
+        self.powers(P, self.members, self.starts, t, self.PW)
+        if self.P is None:
+            self.P = self.cuda.to_device(P)
+        elif self.p_scheduled:
+            self.P.copy_to_device(P)
+        self.launch(self.P, t, self._on_device("powers", self.PW), self.group, self._on_device("lr", LR),
                     self._on_device("gamma", GAMMA), self._on_device("gfactor", GF), self.rows.H)
 
 
@@ -784,9 +875,16 @@ class CudaBackend:
         return True  # (a uniform batch's H[0] is copied to the other rows on the device)
 
     def device_fill(self, mstate):
-        """A batch sharing p whose method has parts fills its H on the device (_DeviceFill)."""
-        if mstate.shares_p and mstate.config.method.parts and not mstate.uniform:
-            return _DeviceFill(self.cuda, self._device_rows(mstate), mstate.config.method.parts, mstate.B)
+        """A batch sharing p whose method has parts fills its H on the device (_DeviceFill), as does
+        one whose problems come in groups of equal p (_DeviceGroupFill).  A batch of mostly distinct
+        p (a random search of β1) is filled on the host, row by row, and sent."""
+        parts = mstate.config.method.parts
+        if not parts or mstate.uniform:
+            return None
+        if mstate.shares_p:
+            return _DeviceFill(self.cuda, self._device_rows(mstate), parts, mstate.B)
+        if mstate.grouped:
+            return _DeviceGroupFill(self.cuda, self._device_rows(mstate), parts, mstate)
         return None
 
     def rows_stepper(self, mstate, n):

@@ -9,8 +9,8 @@ To add a method: write ``fastrms/methods/NAME.py`` like ``rmsprop.py`` and add
 NAME to ``REGISTRY``.  Where its coefficients cost powers of t (bias corrections),
 write them as ``powers`` and ``finish`` like ``adamax.py`` and give ``parts``:
 a batch computes the powers once a step for each group of problems with the same
-parameters (a sweep of η is one group; on a GPU, the host computes them and the
-device finishes each problem's row).  Its stepper class
+parameters (a sweep of η is one group, a grid of η × β1 a group a β1; on a GPU,
+the host computes them and the device finishes each problem's row).  Its stepper class
 (``METHOD.class_name``), its scipy method function (``fastrms.NAME``), its export,
 every backend, both drivers and the registry-driven tests pick it up from here.
 """

@@ -237,8 +237,9 @@ class Method:
     ``parts``, where the coefficients cost powers of t, is ``(powers, finish)`` with
     ``coefficients(p, t, lr, gamma, gfactor, out)`` = ``finish(p, t, powers(p, t), lr, ...)``:
     a batch computes the powers once a step for each group of problems with the same p (a sweep
-    of η is one group, and on a GPU finishes its rows there: ``finish`` must compile for every
-    backend).
+    of η is one group, a grid of η × β1 a group a β1), and on a GPU finishes its rows there:
+    ``finish`` must compile for every backend, and ``powers`` return floats and bools (a grid's
+    cross to the device as a row of float64 a group).
     """
 
     name: str
