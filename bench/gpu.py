@@ -5,9 +5,9 @@ Side by side in one run, per step, at n = 1e6 ... 2e8, float32 and float64:
 - a device-to-device copy of the same bytes (the roofline: 2 streams),
 - a CuPy ElementwiseKernel doing the same update (one fused kernel, CuPy's codegen),
 - torch.optim.RMSprop(foreach=True) on the same GPU, when torch is installed;
-batched Adam steppers (one set of hyperparameters, η per problem, a grid of η × β1, one flat
-stepper); 100 parameter tensors (a stepper each, one over them packed, torch foreach); and an
-end-to-end AX = I solve with n = 4096 whose F and dF use CuPy matmuls.
+batched Adam steppers (one set of hyperparameters, η per problem, a grid of η × β1, a random
+search, one flat stepper); 100 parameter tensors (a stepper each, one over them packed, torch
+foreach); and an end-to-end AX = I solve with n = 4096 whose F and dF use CuPy matmuls.
 """
 
 from __future__ import annotations
@@ -151,8 +151,8 @@ def batched_steps(cupy, shapes=((10_000, 8), (100, 1_000)), steps=500, rounds=5)
     """Wall time per step of batched Adam steppers (B problems of n, float64, CuPy g): one set of
     hyperparameters (its varying h crosses to the device as one row), η per problem (the powers of
     t computed on the host, each row finished on the device), a grid of η × β1 (√B groups of equal
-    β1: each group's powers computed on the host and sent, each row finished on the device), and
-    one flat Adam stepper over the same B·n elements (the floor: one launch, no rows).  Candidates
+    β1: each group's powers computed on the host and sent, each row finished on the device), a
+    random search of β1 (groups of one), and one flat Adam stepper over the same B·n elements (the floor: one launch, no rows).  Candidates
     take turns round by round; medians with min-max."""
     from numba import cuda
 
@@ -166,10 +166,13 @@ def batched_steps(cupy, shapes=((10_000, 8), (100, 1_000)), steps=500, rounds=5)
         side = int(round(B ** 0.5))
         etas, betas = np.meshgrid(np.geomspace(1e-6, 1e-5, side), np.linspace(0.5, 0.95, B // side))
         grid = fastrms.Adam(cupy.zeros((B, n)), lr=etas.ravel(), beta1=betas.ravel())
+        search = fastrms.Adam(cupy.zeros((B, n)), lr=etas.ravel(),
+                              beta1=np.random.default_rng(0).uniform(0.5, 0.95, B))
         flat, gf = fastrms.Adam(cupy.zeros(B * n), lr=1e-6), g.reshape(-1)
         cands = {"batched, shared hyperparameters": lambda: shared.step(g),
                  "batched, η per problem": lambda: swept.step(g),
                  "batched, a grid of η × β1": lambda: grid.step(g),
+                 "batched, a random β1 per problem": lambda: search.step(g),
                  "one flat stepper over B·n": lambda: flat.step(gf)}
         times = in_turns(cands, rounds, inner=steps, sync=cuda.synchronize)
         for name, ts in times.items():

@@ -579,7 +579,8 @@ TWO = np.array([0.9, 0.5, 0.9, 0.5, 0.9])  # (two groups of problems with the sa
     ("NAdam", {"beta1": TWO}, np.float64, 60),
     ("RAdam", {"beta2": np.array([0.999, 0.9, 0.999, 0.9, 0.999])}, np.float32, 0),  # (rectified apart)
     ("Yogi", {"beta1": lambda t: 0.9 - 0.01 * t, "beta2": TWO}, np.float64, 0),  # (P sent every step)
-    ("Adamax", {"beta1": TWO}, np.float32, 0)])
+    ("Adamax", {"beta1": TWO}, np.float32, 0),
+    ("Adam", {"beta1": np.linspace(0.5, 0.9, 5), "amsgrad": True}, np.float32, 0)])  # (a group a problem)
 def test_a_sweep_or_a_grid_fills_its_rows_on_the_device(method, opts, dtype, start, rng):
     """A batch whose problems share p (they differ in η or in their clip factors alone), with a
     method whose coefficients have parts: the host computes the powers of t, the device finishes
@@ -608,6 +609,38 @@ def test_a_sweep_or_a_grid_fills_its_rows_on_the_device(method, opts, dtype, sta
         np.testing.assert_allclose, rtol=1e-6 if dtype == np.float32 else 1e-13)
     same(rows.H.copy_to_host(), ref._mstate.H)
     same(dev.copy_to_host(), host)
+
+
+@pytest.mark.skipif(__import__("numba").config.NUMBA_NUM_THREADS < 2, reason="one thread: no parallel code")
+def test_a_random_search_computes_its_powers_in_parallel_on_the_host(monkeypatch, rng):
+    """A random search on the device (every problem its own β1: groups of one) computes its powers
+    of t in parallel over the problems where they are many (here, with the threshold lowered, 5):
+    the serial powers' rows, H and x bit for bit, and the CPU's."""
+    from fastrms import method_state
+    from fastrms.kernels import cpu
+
+    X = rng.normal(size=(5, 3))
+    grads = [rng.normal(size=(5, 3)) for _ in range(4)]
+    opts = {"lr": np.geomspace(1e-3, 0.3, 5), "beta1": np.linspace(0.5, 0.95, 5)}
+    host = X.copy()
+    ref = fastrms.Adam(host, **opts)
+    runs = []
+    for threshold in (10**9, 5):
+        monkeypatch.setattr(method_state, "PARALLEL_FILL_MIN_ROWS", threshold)
+        dev = cuda.to_device(X)
+        opt = fastrms.Adam(dev, **opts)
+        for g in grads:
+            opt.step(cuda.to_device(g))
+        fill = opt._mstate._device_fill
+        runs.append((fill, fcuda._DEVICE_ROWS[opt._mstate].H.copy_to_host(), dev.copy_to_host()))
+    for g in grads:
+        ref.step(g)
+    (serial, H_serial, x_serial), (par, H_par, x_par) = runs
+    assert not isinstance(serial.powers, cpu.Chosen) and isinstance(par.powers, cpu.Chosen)
+    assert "_par_" in par.powers.kernel.py_func.__name__
+    assert H_par.tobytes() == H_serial.tobytes() and x_par.tobytes() == x_serial.tobytes()
+    if SIM:
+        assert H_par.tobytes() == ref._mstate.H.tobytes() and x_par.tobytes() == host.tobytes()
 
 
 def test_rows_launch_config():

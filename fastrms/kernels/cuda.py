@@ -25,6 +25,7 @@ from functools import cache, partial
 from typing import Any, NamedTuple
 
 import numpy as np
+from numba import prange
 
 from .._arrays import callable_gradient_error, is_torch, lazy_tensor_error, none_gradient_error, shape_error
 from . import _jit
@@ -576,17 +577,24 @@ _LAYOUTS: dict = {}  # powers -> _PowersLayout
 
 
 class _PowersLayout(NamedTuple):
-    """A method's powers of t (a tuple of floats and bools) as a row of float64: ``fill(P, rows,
-    starts, t, PW)`` computes each group's on the host into PW (compiled, the CPU fill's own
-    arithmetic), and ``unpack(PW, k)`` rebuilds group k's with their own types on the device (so
-    that finish sees what the host's fill gives it)."""
-    fill: Any
+    """A method's powers of t (a tuple of floats and bools) as a row of float64: ``pack(pw, PW, k)``
+    writes a tuple into PW[k] on the host, ``unpack(PW, k)`` rebuilds it with its own types on the
+    device (so that finish sees what the host's fill gives it)."""
+    powers: Any
+    pack: Any
     unpack: Any
+
+    @cache  # noqa: B019 - one per layout, which lives as long as the process
+    def fill(self, parallel: bool):
+        """_group_powers compiled on the host for these powers, serial or parallel over groups."""
+        name = f"group_powers_{self.powers.__name__}" + ("_par" if parallel else "")
+        return _jit.jit(_jit.bind(_group_powers, name, POWERS=self.powers, PACK=self.pack), nogil=True,
+                        parallel=parallel)
 
 
 def _group_powers(P, rows, starts, t, PW):  # pragma: no cover - compiled for the host
     """PW[k] ← the powers of t of group k (its problems rows[starts[k]:starts[k + 1]] share p)."""
-    for k in range(starts.size - 1):
+    for k in prange(starts.size - 1):
         PACK(POWERS(P[rows[starts[k]]], t), PW, k)  # noqa: F821 - bound per method
 
 
@@ -604,18 +612,17 @@ def _powers_layout(powers, p) -> _PowersLayout:
         namespace: dict = {}
         exec(f"def pack(pw, PW, k):\n{writes}\n"  # noqa: S102 - source made here, from the tuple's types
              f"def unpack(PW, k):\n    return ({items})\n", namespace)
-        fill = _jit.jit(_jit.bind(_group_powers, f"group_powers_{powers.__name__}", POWERS=powers,
-                                  PACK=register_jitable(namespace["pack"])), nogil=True)
-        layout = _LAYOUTS.setdefault(powers, _PowersLayout(fill, register_jitable(namespace["unpack"])))
+        layout = _LAYOUTS.setdefault(powers, _PowersLayout(powers, register_jitable(namespace["pack"]),
+                                                           register_jitable(namespace["unpack"])))
     return layout
 
 
 class _DeviceGroupFill(_DeviceFill):
     """_DeviceFill for a batch whose problems come in several groups of equal p (a grid of η × β1:
-    a group a β1; BatchedState.grouped): the host computes each group's powers of t (compiled,
-    the CPU fill's own arithmetic) and sends them, a few numbers a group; a thread per problem
-    finishes its row with its group's.  P crosses once, or every step where a schedule rewrites
-    it (p's scheduled columns)."""
+    a group a β1; a random search: a group a problem; BatchedState.groups): the host computes each
+    group's powers of t (compiled, the CPU fill's own arithmetic) and sends them, a few numbers a
+    group; a thread per problem finishes its row with its group's.  P crosses once, or every step
+    where a schedule rewrites it (p's scheduled columns)."""
 
     def __init__(self, cuda, rows: _DeviceRows, parts, mstate):
         powers, finish = parts
@@ -629,7 +636,15 @@ class _DeviceGroupFill(_DeviceFill):
         self.members, self.starts = members, starts
         self.PW = np.zeros((n_groups, len(powers(mstate.P[0], 1))))
         layout = _powers_layout(powers, mstate.P[0])
-        self.powers = layout.fill
+        self.powers = layout.fill(False)
+        from ..method_state import PARALLEL_FILL_MIN_ROWS
+
+        if n_groups >= PARALLEL_FILL_MIN_ROWS:  # (as the host's fill of a random search)
+            from . import _threads
+            from .cpu import Chosen, parallel_ready
+
+            self.powers = Chosen(lambda: _threads.guard(layout.fill(True)) if parallel_ready()
+                                 else layout.fill(False))
         self.p_scheduled = bool(mstate.config.scheduled)
         self.P = None
         blocks, threads = launch_config(mstate.B)
@@ -876,16 +891,15 @@ class CudaBackend:
 
     def device_fill(self, mstate):
         """A batch sharing p whose method has parts fills its H on the device (_DeviceFill), as does
-        one whose problems come in groups of equal p (_DeviceGroupFill).  A batch of mostly distinct
-        p (a random search of β1) is filled on the host, row by row, and sent."""
+        one whose problems come in groups of equal p (_DeviceGroupFill), down to groups of one (a
+        random search of β1: its powers, 7 numbers a problem for Adam, cross rather than its rows'
+        16, and the host computes no finish)."""
         parts = mstate.config.method.parts
         if not parts or mstate.uniform:
             return None
         if mstate.shares_p:
             return _DeviceFill(self.cuda, self._device_rows(mstate), parts, mstate.B)
-        if mstate.grouped:
-            return _DeviceGroupFill(self.cuda, self._device_rows(mstate), parts, mstate)
-        return None
+        return _DeviceGroupFill(self.cuda, self._device_rows(mstate), parts, mstate)
 
     def rows_stepper(self, mstate, n):
         B = mstate.B
