@@ -635,6 +635,7 @@ class _DeviceGroupFill(_DeviceFill):
         self.group = cuda.to_device(group)
         self.members, self.starts = members, starts
         self.PW = np.zeros((n_groups, len(powers(mstate.P[0], 1))))
+        self.PW_device = cuda.to_device(self.PW)  # (new every step: sent without a comparison)
         layout = _powers_layout(powers, mstate.P[0])
         self.powers = layout.fill(False)
         from ..method_state import PARALLEL_FILL_MIN_ROWS
@@ -653,11 +654,12 @@ class _DeviceGroupFill(_DeviceFill):
 
     def __call__(self, P, t, LR, GAMMA, GF, H, active, rows, starts) -> None:
         self.powers(P, self.members, self.starts, t, self.PW)
+        self.PW_device.copy_to_device(self.PW)
         if self.P is None:
             self.P = self.cuda.to_device(P)
         elif self.p_scheduled:
             self.P.copy_to_device(P)
-        self.launch(self.P, t, self._on_device("powers", self.PW), self.group, self._on_device("lr", LR),
+        self.launch(self.P, t, self.PW_device, self.group, self._on_device("lr", LR),
                     self._on_device("gamma", GAMMA), self._on_device("gfactor", GF), self.rows.H)
 
 
