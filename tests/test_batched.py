@@ -457,10 +457,12 @@ def test_the_compiled_loop_over_rows_that_share_p_equals_separate_calls(grid, rn
 def test_many_problems_fill_their_rows_in_parallel_bit_for_bit(grid, monkeypatch, rng):
     """Many problems (here, with the thresholds lowered, 12) fill their rows in parallel, row by row
     (a random search) or in pieces of their groups (a grid; pieces of 3 rows in groups of 4), in a
-    stepper and in minimize's Python loop: the serial fill's iterates, and each problem's own;
-    the compiled loop binds the parallel fill in its parallel mode alone."""
+    stepper and in minimize's Python loop: the serial fill's iterates, and each problem's own.
+    The compiled loop binds the parallel fill whatever its kernels' mode (x here is far below the
+    parallel kernels' 128 KiB), and gives the Python loop's iterates with the serial fill."""
     from fastrms import method_state
     from fastrms.drivers import compiled_batched
+    from fastrms.drivers.problem import Problem
 
     A, y = _least_squares(rng)
     X0 = rng.normal(size=(B, N))
@@ -486,13 +488,19 @@ def test_many_problems_fill_their_rows_in_parallel_bit_for_bit(grid, monkeypatch
     assert X_par.tobytes() == X_serial.tobytes()
     assert par.x.tobytes() == serial.x.tobytes() and np.array_equal(par.nit, serial.nit)
     _assert_same_as_separate(par, "adam", X0, (A, y), options)
+    jitted = {**options, "batched": True, "driver": "compiled"}
+    compiled_run = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method="adam", options=jitted)
+    problem = Problem(F_jit, dF_jit, (A, y), X0.shape, X0.dtype, batch=B)
+    assert compiled_batched.prepare(problem, state, X0.reshape(-1), 30)[2:] == (False, True)
+    assert compiled_run.x.tobytes() == serial.x.tobytes() and np.array_equal(compiled_run.nit, serial.nit)
     bound = []
     monkeypatch.setattr(compiled_batched, "jit", lambda fn, **kw: bound.append(fn.__globals__) or fn)
     sigs = compiled_batched.compiled.signature_for(F_jit, dF_jit, X0, (A, y), None, problems=True)
     for parallel in (False, True, cpu.RACE):
-        compiled_batched._build(state, sigs, False, parallel, None)
-        assert state._fill_par is not state._fill and bound[-1]["FILL"] is state._fill
-        assert bound[-1]["FILL_PAR"] is (state._fill_par if parallel else state._fill)
+        for fill_parallel in (False, True):
+            compiled_batched._build(state, sigs, False, parallel, None, fill_parallel)
+            assert state._fill_par is not state._fill and bound[-1]["FILL"] is state._fill
+            assert bound[-1]["FILL_PAR"] is (state._fill_par if fill_parallel else state._fill)
 
 
 def test_bad_input_names_the_shapes(rng):

@@ -87,7 +87,7 @@ class Problem:
         self.backend, self.kind = backend, kind
         self._views: dict = {}
         self.retained = False
-        self.compiled = None  # (driver, signatures, parallel) once the front has prepared the compiled loop
+        self.compiled = None  # what the compiled loop's prepare() returned, once the front called it
 
     def views(self, x):
         """(x as the user's functions see it, x shaped on its backend) for a flat buffer x."""
