@@ -5,9 +5,9 @@
    a Python loop of single ``minimize`` calls (timed on a subset, scaled to B), against
    ``jax.jit(jax.vmap(...))`` of an Optax rmsprop loop on the CPU (when jax and optax are
    installed), and against a hand-written @njit loop over all problems with the same dF.
-2. The same problems solved with Adam, η per problem (a sweep of η), and η and β1 per problem (a
-   100 × 100 grid): fastrms batched (compiled loop) against a hand-written @njit Adam loop and
-   ``jax.jit(jax.vmap(...))`` of Optax's adam.
+2. The same problems solved with Adam, η per problem (a sweep of η), η and β1 per problem (a
+   100 × 100 grid), and a random β1 per problem (a random search): fastrms batched (compiled loop)
+   against a hand-written @njit Adam loop and ``jax.jit(jax.vmap(...))`` of Optax's adam.
 3. B = 25 (the 5 × 5 η × γ sweep on airfoil): one batched call against 25 separate calls.
 """
 
@@ -147,19 +147,25 @@ def hand_adam_grid_loop(X, A, y, steps, lr, beta1):
     return X
 
 
-def adam_sweep(reps=3, grid=False):
-    """Adam over the least-squares problems, η per problem (grid: η and β1, GRID_LR × GRID_BETA1)."""
+# a random search: every problem its own β1 (and the grid's η), so every row its own powers of t
+SEARCH_BETA1 = np.random.default_rng(2).uniform(0.5, 0.95, B)
+
+
+def adam_sweep(reps=3, grid=False, search=False):
+    """Adam over the least-squares problems, η per problem (grid: η and β1, GRID_LR × GRID_BETA1;
+    search: GRID_LR and SEARCH_BETA1, a random search)."""
     rng = np.random.default_rng(0)
     A = rng.normal(size=(B, M, N))
     y = rng.normal(size=(B, M))
     X0 = np.zeros((B, N))
     opts = {"lr": SWEEP_LR, "eps": EPS, "maxiter": STEPS, "gtol": 0, "batched": True}
-    if grid:
-        opts = {**opts, "lr": GRID_LR, "beta1": GRID_BETA1}
+    beta1 = SEARCH_BETA1 if search else GRID_BETA1
+    if grid or search:
+        opts = {**opts, "lr": GRID_LR, "beta1": beta1}
 
     def hand(steps):
-        if grid:
-            return hand_adam_grid_loop(X0.copy(), A, y, steps, GRID_LR, GRID_BETA1)
+        if grid or search:  # (the grid's loop: each problem's own 1 − β1ᵗ)
+            return hand_adam_grid_loop(X0.copy(), A, y, steps, GRID_LR, beta1)
         return hand_adam_loop(X0.copy(), A, y, steps, SWEEP_LR)
 
     fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method="adam", options=opts)  # compile once
@@ -169,7 +175,8 @@ def adam_sweep(reps=3, grid=False):
             lambda: fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method="adam", options=opts),
         "hand-written @njit loop, same dF": lambda: hand(STEPS)}, reps)
     try:
-        out["jax.jit(jax.vmap(optax adam loop)), CPU"] = _jax(A, y, X0, reps, adam=True, grid=grid)
+        out["jax.jit(jax.vmap(optax adam loop)), CPU"] = _jax(A, y, X0, reps, adam=True,
+                                                              beta1=beta1 if grid or search else None)
     except ImportError:
         pass
     res = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method="adam", options=opts)
@@ -223,7 +230,7 @@ def least_squares(reps=3, subset=100):
     return out
 
 
-def _jax(A, y, X0, reps, adam=False, grid=False):
+def _jax(A, y, X0, reps, adam=False, beta1=None):
     import jax
     import optax
 
@@ -252,7 +259,7 @@ def _jax(A, y, X0, reps, adam=False, grid=False):
 
     run = jax.jit(jax.vmap(solve))
     a, yy, x0 = jnp.asarray(A), jnp.asarray(y), jnp.asarray(X0)
-    lr, b1 = (GRID_LR, GRID_BETA1) if grid else (SWEEP_LR, np.full(len(X0), B1))
+    lr, b1 = (GRID_LR, beta1) if beta1 is not None else (SWEEP_LR, np.full(len(X0), B1))
     lr, b1 = jnp.asarray(lr), jnp.asarray(b1)
     run(x0, a, yy, lr, b1).block_until_ready()  # compile
     return _best(lambda: run(x0, a, yy, lr, b1).block_until_ready(), reps)
@@ -292,10 +299,13 @@ def run(reps=5):
     adam = adam_sweep(reps)
     print("  Adam, a grid of η × β1 (B = 10,000, 500 steps) ...", flush=True)
     grid = adam_sweep(reps, grid=True)
+    print("  Adam, a random search of β1 (B = 10,000, 500 steps) ...", flush=True)
+    search = adam_sweep(reps, search=True)
     print("  batched η × γ sweep on airfoil (B = 25) ...", flush=True)
     sw = sweep(reps)
     print(f"  loss curves of a sweep (B = {CURVES_B}, history=True) ...", flush=True)
-    return {"least_squares": ls, "adam_sweep": adam, "adam_grid": grid, "sweep": sw, "curves": curves(reps)}
+    return {"least_squares": ls, "adam_sweep": adam, "adam_grid": grid, "adam_search": search, "sweep": sw,
+            "curves": curves(reps)}
 
 
 def _vs_ours(title: str, table: dict) -> list:
@@ -318,6 +328,10 @@ def markdown(r: dict) -> str:
         lines += [""] + _vs_ours(f"### A grid of η × β1 with Adam: the same {B:,} problems, {STEPS} steps, 100 η "
                                  f"from {GRID_LR.min():g} to {GRID_LR.max():g} × 100 β1 from {GRID_BETA1.min():g} "
                                  f"to {GRID_BETA1.max():g}", r["adam_grid"])
+    if "adam_search" in r:
+        lines += [""] + _vs_ours(f"### A random search with Adam: the same {B:,} problems, {STEPS} steps, the "
+                                 f"grid's η and a β1 a problem drawn from [{SEARCH_BETA1.min():.2f}, "
+                                 f"{SEARCH_BETA1.max():.2f}]", r["adam_search"])
     lines += ["", "### The 5 × 5 η × γ sweep on airfoil (2 epochs, batch 10)", "",
               "| candidate | median s (min–max) |", "|---|---|"]
     for name, (med, lo, hi) in r["sweep"].items():

@@ -231,7 +231,7 @@ _BATCH_CASES = {  # method: (its per-problem columns, its other options)
     "adadelta": (["gamma", "eps"], [{}, {"clip_norm": 1.0}])}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_a_batch_is_configured_as_each_problem_alone(data):
     """Whatever the per-problem values, configure_batch answers as validating every combination on
@@ -488,11 +488,12 @@ def test_many_problems_fill_their_rows_in_parallel_bit_for_bit(grid, monkeypatch
     assert X_par.tobytes() == X_serial.tobytes()
     assert par.x.tobytes() == serial.x.tobytes() and np.array_equal(par.nit, serial.nit)
     _assert_same_as_separate(par, "adam", X0, (A, y), options)
-    jitted = {**options, "batched": True, "driver": "compiled"}
-    compiled_run = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method="adam", options=jitted)
     problem = Problem(F_jit, dF_jit, (A, y), X0.shape, X0.dtype, batch=B)
     assert compiled_batched.prepare(problem, state, X0.reshape(-1), 30)[2:] == (False, True)
-    assert compiled_run.x.tobytes() == serial.x.tobytes() and np.array_equal(compiled_run.nit, serial.nit)
+    if not grid:  # (one compiled run, for the suite's time: the grid's fill is bound alike, below)
+        jitted = {**options, "batched": True, "driver": "compiled"}
+        compiled_run = fastrms.minimize(F_jit, dF_jit, X0, args=(A, y), method="adam", options=jitted)
+        assert compiled_run.x.tobytes() == serial.x.tobytes() and np.array_equal(compiled_run.nit, serial.nit)
     bound = []
     monkeypatch.setattr(compiled_batched, "jit", lambda fn, **kw: bound.append(fn.__globals__) or fn)
     sigs = compiled_batched.compiled.signature_for(F_jit, dF_jit, X0, (A, y), None, problems=True)

@@ -127,9 +127,12 @@ def test_the_adam_sweeps_hand_written_loop_is_fastrms_adam(rng):
     assert bb.GRID_LR.shape == bb.GRID_BETA1.shape == (bb.B,) and len(set(bb.GRID_BETA1)) == 100
     timing = {"fastrms batched, compiled loop (@njit F, dF)": (1.0, 0.9, 1.1),
               "hand-written @njit loop, same dF": (0.5, 0.4, 0.6), "_max_abs_difference_vs_hand_loop": 0.0}
-    text = bb.markdown({"least_squares": timing, "adam_sweep": timing, "adam_grid": timing, "sweep": {
-        "one batched call (B = 25)": (1.0, 1.0, 1.0), "25 separate calls": (2.0, 2.0, 2.0)}})
+    assert len(set(bb.SEARCH_BETA1)) == bb.B  # (a random search: every problem its own β1)
+    sweep = {"one batched call (B = 25)": (1.0, 1.0, 1.0), "25 separate calls": (2.0, 2.0, 2.0)}
+    text = bb.markdown({"least_squares": timing, "adam_sweep": timing, "adam_grid": timing,
+                        "adam_search": timing, "sweep": sweep})
     assert "A sweep of η with Adam" in text and "A grid of η × β1 with Adam" in text
+    assert "A random search with Adam" in text
     assert "| hand-written @njit loop, same dF | 0.500 (0.400–0.600) | 0.50 |" in text
 
 

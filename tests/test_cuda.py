@@ -579,7 +579,6 @@ TWO = np.array([0.9, 0.5, 0.9, 0.5, 0.9])  # (two groups of problems with the sa
     ("NAdam", {"beta1": TWO}, np.float64, 60),
     ("RAdam", {"beta2": np.array([0.999, 0.9, 0.999, 0.9, 0.999])}, np.float32, 0),  # (rectified apart)
     ("Yogi", {"beta1": lambda t: 0.9 - 0.01 * t, "beta2": TWO}, np.float64, 0),  # (P sent every step)
-    ("Adamax", {"beta1": TWO}, np.float32, 0),
     ("Adam", {"beta1": np.linspace(0.5, 0.9, 5), "amsgrad": True}, np.float32, 0)])  # (a group a problem)
 def test_a_sweep_or_a_grid_fills_its_rows_on_the_device(method, opts, dtype, start, rng):
     """A batch whose problems share p (they differ in η or in their clip factors alone), with a

@@ -388,7 +388,7 @@ from hypothesis import assume, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(gamma=st.floats(0.0, 0.999), eps=st.floats(1e-12, 1e-2), lr=st.floats(1e-4, 1.0),
        momentum=st.sampled_from([0.0, 0.5, 0.9]), centered=st.booleans(), eps_in_sqrt=st.booleans(),
        weight_decay=st.sampled_from([0.0, 0.01]), n=st.integers(1, 40), seed=st.integers(0, 2 ** 16))
